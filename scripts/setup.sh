@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs what the build and the tests need, idempotently, and configures + builds build/.
+# Sourced by scripts/test.sh and scripts/demo.sh; fast when everything is already there.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+APT_PACKAGES=(cmake g++ ninja-build ccache libgtest-dev nlohmann-json3-dev libcurl4-openssl-dev)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "setup: missing Debian packages (run as root or install them): ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+PY=python3
+stamp=".venv/.requirements.sha"
+want=$(sha256sum scripts/requirements-dev.txt | cut -d' ' -f1)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: preparing .venv"
+  [ -x .venv/bin/python ] || "$PY" -m venv .venv
+  # torch first and alone, so that nothing else can pull a different (CUDA) build of it.
+  .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0
+  .venv/bin/pip install -q --disable-pip-version-check -r scripts/requirements-dev.txt
+  echo "$want" > "$stamp"
+fi
+
+TORCH_PREFIX=$(.venv/bin/python -c 'import torch;print(torch.utils.cmake_prefix_path)')
+BUILD_DIR="${BUILD_DIR:-build}"
+gen=()
+command -v ninja >/dev/null && [ ! -f "$BUILD_DIR/CMakeCache.txt" ] && gen=(-G Ninja)
+launcher=()
+command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+cmake -S . -B "$BUILD_DIR" "${gen[@]}" "${launcher[@]}" \
+  -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" \
+  -DPython_EXECUTABLE="$ROOT/.venv/bin/python" \
+  -DDUAL_ATTENTION_BUILD_PYTHON=ON >/dev/null
+cmake --build "$BUILD_DIR" -j "$(nproc)"

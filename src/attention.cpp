@@ -1,0 +1,90 @@
+#include "dual_attention/attention.h"
+
+#include "dual_attention/attention_utils.h"
+
+namespace dual_attention {
+
+AttentionImpl::AttentionImpl(const AttentionOptions& options_) : options(options_) { reset(); }
+
+void AttentionImpl::reset() {
+  const auto& o = options;
+  const char* owner = "Attention";
+  TORCH_CHECK(o.d_model() > 0, owner, ": d_model must be positive, got ", o.d_model());
+  TORCH_CHECK(o.n_heads() > 0, owner, ": n_heads must be positive, got ", o.n_heads());
+  TORCH_CHECK(o.dropout() >= 0.0 && o.dropout() <= 1.0, owner, ": dropout must be in [0, 1], got ",
+              o.dropout());
+  n_kv_heads = o.n_kv_heads().value_or(o.n_heads());
+  total_n_heads = o.total_n_heads().value_or(o.n_heads());
+  TORCH_CHECK(n_kv_heads > 0 && o.n_heads() % n_kv_heads == 0, owner, ": n_heads (", o.n_heads(),
+              ") must be divisible by n_kv_heads (", n_kv_heads, ")");
+  TORCH_CHECK(total_n_heads > 0 && o.d_model() % total_n_heads == 0, owner, ": d_model (",
+              o.d_model(), ") must be divisible by total_n_heads (", total_n_heads, ")");
+  head_dim = o.d_model() / total_n_heads;
+  key_dim = o.key_dim().value_or(head_dim);
+  TORCH_CHECK(key_dim > 0, owner, ": key_dim must be positive, got ", key_dim);
+  n_rep_kv = o.n_heads() / n_kv_heads;
+  attn_scale = 1.0 / std::sqrt(static_cast<double>(head_dim));  // head_dim even when key_dim differs
+
+  using torch::nn::LinearOptions;
+  wq = register_module("wq", torch::nn::Linear(LinearOptions(o.d_model(), o.n_heads() * key_dim).bias(false)));
+  wk = register_module("wk", torch::nn::Linear(LinearOptions(o.d_model(), n_kv_heads * key_dim).bias(o.add_bias_kv())));
+  wv = register_module("wv", torch::nn::Linear(LinearOptions(o.d_model(), n_kv_heads * head_dim).bias(o.add_bias_kv())));
+  const int64_t out_dim = o.n_heads() * head_dim;
+  wo = register_module("wo", torch::nn::Linear(LinearOptions(out_dim, out_dim).bias(o.add_bias_out())));
+  attn_dropout = register_module("attn_dropout", torch::nn::Dropout(o.dropout()));
+  resid_dropout = register_module("resid_dropout", torch::nn::Dropout(o.dropout()));
+}
+
+void AttentionImpl::pretty_print(std::ostream& stream) const {
+  stream << "dual_attention::Attention(d_model=" << options.d_model() << ", n_heads=" << options.n_heads()
+         << ", n_kv_heads=" << n_kv_heads << ", head_dim=" << head_dim << ", key_dim=" << key_dim
+         << ", dropout=" << options.dropout() << ")";
+}
+
+std::tuple<torch::Tensor, torch::Tensor> AttentionImpl::forward(
+    const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
+    const torch::Tensor& freqs_cos, const torch::Tensor& freqs_sin, const torch::Tensor& attn_mask,
+    bool is_causal, bool need_weights) {
+  const char* owner = "Attention";
+  const int64_t d = options.d_model(), h = options.n_heads();
+  detail::check_sequence_input(query, d, owner, "query");
+  detail::check_sequence_input(key, d, owner, "key");
+  detail::check_sequence_input(value, d, owner, "value");
+  const int64_t b = query.size(0), lq = query.size(1), lk = key.size(1);
+  TORCH_CHECK(key.size(0) == b && value.size(0) == b, owner,
+              ": query, key and value must have the same batch size, got ", b, ", ", key.size(0),
+              " and ", value.size(0));
+  TORCH_CHECK(value.size(1) == lk, owner, ": key and value must have the same length, got ", lk,
+              " and ", value.size(1));
+  const bool rope = detail::check_rope_inputs(freqs_cos, freqs_sin, lq, key_dim, owner);
+  TORCH_CHECK(!rope || lq == lk, owner, ": RoPE needs equal query and key lengths, got ", lq, " and ",
+              lk);
+  auto mask = detail::resolve_attn_mask(attn_mask, is_causal, lq, lk, query.device(), owner);
+
+  auto q = wq(query).view({b, lq, h, key_dim});
+  auto k = wk(key).view({b, lk, n_kv_heads, key_dim});
+  auto v = wv(value).view({b, lk, n_kv_heads, head_dim});
+  if (rope) std::tie(q, k) = apply_rotary_emb(q, k, freqs_cos, freqs_sin);
+  k = repeat_kv(k, n_rep_kv).transpose(1, 2);  // [b, h, lk, key_dim]
+  v = repeat_kv(v, n_rep_kv).transpose(1, 2);  // [b, h, lk, head_dim]
+  q = q.transpose(1, 2);                        // [b, h, lq, key_dim]
+
+  torch::Tensor out, scores;
+  if (!need_weights) {
+    const double p = is_training() ? options.dropout() : 0.0;
+    // The causal flag (not an explicit mask) lets SDPA pick its flash kernels.
+    const bool causal_flag = is_causal && !attn_mask.defined();
+    out = torch::scaled_dot_product_attention(
+        q, k, v, causal_flag || !mask.defined() ? std::nullopt : std::optional(mask), p,
+        causal_flag, attn_scale);
+  } else {
+    scores = torch::matmul(q, k.transpose(2, 3)) * attn_scale;  // [b, h, lq, lk]
+    scores = torch::softmax(detail::apply_additive_mask(scores, mask), -1);
+    scores = attn_dropout(scores);
+    out = torch::matmul(scores, v);  // [b, h, lq, head_dim]
+  }
+  out = out.transpose(1, 2).contiguous().view({b, lq, h * head_dim});
+  return {resid_dropout(wo(out)), scores};
+}
+
+}  // namespace dual_attention
