@@ -9,28 +9,22 @@ AttentionImpl::AttentionImpl(const AttentionOptions& options_) : options(options
 void AttentionImpl::reset() {
   const auto& o = options;
   const char* owner = "Attention";
-  TORCH_CHECK(o.d_model() > 0, owner, ": d_model must be positive, got ", o.d_model());
-  TORCH_CHECK(o.n_heads() > 0, owner, ": n_heads must be positive, got ", o.n_heads());
-  TORCH_CHECK(o.dropout() >= 0.0 && o.dropout() <= 1.0, owner, ": dropout must be in [0, 1], got ",
-              o.dropout());
-  n_kv_heads = o.n_kv_heads().value_or(o.n_heads());
-  total_n_heads = o.total_n_heads().value_or(o.n_heads());
-  TORCH_CHECK(n_kv_heads > 0 && o.n_heads() % n_kv_heads == 0, owner, ": n_heads (", o.n_heads(),
-              ") must be divisible by n_kv_heads (", n_kv_heads, ")");
-  TORCH_CHECK(total_n_heads > 0 && o.d_model() % total_n_heads == 0, owner, ": d_model (",
-              o.d_model(), ") must be divisible by total_n_heads (", total_n_heads, ")");
-  head_dim = o.d_model() / total_n_heads;
+  const auto heads = detail::resolve_heads(owner, o.d_model(), o.n_heads(), o.n_kv_heads(),
+                                           o.total_n_heads(), o.dropout());
+  n_kv_heads = heads.n_kv_heads;
+  total_n_heads = heads.total_n_heads;
+  head_dim = heads.head_dim;
+  n_rep_kv = heads.n_rep_kv;
   key_dim = o.key_dim().value_or(head_dim);
   TORCH_CHECK(key_dim > 0, owner, ": key_dim must be positive, got ", key_dim);
-  n_rep_kv = o.n_heads() / n_kv_heads;
   attn_scale = 1.0 / std::sqrt(static_cast<double>(head_dim));  // head_dim even when key_dim differs
 
-  using torch::nn::LinearOptions;
-  wq = register_module("wq", torch::nn::Linear(LinearOptions(o.d_model(), o.n_heads() * key_dim).bias(false)));
-  wk = register_module("wk", torch::nn::Linear(LinearOptions(o.d_model(), n_kv_heads * key_dim).bias(o.add_bias_kv())));
-  wv = register_module("wv", torch::nn::Linear(LinearOptions(o.d_model(), n_kv_heads * head_dim).bias(o.add_bias_kv())));
-  const int64_t out_dim = o.n_heads() * head_dim;
-  wo = register_module("wo", torch::nn::Linear(LinearOptions(out_dim, out_dim).bias(o.add_bias_out())));
+  using detail::linear;
+  const int64_t d = o.d_model(), out_dim = o.n_heads() * head_dim;
+  wq = register_module("wq", linear(d, o.n_heads() * key_dim, false));
+  wk = register_module("wk", linear(d, n_kv_heads * key_dim, o.add_bias_kv()));
+  wv = register_module("wv", linear(d, n_kv_heads * head_dim, o.add_bias_kv()));
+  wo = register_module("wo", linear(out_dim, out_dim, o.add_bias_out()));
   attn_dropout = register_module("attn_dropout", torch::nn::Dropout(o.dropout()));
   resid_dropout = register_module("resid_dropout", torch::nn::Dropout(o.dropout()));
 }

@@ -57,6 +57,25 @@ torch::Tensor compute_diag_mask(int64_t size, torch::Device device) {
 
 namespace detail {
 
+HeadLayout resolve_heads(const char* owner, int64_t d_model, int64_t n_heads,
+                         std::optional<int64_t> n_kv_heads, std::optional<int64_t> total_n_heads,
+                         double dropout) {
+  TORCH_CHECK(d_model > 0, owner, ": d_model must be positive, got ", d_model);
+  TORCH_CHECK(n_heads > 0, owner, ": n_heads must be positive, got ", n_heads);
+  TORCH_CHECK(dropout >= 0.0 && dropout <= 1.0, owner, ": dropout must be in [0, 1], got ", dropout);
+  HeadLayout l{};
+  l.n_heads = n_heads;
+  l.n_kv_heads = n_kv_heads.value_or(n_heads);
+  l.total_n_heads = total_n_heads.value_or(n_heads);
+  TORCH_CHECK(l.n_kv_heads > 0 && n_heads % l.n_kv_heads == 0, owner, ": n_heads (", n_heads,
+              ") must be divisible by n_kv_heads (", l.n_kv_heads, ")");
+  TORCH_CHECK(l.total_n_heads > 0 && d_model % l.total_n_heads == 0, owner, ": d_model (", d_model,
+              ") must be divisible by the total number of heads (", l.total_n_heads, ")");
+  l.head_dim = d_model / l.total_n_heads;
+  l.n_rep_kv = n_heads / l.n_kv_heads;
+  return l;
+}
+
 torch::Tensor resolve_attn_mask(const torch::Tensor& attn_mask, bool is_causal, int64_t q_len,
                                 int64_t k_len, torch::Device device, const char* owner) {
   if (attn_mask.defined()) {
@@ -82,6 +101,10 @@ torch::Tensor resolve_attn_mask(const torch::Tensor& attn_mask, bool is_causal, 
 torch::Tensor apply_additive_mask(const torch::Tensor& scores, const torch::Tensor& mask) {
   if (!mask.defined()) return scores;
   return scores.masked_fill(mask.logical_not(), -std::numeric_limits<double>::infinity());
+}
+
+torch::nn::Linear linear(int64_t in_features, int64_t out_features, bool bias) {
+  return torch::nn::Linear(torch::nn::LinearOptions(in_features, out_features).bias(bias));
 }
 
 void check_sequence_input(const torch::Tensor& x, int64_t width, const char* owner,

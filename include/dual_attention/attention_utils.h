@@ -3,6 +3,7 @@
 
 #include <torch/torch.h>
 
+#include <optional>
 #include <string>
 #include <tuple>
 
@@ -32,6 +33,15 @@ torch::Tensor compute_diag_mask(int64_t size, torch::Device device = torch::kCPU
 
 namespace detail {
 
+// Head bookkeeping shared by every attention variant: n_kv_heads and total_n_heads defaulted to
+// n_heads, head_dim = d_model / total_n_heads, with the divisibility checks the reference asserts.
+struct HeadLayout {
+  int64_t n_heads, n_kv_heads, total_n_heads, head_dim, n_rep_kv;
+};
+HeadLayout resolve_heads(const char* owner, int64_t d_model, int64_t n_heads,
+                         std::optional<int64_t> n_kv_heads, std::optional<int64_t> total_n_heads,
+                         double dropout);
+
 // Validates the mask arguments every attention forward takes and returns the boolean mask to apply
 // ([q_len, k_len], True = may attend), or an undefined tensor for no mask. is_causal builds the causal
 // mask; attn_mask and is_causal together are an error, as is a non-boolean or misshapen mask.
@@ -40,6 +50,9 @@ torch::Tensor resolve_attn_mask(const torch::Tensor& attn_mask, bool is_causal, 
 
 // Adds -inf where `mask` is False to `scores` ([..., q_len, k_len]).
 torch::Tensor apply_additive_mask(const torch::Tensor& scores, const torch::Tensor& mask);
+
+// nn.Linear(in_features, out_features, bias=bias).
+torch::nn::Linear linear(int64_t in_features, int64_t out_features, bool bias);
 
 // Checks x is [batch, len, width] with the expected width; `argument` names it in the error.
 void check_sequence_input(const torch::Tensor& x, int64_t width, const char* owner,

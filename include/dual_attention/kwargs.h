@@ -9,7 +9,9 @@
 
 #include <c10/util/Exception.h>
 
+#include <array>
 #include <cstdint>
+#include <tuple>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
@@ -125,6 +127,31 @@ Kwargs to_kwargs(Options options) {
   Kwargs out = Kwargs::object();
   options.fields([&](const char* name, auto& field) { out[name] = detail::write_kwarg(field); });
   return out;
+}
+
+// Builds an Options struct whose constructor takes the keywords `required`, in that order and of
+// types Args, from a kwargs dict; the other keywords are then applied. A missing required keyword is
+// an error naming it, as Python's TypeError does.
+//   auto o = options_from_kwargs<AttentionOptions, int64_t, int64_t, double>(
+//       kwargs, "Attention", {"d_model", "n_heads", "dropout"});
+template <class Options, class... Args>
+Options options_from_kwargs(const Kwargs& kwargs, const std::string& owner,
+                            const std::array<const char*, sizeof...(Args)>& required) {
+  TORCH_CHECK(kwargs.is_null() || kwargs.is_object(), owner,
+              ": keyword arguments must be a dict, got ", kwargs.dump());
+  std::tuple<Args...> values;
+  std::size_t i = 0;
+  std::apply(
+      [&](auto&... value) {
+        ((TORCH_CHECK(kwargs.is_object() && kwargs.contains(required[i]), owner,
+                      ": missing required argument '", required[i], "'"),
+          detail::read_kwarg(owner, required[i], kwargs[required[i]], value), ++i),
+         ...);
+      },
+      values);
+  Options options = std::make_from_tuple<Options>(values);
+  apply_kwargs(options, kwargs, owner);
+  return options;
 }
 
 // Keywords a composite module sets itself (e.g. DualAttention passes d_model and n_heads to its

@@ -1,0 +1,225 @@
+// Relational attention (Altabaa & Lafferty 2024) and the two relational cross-attention ablations of
+// the Abstractor paper (reference: dual_attention.relational_attention).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <optional>
+#include <string>
+#include <tuple>
+
+#include "dual_attention/kwargs.h"
+#include "dual_attention/model_utils.h"
+
+namespace dual_attention {
+
+// ---------------------------------------------------------------------------------------------
+// RelationalAttention
+//   A_i^h = sum_j a^h_ij ( sum_l r_ijl W_r[h, :, l] + s_j W_s^h ),  then out = W_o concat_h A_i^h
+//   a^h   = softmax_j( <W_q^attn x_i, W_k^attn x_j>_h / sqrt(head_dim) )          (masked by -inf)
+//   r_ijl = act( <W_q^rel x_i, W_k^rel x_j>_l / sqrt(rel_proj_dim) )
+// With relative positional symbols, s_j becomes s_ij (symbols are [n, n, d]).
+// ---------------------------------------------------------------------------------------------
+struct RelationalAttentionOptions {
+  RelationalAttentionOptions(int64_t d_model, int64_t n_heads) : d_model_(d_model), n_heads_(n_heads) {}
+
+  TORCH_ARG(int64_t, d_model);
+  TORCH_ARG(int64_t, n_heads);
+  // Number of relations l; defaults to n_heads.
+  TORCH_ARG(std::optional<int64_t>, n_relations) = std::nullopt;
+  TORCH_ARG(double, dropout) = 0.0;
+  TORCH_ARG(std::optional<int64_t>, key_dim) = std::nullopt;
+  TORCH_ARG(std::optional<int64_t>, n_kv_heads) = std::nullopt;
+  TORCH_ARG(std::string, rel_activation) = "identity";
+  // Width of each relation's query/key projection; defaults to head_dim * n_heads / n_relations.
+  TORCH_ARG(std::optional<int64_t>, rel_proj_dim) = std::nullopt;
+  TORCH_ARG(bool, add_bias_kv) = false;
+  TORCH_ARG(bool, add_bias_out) = false;
+  TORCH_ARG(std::optional<int64_t>, total_n_heads) = std::nullopt;
+  // Relations use one projection for both sides (wk_rel is wq_rel).
+  TORCH_ARG(bool, symmetric_rels) = false;
+  TORCH_ARG(bool, use_relative_positional_symbols) = false;
+
+ public:
+  template <class Visitor>
+  void fields(Visitor&& v) {
+    v("d_model", d_model_);
+    v("n_heads", n_heads_);
+    v("n_relations", n_relations_);
+    v("dropout", dropout_);
+    v("key_dim", key_dim_);
+    v("n_kv_heads", n_kv_heads_);
+    v("rel_activation", rel_activation_);
+    v("rel_proj_dim", rel_proj_dim_);
+    v("add_bias_kv", add_bias_kv_);
+    v("add_bias_out", add_bias_out_);
+    v("total_n_heads", total_n_heads_);
+    v("symmetric_rels", symmetric_rels_);
+    v("use_relative_positional_symbols", use_relative_positional_symbols_);
+  }
+};
+
+class RelationalAttentionImpl : public torch::nn::Cloneable<RelationalAttentionImpl> {
+ public:
+  RelationalAttentionImpl(int64_t d_model, int64_t n_heads)
+      : RelationalAttentionImpl(RelationalAttentionOptions(d_model, n_heads)) {}
+  explicit RelationalAttentionImpl(const RelationalAttentionOptions& options);
+
+  void reset() override;
+  void reset_parameters();
+  void pretty_print(std::ostream& stream) const override;
+
+  // x [b, n, d_model]; symbols [b, n, d_model] ([n, n, d_model] with relative positional symbols);
+  // freqs [n, key_dim / 2] apply RoPE to the attention queries/keys; attn_mask boolean [n, n].
+  // Returns (out [b, n, head_dim * n_heads], attn_scores [b, n_heads, n, n],
+  // relations [b, n, n, n_relations]). With need_weights=false the scores and relations are not
+  // returned (undefined tensors).
+  std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> forward(
+      const torch::Tensor& x, const torch::Tensor& symbols, const torch::Tensor& freqs_cos = {},
+      const torch::Tensor& freqs_sin = {}, const torch::Tensor& attn_mask = {},
+      bool is_causal = false, bool need_weights = true);
+
+  RelationalAttentionOptions options;
+  int64_t n_relations = 0, n_kv_heads = 0, total_n_heads = 0, head_dim = 0, key_dim = 0,
+          rel_proj_dim = 0, n_rep_kv = 0;
+  double attn_scale = 0.0, rel_scale = 0.0;
+  Activation rel_activation;
+
+  torch::nn::Linear wq_attn{nullptr}, wk_attn{nullptr}, wq_rel{nullptr}, wk_rel{nullptr},
+      wv{nullptr}, wo{nullptr};
+  torch::Tensor wr;  // [n_heads, head_dim, n_relations]
+  torch::nn::Dropout attn_dropout{nullptr}, resid_dropout{nullptr};
+
+ private:
+  void check_inputs(const torch::Tensor& x, const torch::Tensor& symbols) const;
+};
+TORCH_MODULE(RelationalAttention);
+
+// ---------------------------------------------------------------------------------------------
+// RelationalCrossAttention ('rca'): A_i = sum_j act(<W_q x_i, W_k x_j> / sqrt(head_dim)) W_v s_j.
+// With softmax the mask adds -inf before it; with another activation masked scores are zeroed after.
+// ---------------------------------------------------------------------------------------------
+struct RelationalCrossAttentionOptions {
+  RelationalCrossAttentionOptions(int64_t d_model, int64_t n_heads, double dropout)
+      : d_model_(d_model), n_heads_(n_heads), dropout_(dropout) {}
+
+  TORCH_ARG(int64_t, d_model);
+  TORCH_ARG(int64_t, n_heads);
+  TORCH_ARG(double, dropout);
+  TORCH_ARG(std::optional<int64_t>, n_kv_heads) = std::nullopt;
+  TORCH_ARG(std::string, activation) = "softmax";
+  TORCH_ARG(bool, add_bias_kv) = false;
+  TORCH_ARG(bool, add_bias_out) = false;
+  TORCH_ARG(std::optional<int64_t>, total_n_heads) = std::nullopt;
+  TORCH_ARG(bool, use_relative_positional_symbols) = false;
+
+ public:
+  template <class Visitor>
+  void fields(Visitor&& v) {
+    v("d_model", d_model_);
+    v("n_heads", n_heads_);
+    v("dropout", dropout_);
+    v("n_kv_heads", n_kv_heads_);
+    v("activation", activation_);
+    v("add_bias_kv", add_bias_kv_);
+    v("add_bias_out", add_bias_out_);
+    v("total_n_heads", total_n_heads_);
+    v("use_relative_positional_symbols", use_relative_positional_symbols_);
+  }
+};
+
+class RelationalCrossAttentionImpl : public torch::nn::Cloneable<RelationalCrossAttentionImpl> {
+ public:
+  RelationalCrossAttentionImpl(int64_t d_model, int64_t n_heads, double dropout)
+      : RelationalCrossAttentionImpl(RelationalCrossAttentionOptions(d_model, n_heads, dropout)) {}
+  explicit RelationalCrossAttentionImpl(const RelationalCrossAttentionOptions& options);
+
+  void reset() override;
+  void pretty_print(std::ostream& stream) const override;
+
+  // Returns (out [b, n, head_dim * n_heads], scores [b, n_heads, n, n]).
+  std::tuple<torch::Tensor, torch::Tensor> forward(const torch::Tensor& x,
+                                                   const torch::Tensor& symbols,
+                                                   const torch::Tensor& freqs_cos = {},
+                                                   const torch::Tensor& freqs_sin = {},
+                                                   const torch::Tensor& attn_mask = {},
+                                                   bool is_causal = false);
+
+  RelationalCrossAttentionOptions options;
+  int64_t n_kv_heads = 0, total_n_heads = 0, head_dim = 0, n_rep_kv = 0;
+  double attn_scale = 0.0;
+  Activation activation;
+
+  torch::nn::Linear wq{nullptr}, wk{nullptr}, wv{nullptr}, wo{nullptr};
+  torch::nn::Dropout attn_dropout{nullptr}, resid_dropout{nullptr};
+};
+TORCH_MODULE(RelationalCrossAttention);
+
+// ---------------------------------------------------------------------------------------------
+// DisentangledRelationalCrossAttention ('disrca'):
+//   A_i = sum_j softmax_j(<W_q^attn x_i, W_k^attn x_j>) * act(<W_q^rel x_i, W_k^rel x_j>) W_v s_j,
+// both inner products scaled by 1/sqrt(head_dim).
+// The reference fails when 1 < n_kv_heads < n_heads (its relation keys are not repeated across query
+// heads); here the relation keys are grouped like the attention keys, which equals the reference
+// wherever the reference runs.
+// ---------------------------------------------------------------------------------------------
+struct DisentangledRelationalCrossAttentionOptions {
+  DisentangledRelationalCrossAttentionOptions(int64_t d_model, int64_t n_heads, double dropout)
+      : d_model_(d_model), n_heads_(n_heads), dropout_(dropout) {}
+
+  TORCH_ARG(int64_t, d_model);
+  TORCH_ARG(int64_t, n_heads);
+  TORCH_ARG(double, dropout);
+  TORCH_ARG(std::optional<int64_t>, n_kv_heads) = std::nullopt;
+  TORCH_ARG(std::string, rel_activation) = "identity";
+  TORCH_ARG(bool, add_bias_kv) = false;
+  TORCH_ARG(bool, add_bias_out) = false;
+  TORCH_ARG(std::optional<int64_t>, total_n_heads) = std::nullopt;
+  TORCH_ARG(bool, use_relative_positional_symbols) = false;
+
+ public:
+  template <class Visitor>
+  void fields(Visitor&& v) {
+    v("d_model", d_model_);
+    v("n_heads", n_heads_);
+    v("dropout", dropout_);
+    v("n_kv_heads", n_kv_heads_);
+    v("rel_activation", rel_activation_);
+    v("add_bias_kv", add_bias_kv_);
+    v("add_bias_out", add_bias_out_);
+    v("total_n_heads", total_n_heads_);
+    v("use_relative_positional_symbols", use_relative_positional_symbols_);
+  }
+};
+
+class DisentangledRelationalCrossAttentionImpl
+    : public torch::nn::Cloneable<DisentangledRelationalCrossAttentionImpl> {
+ public:
+  DisentangledRelationalCrossAttentionImpl(int64_t d_model, int64_t n_heads, double dropout)
+      : DisentangledRelationalCrossAttentionImpl(
+            DisentangledRelationalCrossAttentionOptions(d_model, n_heads, dropout)) {}
+  explicit DisentangledRelationalCrossAttentionImpl(
+      const DisentangledRelationalCrossAttentionOptions& options);
+
+  void reset() override;
+  void pretty_print(std::ostream& stream) const override;
+
+  // Returns (out [b, n, head_dim * n_heads], attn_scores [b, n_heads, n, n],
+  // rel_scores [b, n_heads, n, n]).
+  std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> forward(
+      const torch::Tensor& x, const torch::Tensor& symbols, const torch::Tensor& freqs_cos = {},
+      const torch::Tensor& freqs_sin = {}, const torch::Tensor& attn_mask = {},
+      bool is_causal = false);
+
+  DisentangledRelationalCrossAttentionOptions options;
+  int64_t n_kv_heads = 0, total_n_heads = 0, head_dim = 0, n_rep_kv = 0;
+  double attn_scale = 0.0;
+  Activation rel_activation;
+
+  torch::nn::Linear wq_attn{nullptr}, wk_attn{nullptr}, wq_rel{nullptr}, wk_rel{nullptr},
+      wv{nullptr}, wo{nullptr};
+  torch::nn::Dropout attn_dropout{nullptr}, resid_dropout{nullptr};
+};
+TORCH_MODULE(DisentangledRelationalCrossAttention);
+
+}  // namespace dual_attention
