@@ -141,14 +141,13 @@ Options options_from_kwargs(const Kwargs& kwargs, const std::string& owner,
               ": keyword arguments must be a dict, got ", kwargs.dump());
   std::tuple<Args...> values;
   std::size_t i = 0;
-  std::apply(
-      [&](auto&... value) {
-        ((TORCH_CHECK(kwargs.is_object() && kwargs.contains(required[i]), owner,
-                      ": missing required argument '", required[i], "'"),
-          detail::read_kwarg(owner, required[i], kwargs[required[i]], value), ++i),
-         ...);
-      },
-      values);
+  auto read_required = [&](auto& value) {
+    const char* key = required[i++];
+    TORCH_CHECK(kwargs.is_object() && kwargs.contains(key), owner, ": missing required argument '",
+                key, "'");
+    detail::read_kwarg(owner, key, kwargs[key], value);
+  };
+  std::apply([&](auto&... value) { (read_required(value), ...); }, values);
   Options options = std::make_from_tuple<Options>(values);
   apply_kwargs(options, kwargs, owner);
   return options;
