@@ -29,6 +29,7 @@ struct AttentionOptions {
   // head_dim * n_heads. Defaults to n_heads.
   TORCH_ARG(std::optional<int64_t>, total_n_heads) = std::nullopt;
 
+ public:
   template <class Visitor>
   void fields(Visitor&& v) {
     v("d_model", d_model_);
