@@ -51,8 +51,7 @@ void check_model_options(int64_t d_model, int64_t out_dim, int64_t n_layers_enc,
   TORCH_CHECK(n_layers_enc >= 0, owner, ": n_layers_enc must be >= 0, got ", n_layers_enc);
   TORCH_CHECK(n_layers_dec >= 0, owner, ": n_layers_dec must be >= 0, got ", n_layers_dec);
   TORCH_CHECK(in_block_size > 0, owner, ": in_block_size must be positive, got ", in_block_size);
-  TORCH_CHECK(out_block_size > 0, owner, ": out_block_size must be positive, got ",
-              out_block_size);
+  TORCH_CHECK(out_block_size > 0, owner, ": out_block_size must be positive, got ", out_block_size);
 }
 
 // The block keywords with d_model added, as the reference calls Block(d_model, **block_kwargs).
@@ -73,8 +72,8 @@ void check_sequence(const torch::Tensor& t, const Spec& spec, int64_t block_size
   if (spec.token) {
     TORCH_CHECK(t.dim() == 2, owner, ": ", argument,
                 " must be token ids [batch, len], got a tensor of shape ", t.sizes());
-    TORCH_CHECK(c10::isIntegralType(t.scalar_type(), /*includeBool=*/false), owner, ": ",
-                argument, " must hold integer token ids, got dtype ", t.scalar_type());
+    TORCH_CHECK(c10::isIntegralType(t.scalar_type(), /*includeBool=*/false), owner, ": ", argument,
+                " must hold integer token ids, got dtype ", t.scalar_type());
     if (t.numel() > 0) {
       const int64_t lo = t.min().item<int64_t>(), hi = t.max().item<int64_t>();
       TORCH_CHECK(lo >= 0 && hi < spec.size, owner, ": ", argument, " holds token ids in [", lo,
@@ -118,9 +117,9 @@ std::tuple<torch::Tensor, torch::Tensor> logits_and_loss(torch::nn::Linear& fina
   const int64_t out_dim = final_out->options.out_features();
   TORCH_CHECK(c10::isIntegralType(targets.scalar_type(), /*includeBool=*/false), owner,
               ": targets must hold integer class ids, got dtype ", targets.scalar_type());
-  TORCH_CHECK(targets.numel() == y.size(0) * y.size(1), owner, ": targets must hold one class id "
-              "per target position (batch ", y.size(0), " x length ", y.size(1), "), got shape ",
-              targets.sizes());
+  TORCH_CHECK(targets.numel() == y.size(0) * y.size(1), owner,
+              ": targets must hold one class id per target position (batch ", y.size(0),
+              " x length ", y.size(1), "), got shape ", targets.sizes());
   const auto flat_targets = targets.reshape({-1}).to(torch::kLong);
   const auto counted = flat_targets.ne(ignore_index);
   if (counted.any().item<bool>()) {
@@ -211,10 +210,10 @@ void Seq2SeqTransformerImpl::reset() {
 }
 
 void Seq2SeqTransformerImpl::pretty_print(std::ostream& stream) const {
-  stream << std::boolalpha << "dual_attention::Seq2SeqTransformer(input_spec="
-         << options.input_spec().dump() << ", output_spec=" << options.output_spec().dump()
-         << ", d_model=" << options.d_model() << ", out_dim=" << options.out_dim()
-         << ", n_layers_enc=" << options.n_layers_enc()
+  stream << std::boolalpha
+         << "dual_attention::Seq2SeqTransformer(input_spec=" << options.input_spec().dump()
+         << ", output_spec=" << options.output_spec().dump() << ", d_model=" << options.d_model()
+         << ", out_dim=" << options.out_dim() << ", n_layers_enc=" << options.n_layers_enc()
          << ", n_layers_dec=" << options.n_layers_dec() << ")";
 }
 
@@ -236,9 +235,8 @@ int64_t Seq2SeqTransformerImpl::get_num_params() const { return count_unique_par
 
 Seq2SeqDualAttnTransformerOptions Seq2SeqDualAttnTransformerOptions::from_kwargs(
     const Kwargs& kwargs) {
-  return options_from_kwargs<Seq2SeqDualAttnTransformerOptions, Kwargs, Kwargs, std::string,
-                             Kwargs, int64_t, int64_t, int64_t, int64_t, Kwargs, Kwargs, int64_t,
-                             int64_t>(
+  return options_from_kwargs<Seq2SeqDualAttnTransformerOptions, Kwargs, Kwargs, std::string, Kwargs,
+                             int64_t, int64_t, int64_t, int64_t, Kwargs, Kwargs, int64_t, int64_t>(
       kwargs, "Seq2SeqDualAttnTransformer",
       {"input_spec", "output_spec", "symbol_retrieval", "symbol_retrieval_kwargs", "d_model",
        "out_dim", "n_layers_enc", "n_layers_dec", "encoder_kwargs", "decoder_kwargs",
@@ -304,8 +302,9 @@ void Seq2SeqDualAttnTransformerImpl::reset() {
 }
 
 void Seq2SeqDualAttnTransformerImpl::pretty_print(std::ostream& stream) const {
-  stream << std::boolalpha << "dual_attention::Seq2SeqDualAttnTransformer(input_spec="
-         << options.input_spec().dump() << ", output_spec=" << options.output_spec().dump()
+  stream << std::boolalpha
+         << "dual_attention::Seq2SeqDualAttnTransformer(input_spec=" << options.input_spec().dump()
+         << ", output_spec=" << options.output_spec().dump()
          << ", symbol_retrieval=" << options.symbol_retrieval() << ", d_model=" << options.d_model()
          << ", out_dim=" << options.out_dim() << ", n_layers_enc=" << options.n_layers_enc() << ")";
 }

@@ -34,10 +34,10 @@ void resolve_vision_options(const Options& o, Model& model, const char* owner) {
               ": patch_size must be two positive ints (patch_width, patch_height), got ",
               join_ints(patch_size));
   TORCH_CHECK(image_shape[1] % patch_size[0] == 0 && image_shape[2] % patch_size[1] == 0, owner,
-              ": image_shape ", join_ints(image_shape), " (channels, width, height) is not "
-              "divisible by patch_size ", join_ints(patch_size), " (patch_width, patch_height)");
-  TORCH_CHECK(o.num_classes() > 0, owner, ": num_classes must be positive, got ",
-              o.num_classes());
+              ": image_shape ", join_ints(image_shape),
+              " (channels, width, height) is not divisible by patch_size ", join_ints(patch_size),
+              " (patch_width, patch_height)");
+  TORCH_CHECK(o.num_classes() > 0, owner, ": num_classes must be positive, got ", o.num_classes());
   TORCH_CHECK(o.d_model() > 0, owner, ": d_model must be positive, got ", o.d_model());
   TORCH_CHECK(o.n_layers() >= 0, owner, ": n_layers must be >= 0, got ", o.n_layers());
   TORCH_CHECK(o.dropout_rate() >= 0.0 && o.dropout_rate() <= 1.0, owner,
@@ -54,7 +54,8 @@ void resolve_vision_options(const Options& o, Model& model, const char* owner) {
   model.img_height = image_shape[2];
   model.patch_width = patch_size[0];
   model.patch_height = patch_size[1];
-  model.num_patches = (model.img_width / model.patch_width) * (model.img_height / model.patch_height);
+  model.num_patches =
+      (model.img_width / model.patch_width) * (model.img_height / model.patch_height);
   model.patch_dim = model.patch_width * model.patch_height * model.img_channels;
 }
 
@@ -69,11 +70,10 @@ torch::nn::Sequential make_patch_embedding(const Model& model, int64_t d_model) 
         .permute({0, 2, 4, 3, 5, 1})  // [b, h, w, p1, p2, c]
         .reshape({b, h * w, p1 * p2 * c});
   };
-  return torch::nn::Sequential(
-      torch::nn::Functional(to_patches),
-      torch::nn::LayerNorm(torch::nn::LayerNormOptions({model.patch_dim})),
-      torch::nn::Linear(model.patch_dim, d_model),
-      torch::nn::LayerNorm(torch::nn::LayerNormOptions({d_model})));
+  return torch::nn::Sequential(torch::nn::Functional(to_patches),
+                               torch::nn::LayerNorm(torch::nn::LayerNormOptions({model.patch_dim})),
+                               torch::nn::Linear(model.patch_dim, d_model),
+                               torch::nn::LayerNorm(torch::nn::LayerNormOptions({d_model})));
 }
 
 // An image the reference can take: [b, channels, H, W], H a multiple of patch_height, W of
@@ -81,16 +81,17 @@ torch::nn::Sequential make_patch_embedding(const Model& model, int64_t d_model) 
 template <class Model>
 void check_image(const torch::Tensor& x, const Model& m, const char* owner) {
   TORCH_CHECK(x.defined(), owner, ": x is required");
-  TORCH_CHECK(x.dim() == 4, owner, ": x must be images [batch, channels, height, width], got a "
-              "tensor of shape ", x.sizes());
+  TORCH_CHECK(x.dim() == 4, owner,
+              ": x must be images [batch, channels, height, width], got a tensor of shape ",
+              x.sizes());
   TORCH_CHECK(x.is_floating_point(), owner, ": x must be a floating-point tensor, got dtype ",
               x.scalar_type());
-  TORCH_CHECK(x.size(1) == m.img_channels, owner, ": x has ", x.size(1),
-              " channels (shape ", x.sizes(), "), expected ", m.img_channels);
+  TORCH_CHECK(x.size(1) == m.img_channels, owner, ": x has ", x.size(1), " channels (shape ",
+              x.sizes(), "), expected ", m.img_channels);
   TORCH_CHECK(x.size(2) % m.patch_height == 0 && x.size(3) % m.patch_width == 0, owner,
-              ": x of shape ", x.sizes(), " does not split into patches: its height must be a "
-              "multiple of patch_height (", m.patch_height, ") and its width of patch_width (",
-              m.patch_width, ")");
+              ": x of shape ", x.sizes(),
+              " does not split into patches: its height must be a multiple of patch_height (",
+              m.patch_height, ") and its width of patch_width (", m.patch_width, ")");
   const int64_t n = (x.size(2) / m.patch_height) * (x.size(3) / m.patch_width);
   TORCH_CHECK(n <= m.num_patches, owner, ": x of shape ", x.sizes(), " has ", n,
               " patches, more than the model's ", m.num_patches, " (image_shape: height ",
@@ -146,8 +147,10 @@ void VisionTransformerImpl::reset() {
   const auto& o = options;
   resolve_vision_options(o, *this, "VisionTransformer");
 
-  to_patch_embedding = register_module("to_patch_embedding", make_patch_embedding(*this, o.d_model()));
-  pos_embedding = register_parameter("pos_embedding", torch::randn({1, num_patches + 1, o.d_model()}));
+  to_patch_embedding =
+      register_module("to_patch_embedding", make_patch_embedding(*this, o.d_model()));
+  pos_embedding =
+      register_parameter("pos_embedding", torch::randn({1, num_patches + 1, o.d_model()}));
   cls_token = register_parameter("cls_token", torch::randn({1, 1, o.d_model()}));
   dropout = register_module("dropout", torch::nn::Dropout(o.dropout_rate()));
   torch::nn::ModuleList blocks;
@@ -166,8 +169,9 @@ void VisionTransformerImpl::reset() {
 }
 
 void VisionTransformerImpl::pretty_print(std::ostream& stream) const {
-  stream << std::boolalpha << "dual_attention::VisionTransformer(image_shape="
-         << join_ints(options.image_shape()) << ", patch_size=" << join_ints(options.patch_size())
+  stream << std::boolalpha
+         << "dual_attention::VisionTransformer(image_shape=" << join_ints(options.image_shape())
+         << ", patch_size=" << join_ints(options.patch_size())
          << ", num_classes=" << options.num_classes() << ", d_model=" << options.d_model()
          << ", n_layers=" << options.n_layers() << ", n_heads=" << options.n_heads()
          << ", pool=" << options.pool() << ")";
@@ -209,8 +213,10 @@ void VisionDualAttnTransformerImpl::reset() {
   symbol_retriever = make_symbol_retriever(o.symbol_retrieval(), o.symbol_retrieval_kwargs(),
                                            /*allow_rel_sym_attn=*/true);
   register_module("symbol_retriever", symbol_retriever.ptr());
-  to_patch_embedding = register_module("to_patch_embedding", make_patch_embedding(*this, o.d_model()));
-  pos_embedding = register_parameter("pos_embedding", torch::randn({1, num_patches + 1, o.d_model()}));
+  to_patch_embedding =
+      register_module("to_patch_embedding", make_patch_embedding(*this, o.d_model()));
+  pos_embedding =
+      register_parameter("pos_embedding", torch::randn({1, num_patches + 1, o.d_model()}));
   cls_token = register_parameter("cls_token", torch::randn({1, 1, o.d_model()}));
   dropout = register_module("dropout", torch::nn::Dropout(o.dropout_rate()));
   torch::nn::ModuleList blocks;

@@ -37,10 +37,9 @@ namespace dual_attention {
 // ---- Seq2SeqTransformer --------------------------------------------------------------------
 
 struct Seq2SeqTransformerOptions {
-  Seq2SeqTransformerOptions(Kwargs input_spec, Kwargs output_spec, int64_t d_model,
-                            int64_t out_dim, int64_t n_layers_enc, int64_t n_layers_dec,
-                            Kwargs encoder_kwargs, Kwargs decoder_kwargs, int64_t in_block_size,
-                            int64_t out_block_size)
+  Seq2SeqTransformerOptions(Kwargs input_spec, Kwargs output_spec, int64_t d_model, int64_t out_dim,
+                            int64_t n_layers_enc, int64_t n_layers_dec, Kwargs encoder_kwargs,
+                            Kwargs decoder_kwargs, int64_t in_block_size, int64_t out_block_size)
       : input_spec_(std::move(input_spec)),
         output_spec_(std::move(output_spec)),
         d_model_(d_model),
