@@ -152,9 +152,7 @@ int64_t count_unique_parameters(const torch::nn::Module& module) {
 Seq2SeqTransformerOptions Seq2SeqTransformerOptions::from_kwargs(const Kwargs& kwargs) {
   return options_from_kwargs<Seq2SeqTransformerOptions, Kwargs, Kwargs, int64_t, int64_t, int64_t,
                              int64_t, Kwargs, Kwargs, int64_t, int64_t>(
-      kwargs, "Seq2SeqTransformer",
-      {"input_spec", "output_spec", "d_model", "out_dim", "n_layers_enc", "n_layers_dec",
-       "encoder_kwargs", "decoder_kwargs", "in_block_size", "out_block_size"});
+      kwargs, "Seq2SeqTransformer", required_keywords);
 }
 
 Seq2SeqTransformerImpl::Seq2SeqTransformerImpl(const Seq2SeqTransformerOptions& options_)
@@ -231,16 +229,22 @@ std::tuple<torch::Tensor, torch::Tensor> Seq2SeqTransformerImpl::forward(
 
 int64_t Seq2SeqTransformerImpl::get_num_params() const { return count_unique_parameters(*this); }
 
+void Seq2SeqTransformerImpl::save_pretrained(const std::string& folder) const {
+  dual_attention::save_pretrained(*this, options, folder);
+}
+
+Seq2SeqTransformer Seq2SeqTransformer::from_pretrained(const std::string& name_or_path,
+                                                       const PretrainedOptions& options) {
+  return dual_attention::from_pretrained<Seq2SeqTransformer>(name_or_path, options);
+}
+
 // ---- Seq2SeqDualAttnTransformer ------------------------------------------------------------
 
 Seq2SeqDualAttnTransformerOptions Seq2SeqDualAttnTransformerOptions::from_kwargs(
     const Kwargs& kwargs) {
   return options_from_kwargs<Seq2SeqDualAttnTransformerOptions, Kwargs, Kwargs, std::string, Kwargs,
                              int64_t, int64_t, int64_t, int64_t, Kwargs, Kwargs, int64_t, int64_t>(
-      kwargs, "Seq2SeqDualAttnTransformer",
-      {"input_spec", "output_spec", "symbol_retrieval", "symbol_retrieval_kwargs", "d_model",
-       "out_dim", "n_layers_enc", "n_layers_dec", "encoder_kwargs", "decoder_kwargs",
-       "in_block_size", "out_block_size"});
+      kwargs, "Seq2SeqDualAttnTransformer", required_keywords);
 }
 
 Seq2SeqDualAttnTransformerImpl::Seq2SeqDualAttnTransformerImpl(
@@ -327,6 +331,15 @@ std::tuple<torch::Tensor, torch::Tensor> Seq2SeqDualAttnTransformerImpl::forward
 
 int64_t Seq2SeqDualAttnTransformerImpl::get_num_params() const {
   return count_unique_parameters(*this);
+}
+
+void Seq2SeqDualAttnTransformerImpl::save_pretrained(const std::string& folder) const {
+  dual_attention::save_pretrained(*this, options, folder);
+}
+
+Seq2SeqDualAttnTransformer Seq2SeqDualAttnTransformer::from_pretrained(
+    const std::string& name_or_path, const PretrainedOptions& options) {
+  return dual_attention::from_pretrained<Seq2SeqDualAttnTransformer>(name_or_path, options);
 }
 
 }  // namespace dual_attention

@@ -132,10 +132,7 @@ const std::vector<std::string>& vision_pool_names() {
 VisionTransformerOptions VisionTransformerOptions::from_kwargs(const Kwargs& kwargs) {
   return options_from_kwargs<VisionTransformerOptions, std::vector<int64_t>, std::vector<int64_t>,
                              int64_t, int64_t, int64_t, int64_t, std::optional<int64_t>, double,
-                             std::string, bool>(
-      kwargs, "VisionTransformer",
-      {"image_shape", "patch_size", "num_classes", "d_model", "n_layers", "n_heads", "dff",
-       "dropout_rate", "activation", "norm_first"});
+                             std::string, bool>(kwargs, "VisionTransformer", required_keywords);
 }
 
 VisionTransformerImpl::VisionTransformerImpl(const VisionTransformerOptions& options_)
@@ -186,6 +183,15 @@ torch::Tensor VisionTransformerImpl::forward(const torch::Tensor& x) {
 
 int64_t VisionTransformerImpl::get_num_params() const { return count_unique_parameters(*this); }
 
+void VisionTransformerImpl::save_pretrained(const std::string& folder) const {
+  dual_attention::save_pretrained(*this, options, folder);
+}
+
+VisionTransformer VisionTransformer::from_pretrained(const std::string& name_or_path,
+                                                     const PretrainedOptions& options) {
+  return dual_attention::from_pretrained<VisionTransformer>(name_or_path, options);
+}
+
 // ---- VisionDualAttnTransformer -------------------------------------------------------------
 
 VisionDualAttnTransformerOptions VisionDualAttnTransformerOptions::from_kwargs(
@@ -193,11 +199,7 @@ VisionDualAttnTransformerOptions VisionDualAttnTransformerOptions::from_kwargs(
   return options_from_kwargs<VisionDualAttnTransformerOptions, std::vector<int64_t>,
                              std::vector<int64_t>, int64_t, int64_t, int64_t, int64_t, int64_t,
                              std::optional<int64_t>, double, std::string, bool, std::string,
-                             Kwargs>(
-      kwargs, "VisionDualAttnTransformer",
-      {"image_shape", "patch_size", "num_classes", "d_model", "n_layers", "n_heads_sa",
-       "n_heads_ra", "dff", "dropout_rate", "activation", "norm_first", "symbol_retrieval",
-       "symbol_retrieval_kwargs"});
+                             Kwargs>(kwargs, "VisionDualAttnTransformer", required_keywords);
 }
 
 VisionDualAttnTransformerImpl::VisionDualAttnTransformerImpl(
@@ -256,6 +258,15 @@ torch::Tensor VisionDualAttnTransformerImpl::forward(const torch::Tensor& x) {
 
 int64_t VisionDualAttnTransformerImpl::get_num_params() const {
   return count_unique_parameters(*this);
+}
+
+void VisionDualAttnTransformerImpl::save_pretrained(const std::string& folder) const {
+  dual_attention::save_pretrained(*this, options, folder);
+}
+
+VisionDualAttnTransformer VisionDualAttnTransformer::from_pretrained(
+    const std::string& name_or_path, const PretrainedOptions& options) {
+  return dual_attention::from_pretrained<VisionDualAttnTransformer>(name_or_path, options);
 }
 
 }  // namespace dual_attention

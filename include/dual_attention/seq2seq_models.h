@@ -23,6 +23,7 @@
 
 #include <torch/torch.h>
 
+#include <array>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -30,6 +31,7 @@
 #include "dual_attention/dual_attn_blocks.h"
 #include "dual_attention/kwargs.h"
 #include "dual_attention/positional_encoding.h"
+#include "dual_attention/pretrained.h"
 #include "dual_attention/transformer_blocks.h"
 
 namespace dual_attention {
@@ -89,8 +91,13 @@ struct Seq2SeqTransformerOptions {
     v("loss_ignore_idx", loss_ignore_idx_);
   }
 
-  // From the constructor keywords, as config.json stores them: every keyword without a default
-  // must be present, the others take the defaults above, unknown keywords are errors.
+  // The constructor arguments without a default, in order.
+  static constexpr std::array<const char*, 10> required_keywords = {
+      "input_spec",   "output_spec",    "d_model",        "out_dim",       "n_layers_enc",
+      "n_layers_dec", "encoder_kwargs", "decoder_kwargs", "in_block_size", "out_block_size"};
+  // Seq2SeqTransformer(**kwargs), as config.json stores them: a missing required keyword, an
+  // unknown one or a value of the wrong type is an error naming it; the others take the defaults
+  // above.
   static Seq2SeqTransformerOptions from_kwargs(const Kwargs& kwargs);
 };
 
@@ -112,6 +119,9 @@ class Seq2SeqTransformerImpl : public torch::nn::Cloneable<Seq2SeqTransformerImp
   // Number of parameters, each shared tensor counted once (final_out once despite its two names).
   int64_t get_num_params() const;
 
+  // Writes config.json and model.safetensors into `folder` (see pretrained.h).
+  void save_pretrained(const std::string& folder) const;
+
   Seq2SeqTransformerOptions options;
   // Everything below is registered inside `layers`, under these names, as in the reference.
   torch::nn::ModuleDict layers{nullptr};
@@ -121,7 +131,16 @@ class Seq2SeqTransformerImpl : public torch::nn::Cloneable<Seq2SeqTransformerImp
   std::vector<DecoderBlock> decoder_blocks;  // layers.decoder_blocks (a ModuleList)
   torch::nn::Linear final_out{nullptr};      // d_model -> out_dim
 };
-TORCH_MODULE(Seq2SeqTransformer);
+class Seq2SeqTransformer : public torch::nn::ModuleHolder<Seq2SeqTransformerImpl> {
+ public:
+  using torch::nn::ModuleHolder<Seq2SeqTransformerImpl>::ModuleHolder;
+  using Impl = Seq2SeqTransformerImpl;
+
+  // The model saved in a folder by save_pretrained (or by the reference: safetensors' save_model
+  // plus a config.json of its constructor keywords), in eval mode.
+  static Seq2SeqTransformer from_pretrained(const std::string& name_or_path,
+                                            const PretrainedOptions& options = {});
+};
 
 // ---- Seq2SeqDualAttnTransformer ------------------------------------------------------------
 
@@ -186,6 +205,10 @@ struct Seq2SeqDualAttnTransformerOptions {
     v("loss_ignore_idx", loss_ignore_idx_);
   }
 
+  static constexpr std::array<const char*, 12> required_keywords = {
+      "input_spec",     "output_spec",    "symbol_retrieval", "symbol_retrieval_kwargs",
+      "d_model",        "out_dim",        "n_layers_enc",     "n_layers_dec",
+      "encoder_kwargs", "decoder_kwargs", "in_block_size",    "out_block_size"};
   // See Seq2SeqTransformerOptions::from_kwargs.
   static Seq2SeqDualAttnTransformerOptions from_kwargs(const Kwargs& kwargs);
 };
@@ -205,6 +228,9 @@ class Seq2SeqDualAttnTransformerImpl : public torch::nn::Cloneable<Seq2SeqDualAt
   // Number of parameters, each shared tensor counted once.
   int64_t get_num_params() const;
 
+  // Writes config.json and model.safetensors into `folder` (see pretrained.h).
+  void save_pretrained(const std::string& folder) const;
+
   Seq2SeqDualAttnTransformerOptions options;
   // Everything below is registered inside `layers`, under these names, as in the reference.
   torch::nn::ModuleDict layers{nullptr};
@@ -215,6 +241,15 @@ class Seq2SeqDualAttnTransformerImpl : public torch::nn::Cloneable<Seq2SeqDualAt
   std::vector<DualAttnDecoderBlock> decoder_blocks;  // n_layers_enc of them, as in the reference
   torch::nn::Linear final_out{nullptr};
 };
-TORCH_MODULE(Seq2SeqDualAttnTransformer);
+class Seq2SeqDualAttnTransformer : public torch::nn::ModuleHolder<Seq2SeqDualAttnTransformerImpl> {
+ public:
+  using torch::nn::ModuleHolder<Seq2SeqDualAttnTransformerImpl>::ModuleHolder;
+  using Impl = Seq2SeqDualAttnTransformerImpl;
+
+  // The model saved in a folder by save_pretrained (or by the reference: safetensors' save_model
+  // plus a config.json of its constructor keywords), in eval mode.
+  static Seq2SeqDualAttnTransformer from_pretrained(const std::string& name_or_path,
+                                                    const PretrainedOptions& options = {});
+};
 
 }  // namespace dual_attention

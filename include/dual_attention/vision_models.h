@@ -21,12 +21,14 @@
 
 #include <torch/torch.h>
 
+#include <array>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "dual_attention/dual_attn_blocks.h"
 #include "dual_attention/kwargs.h"
+#include "dual_attention/pretrained.h"
 #include "dual_attention/transformer_blocks.h"
 
 namespace dual_attention {
@@ -92,8 +94,13 @@ struct VisionTransformerOptions {
     v("pool", pool_);
   }
 
-  // From the constructor keywords, as config.json stores them: every keyword without a default
-  // must be present, the others take the defaults above, unknown keywords are errors.
+  // The constructor arguments without a default, in order.
+  static constexpr std::array<const char*, 10> required_keywords = {
+      "image_shape", "patch_size", "num_classes",  "d_model",    "n_layers",
+      "n_heads",     "dff",        "dropout_rate", "activation", "norm_first"};
+  // VisionTransformer(**kwargs), as config.json stores them (lists for the tuples): a missing
+  // required keyword, an unknown one or a value of the wrong type is an error naming it; the others
+  // take the defaults above.
   static VisionTransformerOptions from_kwargs(const Kwargs& kwargs);
 };
 
@@ -109,6 +116,9 @@ class VisionTransformerImpl : public torch::nn::Cloneable<VisionTransformerImpl>
 
   // Number of parameters.
   int64_t get_num_params() const;
+
+  // Writes config.json and model.safetensors into `folder` (see pretrained.h).
+  void save_pretrained(const std::string& folder) const;
 
   VisionTransformerOptions options;
   // Resolved from the options, as the reference's attributes of the same names.
@@ -126,7 +136,16 @@ class VisionTransformerImpl : public torch::nn::Cloneable<VisionTransformerImpl>
   std::vector<EncoderBlock> encoder_blocks;  // registered as the ModuleList "encoder_blocks"
   torch::nn::Linear final_out{nullptr};      // d_model -> num_classes
 };
-TORCH_MODULE(VisionTransformer);
+class VisionTransformer : public torch::nn::ModuleHolder<VisionTransformerImpl> {
+ public:
+  using torch::nn::ModuleHolder<VisionTransformerImpl>::ModuleHolder;
+  using Impl = VisionTransformerImpl;
+
+  // The model saved in a folder by save_pretrained (or by the reference: safetensors' save_model
+  // plus a config.json of its constructor keywords), in eval mode.
+  static VisionTransformer from_pretrained(const std::string& name_or_path,
+                                           const PretrainedOptions& options = {});
+};
 
 // ---- VisionDualAttnTransformer -------------------------------------------------------------
 
@@ -201,6 +220,19 @@ struct VisionDualAttnTransformerOptions {
     v("pool", pool_);
   }
 
+  static constexpr std::array<const char*, 13> required_keywords = {"image_shape",
+                                                                    "patch_size",
+                                                                    "num_classes",
+                                                                    "d_model",
+                                                                    "n_layers",
+                                                                    "n_heads_sa",
+                                                                    "n_heads_ra",
+                                                                    "dff",
+                                                                    "dropout_rate",
+                                                                    "activation",
+                                                                    "norm_first",
+                                                                    "symbol_retrieval",
+                                                                    "symbol_retrieval_kwargs"};
   // See VisionTransformerOptions::from_kwargs.
   static VisionDualAttnTransformerOptions from_kwargs(const Kwargs& kwargs);
 };
@@ -218,6 +250,9 @@ class VisionDualAttnTransformerImpl : public torch::nn::Cloneable<VisionDualAttn
   // Number of parameters, each shared tensor counted once.
   int64_t get_num_params() const;
 
+  // Writes config.json and model.safetensors into `folder` (see pretrained.h).
+  void save_pretrained(const std::string& folder) const;
+
   VisionDualAttnTransformerOptions options;
   // See VisionTransformer.
   int64_t img_channels = 0, img_width = 0, img_height = 0;
@@ -233,6 +268,15 @@ class VisionDualAttnTransformerImpl : public torch::nn::Cloneable<VisionDualAttn
   std::vector<DualAttnEncoderBlock> encoder_blocks;  // the ModuleList "encoder_blocks"
   torch::nn::Linear final_out{nullptr};
 };
-TORCH_MODULE(VisionDualAttnTransformer);
+class VisionDualAttnTransformer : public torch::nn::ModuleHolder<VisionDualAttnTransformerImpl> {
+ public:
+  using torch::nn::ModuleHolder<VisionDualAttnTransformerImpl>::ModuleHolder;
+  using Impl = VisionDualAttnTransformerImpl;
+
+  // The model saved in a folder by save_pretrained (or by the reference: safetensors' save_model
+  // plus a config.json of its constructor keywords), in eval mode.
+  static VisionDualAttnTransformer from_pretrained(const std::string& name_or_path,
+                                                   const PretrainedOptions& options = {});
+};
 
 }  // namespace dual_attention

@@ -1,7 +1,7 @@
 // The seq2seq and vision models behind one handle, built from a fixture folder of
-// tests/fixtures/models/ (config.json + model.safetensors + meta.json, see
-// tests/fixtures/make_model_fixtures.py). Shared by tests/cpp/test_seq2seq_vision.cpp and
-// tests/tools/model_roundtrip.cpp.
+// tests/fixtures/models/ (config.json + model.safetensors, the layout from_pretrained reads, plus
+// meta.json naming the class; see tests/fixtures/make_model_fixtures.py). Shared by
+// tests/cpp/test_seq2seq_vision.cpp and tests/tools/model_roundtrip.cpp.
 #pragma once
 
 #include <torch/torch.h>
@@ -61,8 +61,8 @@ inline int64_t num_params(AnyModel& model) {
   return std::visit([](auto& m) { return m->get_num_params(); }, model);
 }
 
-inline Kwargs options_as_kwargs(AnyModel& model) {
-  return std::visit([](auto& m) { return dual_attention::to_kwargs(m->options); }, model);
+inline Kwargs options_as_kwargs(const AnyModel& model) {
+  return std::visit([](const auto& m) { return dual_attention::to_kwargs(m->options); }, model);
 }
 
 // Seq2seq: forward(x, y, targets) when with_targets, else forward(x, y). Vision: (forward(x), {}).
@@ -87,15 +87,24 @@ inline torch::ScalarType dtype_of(const Kwargs& meta) {
   return meta.at("dtype") == "float64" ? torch::kFloat64 : torch::kFloat32;
 }
 
-// The fixture's model: built from config.json (fresh initialisation), converted to the fixture's
-// dtype, in eval mode, with model.safetensors loaded strictly.
-inline AnyModel load_fixture_model(const fs::path& dir) {
-  const Kwargs meta = read_json(dir / "meta.json");
-  AnyModel model = build_model(meta.at("model"), read_json(dir / "config.json"));
-  module_of(model).to(dtype_of(meta));
-  module_of(model).eval();
-  dual_attention::io::load_module(module_of(model), (dir / "model.safetensors").string());
-  return model;
+// XxxModel::from_pretrained(dir) for the fixture's class (meta.json names it).
+inline AnyModel from_pretrained(const fs::path& dir,
+                                const dual_attention::PretrainedOptions& options = {}) {
+  using namespace dual_attention;
+  const std::string cls = read_json(dir / "meta.json").at("model");
+  if (cls == "Seq2SeqTransformer") return Seq2SeqTransformer::from_pretrained(dir, options);
+  if (cls == "Seq2SeqDualAttnTransformer") {
+    return Seq2SeqDualAttnTransformer::from_pretrained(dir, options);
+  }
+  if (cls == "VisionTransformer") return VisionTransformer::from_pretrained(dir, options);
+  if (cls == "VisionDualAttnTransformer") {
+    return VisionDualAttnTransformer::from_pretrained(dir, options);
+  }
+  throw std::runtime_error("unknown model class " + cls);
+}
+
+inline void save_pretrained(AnyModel& model, const fs::path& dir) {
+  std::visit([&](auto& m) { m->save_pretrained(dir.string()); }, model);
 }
 
 }  // namespace model_fixtures

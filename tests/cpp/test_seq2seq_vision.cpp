@@ -131,7 +131,8 @@ class ModelFixture : public ::testing::TestWithParam<std::string> {
 
 // Logits (and loss) within 1e-4 (float32) or 1e-10 (float64) of the largest |reference logit|.
 TEST_P(ModelFixture, ReproducesTheReferenceOutputs) {
-  AnyModel model = load_fixture_model(dir());
+  AnyModel model = from_pretrained(dir());  // keeps the checkpoint's dtype, eval mode
+  EXPECT_FALSE(module_of(model).is_training());
   const auto ref = reference();
   const double rel_tol = dtype_of(meta()) == torch::kFloat64 ? 1e-10 : 1e-4;
   torch::NoGradGuard no_grad;
@@ -178,33 +179,34 @@ TEST_P(ModelFixture, StateDictKeysParametersAndCountMatchTheReference) {
   EXPECT_EQ(num_params(model), m.at("num_parameters").get<int64_t>());
 }
 
-// What we write for a loaded reference checkpoint is the reference's save_model file, byte for
-// byte (same names, same aliases for the shared tensors, same layout).
-TEST_P(ModelFixture, SavesTheReferencesCheckpointBytes) {
-  AnyModel model = load_fixture_model(dir());
+// What save_pretrained writes for a loaded reference checkpoint is the reference's save_model file,
+// byte for byte (same names, same aliases for the shared tensors, same layout), and a config.json
+// that builds the same options (defaults left out).
+TEST_P(ModelFixture, SavePretrainedWritesTheReferencesCheckpointBytes) {
+  AnyModel model = from_pretrained(dir());
   TempDir tmp;
-  const auto path = tmp.path / "model.safetensors";
-  io::save_module(module_of(model), path.string());
+  save_pretrained(model, tmp.path);
   auto read = [](const fs::path& p) {
     std::ifstream in(p, std::ios::binary);
     return std::string(std::istreambuf_iterator<char>(in), {});
   };
-  EXPECT_TRUE(read(path) == read(dir() / "model.safetensors"));
+  EXPECT_TRUE(read(tmp.path / "model.safetensors") == read(dir() / "model.safetensors"));
+
+  const std::string cls = meta().at("model");
+  const Kwargs saved = read_json(tmp.path / "config.json");
+  const Kwargs given = read_json(dir() / "config.json");
+  EXPECT_EQ(options_as_kwargs(model), options_as_kwargs(build_model(cls, saved)));
+  for (const auto& [key, value] : saved.items()) EXPECT_EQ(given.at(key), value) << key;
 }
 
-// C++ -> file -> C++: every tensor bit-exact, sharing kept, outputs identical.
+// C++ -> save_pretrained -> from_pretrained: every tensor bit-exact, outputs identical.
 TEST_P(ModelFixture, SaveThenLoadIsBitExact) {
-  AnyModel original = load_fixture_model(dir());
+  AnyModel original = from_pretrained(dir());
   TempDir tmp;
-  const auto path = tmp.path / "model.safetensors";
-  io::save_module(module_of(original), path.string());
-
+  save_pretrained(original, tmp.path);
+  std::ofstream(tmp.path / "meta.json") << meta().dump();
   torch::manual_seed(1234);  // a different initialisation, overwritten by the load
-  const auto m = meta();
-  AnyModel copy = build_model(m.at("model"), read_json(dir() / "config.json"));
-  module_of(copy).to(dtype_of(m));
-  module_of(copy).eval();
-  io::load_module(module_of(copy), path.string());
+  AnyModel copy = from_pretrained(tmp.path);
 
   const auto a = io::named_state(module_of(original));
   const auto b = io::named_state(module_of(copy));
@@ -304,6 +306,58 @@ TEST(Seq2SeqTransformer, LossIgnoresTheIgnoreIndex) {
   const auto kept_logits = torch::stack({logits[0][0], logits[0][2]});
   const auto expected = torch::nn::functional::cross_entropy(kept_logits, torch::tensor({3, 5}));
   EXPECT_TRUE(torch::allclose(loss, expected, 1e-6, 1e-6));
+}
+
+// ---- from_pretrained ---------------------------------------------------------------------------
+
+TEST(Seq2SeqDualAttnTransformer, FromPretrainedConvertsToARequestedDtype) {
+  const auto dir = kModels / "s2s_dat_symattn_prenorm";
+  auto model = Seq2SeqDualAttnTransformer::from_pretrained(
+      dir.string(), PretrainedOptions().dtype(torch::kFloat64));
+  EXPECT_EQ(model->final_out->weight.scalar_type(), torch::kFloat64);
+  const auto ref = io::load_safetensors((dir / "reference.safetensors").string()).tensors;
+  torch::NoGradGuard no_grad;
+  const auto [logits, loss] = model->forward(ref.at("x"), ref.at("y"), ref.at("targets"));
+  EXPECT_LE(max_abs(logits.to(torch::kFloat32) - ref.at("logits")),
+            1e-4 * max_abs(ref.at("logits")));
+}
+
+TEST(VisionModels, FromPretrainedErrorsNameTheFileAndTheProblem) {
+  TempDir tmp;
+  const auto source = kModels / "vit_cls_square";
+  fs::copy(source / "model.safetensors", tmp.path / "model.safetensors");
+  Kwargs config = read_json(source / "config.json");
+
+  config["pool"] = "max";
+  std::ofstream(tmp.path / "config.json") << config.dump();
+  expect_error([&] { VisionTransformer::from_pretrained(tmp.path.string()); },
+               {"config.json", "pool 'max' is not valid"});
+
+  config = read_json(source / "config.json");
+  config["patch_sizes"] = {4, 4};
+  std::ofstream(tmp.path / "config.json") << config.dump();
+  expect_error([&] { VisionTransformer::from_pretrained(tmp.path.string()); },
+               {"config.json", "unexpected keyword argument 'patch_sizes'"});
+
+  // A config that does not match the weights: pos_embedding has 5 rows in the file, 3 here.
+  config = read_json(source / "config.json");
+  config["image_shape"] = {3, 8, 4};
+  std::ofstream(tmp.path / "config.json") << config.dump();
+  expect_error([&] { VisionTransformer::from_pretrained(tmp.path.string()); }, {"pos_embedding"});
+
+  fs::remove(tmp.path / "model.safetensors");
+  std::ofstream(tmp.path / "config.json") << read_json(source / "config.json").dump();
+  expect_error([&] { VisionTransformer::from_pretrained(tmp.path.string()); },
+               {"model.safetensors"});
+  expect_error([&] { VisionTransformer::from_pretrained((tmp.path / "missing").string()); },
+               {"missing"});
+}
+
+TEST(Seq2SeqTransformer, FromPretrainedRejectsAReferenceCheckpointOfTheOtherClass) {
+  // A Seq2SeqDualAttnTransformer config is not a Seq2SeqTransformer config.
+  expect_error(
+      [] { Seq2SeqTransformer::from_pretrained((kModels / "s2s_dat_symattn_prenorm").string()); },
+      {"config.json", "unexpected keyword argument 'symbol_retrieval"});
 }
 
 // ---- configuration errors --------------------------------------------------------------------

@@ -3,8 +3,8 @@
 // builds the model of a tests/fixtures/models/ case from its config.json with a C++
 // initialisation (torch::manual_seed(SEED), then every parameter perturbed by 0.2 N(0, 1) so that
 // no norm weight is trivially one), converts it to the case's dtype and writes to OUT_DIR:
-//   config.json            every constructor keyword (to_kwargs of the options)
-//   model.safetensors      io::save_module (the layout of safetensors.torch.save_model)
+//   config.json, model.safetensors   save_pretrained (the required keywords and the non-defaults;
+//                                    the weights as safetensors.torch.save_model writes them)
 //   outputs.safetensors    its outputs for the case's reference inputs: logits, loss and
 //                          logits_last (seq2seq) or logits and logits_small (vision)
 #include <torch/torch.h>
@@ -39,9 +39,7 @@ int main(int argc, char** argv) {
     module.to(dtype_of(meta));
     module.eval();
 
-    fs::create_directories(out);
-    std::ofstream(out / "config.json") << options_as_kwargs(model).dump(2) << "\n";
-    dual_attention::io::save_module(module, (out / "model.safetensors").string());
+    save_pretrained(model, out);
 
     torch::NoGradGuard no_grad;
     const auto inputs =
