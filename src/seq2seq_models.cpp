@@ -145,6 +145,27 @@ int64_t count_unique_parameters(const torch::nn::Module& module) {
   return n;
 }
 
+// Rebuilds the model from its options (so that final_out is registered twice again) and copies
+// every parameter and buffer, converted to `device` when given.
+template <class Impl>
+std::shared_ptr<torch::nn::Module> clone_model(const Impl& self,
+                                               const std::optional<torch::Device>& device) {
+  torch::NoGradGuard no_grad;
+  auto copy = std::make_shared<Impl>(self.options);
+  auto copy_into = [&](torch::OrderedDict<std::string, torch::Tensor> to,
+                       const torch::OrderedDict<std::string, torch::Tensor>& from) {
+    for (const auto& item : from) {
+      const auto& t = item.value();
+      to[item.key()].set_data(device ? t.to(*device, /*non_blocking=*/false, /*copy=*/true)
+                                     : t.clone());
+    }
+  };
+  copy_into(copy->named_parameters(), self.named_parameters());
+  copy_into(copy->named_buffers(), self.named_buffers());
+  copy->train(self.is_training());
+  return copy;
+}
+
 }  // namespace
 
 // ---- Seq2SeqTransformer --------------------------------------------------------------------
@@ -228,6 +249,11 @@ std::tuple<torch::Tensor, torch::Tensor> Seq2SeqTransformerImpl::forward(
 }
 
 int64_t Seq2SeqTransformerImpl::get_num_params() const { return count_unique_parameters(*this); }
+
+std::shared_ptr<torch::nn::Module> Seq2SeqTransformerImpl::clone(
+    const std::optional<torch::Device>& device) const {
+  return clone_model(*this, device);
+}
 
 void Seq2SeqTransformerImpl::save_pretrained(const std::string& folder) const {
   dual_attention::save_pretrained(*this, options, folder);
@@ -331,6 +357,11 @@ std::tuple<torch::Tensor, torch::Tensor> Seq2SeqDualAttnTransformerImpl::forward
 
 int64_t Seq2SeqDualAttnTransformerImpl::get_num_params() const {
   return count_unique_parameters(*this);
+}
+
+std::shared_ptr<torch::nn::Module> Seq2SeqDualAttnTransformerImpl::clone(
+    const std::optional<torch::Device>& device) const {
+  return clone_model(*this, device);
 }
 
 void Seq2SeqDualAttnTransformerImpl::save_pretrained(const std::string& folder) const {

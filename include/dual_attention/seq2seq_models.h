@@ -24,6 +24,8 @@
 #include <torch/torch.h>
 
 #include <array>
+#include <memory>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -121,6 +123,11 @@ class Seq2SeqTransformerImpl : public torch::nn::Cloneable<Seq2SeqTransformerImp
 
   // Writes config.json and model.safetensors into `folder` (see pretrained.h).
   void save_pretrained(const std::string& folder) const;
+
+  // A deep copy that keeps final_out's second registration under target_embedder (LibTorch's
+  // Cloneable clones each child on its own and cannot rebuild it).
+  std::shared_ptr<torch::nn::Module> clone(
+      const std::optional<torch::Device>& device = std::nullopt) const override;
 
   Seq2SeqTransformerOptions options;
   // Everything below is registered inside `layers`, under these names, as in the reference.
@@ -230,6 +237,11 @@ class Seq2SeqDualAttnTransformerImpl : public torch::nn::Cloneable<Seq2SeqDualAt
 
   // Writes config.json and model.safetensors into `folder` (see pretrained.h).
   void save_pretrained(const std::string& folder) const;
+
+  // A deep copy that keeps final_out's second registration under target_embedder (LibTorch's
+  // Cloneable clones each child on its own and cannot rebuild it).
+  std::shared_ptr<torch::nn::Module> clone(
+      const std::optional<torch::Device>& device = std::nullopt) const override;
 
   Seq2SeqDualAttnTransformerOptions options;
   // Everything below is registered inside `layers`, under these names, as in the reference.

@@ -268,6 +268,31 @@ TEST(Seq2SeqTransformer, TieWeightsRegistersFinalOutUnderTargetEmbedderWithoutTy
   EXPECT_EQ(model->get_num_params(), untied->get_num_params());
 }
 
+TEST(Seq2SeqDualAttnTransformer, CloneKeepsTheSecondRegistrationOfFinalOut) {
+  Seq2SeqDualAttnTransformer model(small_dat());
+  model->eval();
+  auto copy = std::dynamic_pointer_cast<Seq2SeqDualAttnTransformerImpl>(model->clone());
+  ASSERT_TRUE(copy);
+  EXPECT_FALSE(copy->is_training());
+  const auto a = io::named_state(*model);
+  const auto b = io::named_state(*copy);
+  ASSERT_EQ(names_of(a), names_of(b));
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    EXPECT_TRUE(torch::equal(a[i].second, b[i].second)) << a[i].first;
+    EXPECT_FALSE(a[i].second.is_same(b[i].second)) << a[i].first;  // a deep copy
+  }
+  auto weights = copy->target_embedder.ptr()->named_parameters()["weights.weight"];
+  EXPECT_TRUE(weights.is_same(copy->final_out->weight));
+  const auto x = torch::randint(0, 11, {2, 5});
+  const auto y = torch::randint(0, 13, {2, 4});
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE(torch::equal(std::get<0>(model->forward(x, y)), std::get<0>(copy->forward(x, y))));
+  auto on_cpu = std::dynamic_pointer_cast<Seq2SeqTransformerImpl>(
+      Seq2SeqTransformer(small_transformer())->clone(torch::Device(torch::kCPU)));
+  EXPECT_TRUE(on_cpu->target_embedder.ptr()->named_parameters()["weights.bias"].is_same(
+      on_cpu->final_out->bias));
+}
+
 TEST(Seq2SeqTransformer, SavedCheckpointAliasesTheSecondNameOfFinalOut) {
   Seq2SeqDualAttnTransformer model(small_dat());
   TempDir tmp;
