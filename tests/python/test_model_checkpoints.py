@@ -34,6 +34,43 @@ def test_there_are_cases_of_every_class():
     assert classes == set(CLASSES)
 
 
+def reference_outputs(model, inputs):
+    with torch.no_grad():
+        if "y" in inputs:
+            logits, loss = model(inputs["x"], inputs["y"], inputs["targets"])
+            logits_last, no_loss = model(inputs["x"], inputs["y"])
+            assert no_loss is None
+            return dict(logits=logits, loss=loss, logits_last=logits_last)
+        out = dict(logits=model(inputs["x"]))
+        if "x_small" in inputs:
+            out["logits_small"] = model(inputs["x_small"])
+        return out
+
+
+def assert_close(got, want, dtype_name):
+    rel = 1e-10 if dtype_name == "float64" else 1e-4
+    assert sorted(got) == sorted(want)
+    for name, w in want.items():
+        g = got[name]
+        assert g.dtype == w.dtype and g.shape == w.shape, name
+        assert (g - w).abs().max().item() <= rel * w.abs().max().item(), name
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_fixture_is_the_installed_references_output(case):
+    """The committed fixture still matches the installed reference (portable: within tolerance)."""
+    fixture = MODELS / case
+    meta = json.loads((fixture / "meta.json").read_text())
+    config = json.loads((fixture / "config.json").read_text())
+    model = CLASSES[meta["model"]](**config).to(DTYPES[meta["dtype"]])
+    load_model(model, str(fixture / "model.safetensors"), strict=True)
+    model.eval()
+    assert list(model.state_dict()) == meta["state_dict_keys"]
+    stored = load_file(str(fixture / "reference.safetensors"))
+    expected = {k: v for k, v in stored.items() if k.startswith(("logits", "loss"))}
+    assert_close(reference_outputs(model, stored), expected, meta["dtype"])
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_cpp_checkpoint_loads_in_the_reference(case, tmp_path):
     assert TOOL.exists(), f"{TOOL} is not built (run scripts/setup.sh)"
@@ -59,20 +96,4 @@ def test_cpp_checkpoint_loads_in_the_reference(case, tmp_path):
 
     inputs = load_file(str(fixture / "reference.safetensors"))
     cpp = load_file(str(tmp_path / "outputs.safetensors"))
-    with torch.no_grad():
-        if "y" in inputs:
-            logits, loss = model(inputs["x"], inputs["y"], inputs["targets"])
-            logits_last, no_loss = model(inputs["x"], inputs["y"])
-            assert no_loss is None
-            ours = dict(logits=logits, loss=loss, logits_last=logits_last)
-        else:
-            ours = dict(logits=model(inputs["x"]))
-            if "x_small" in inputs:
-                ours["logits_small"] = model(inputs["x_small"])
-    assert sorted(ours) == sorted(cpp)
-    rel = 1e-10 if meta["dtype"] == "float64" else 1e-4
-    for name, want in ours.items():
-        got = cpp[name]
-        assert got.dtype == want.dtype and got.shape == want.shape, name
-        tol = rel * want.abs().max().item()
-        assert (got - want).abs().max().item() <= tol, name
+    assert_close(cpp, reference_outputs(model, inputs), meta["dtype"])
