@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <exception>
 #include <memory>
 #include <mutex>
 
@@ -36,6 +37,7 @@ struct Transfer {
   HttpResponse response;
   bool body_started = false;  // begin() called for the current response
   bool sink_refused = false;  // write() returned false
+  std::exception_ptr error;   // thrown by a callback: carried across libcurl, rethrown after
 
   long current_status() const {
     long status = 0;
@@ -71,14 +73,19 @@ size_t on_header(char* data, size_t size, size_t count, void* user) {
 size_t on_body(char* data, size_t size, size_t count, void* user) {
   auto* t = static_cast<Transfer*>(user);
   size_t n = size * count;
-  t->start_body();
-  if (t->streams_to_sink()) {
-    if (!t->request->sink->write(data, n)) {
-      t->sink_refused = true;
-      return 0;  // makes libcurl stop with CURLE_WRITE_ERROR
+  try {  // no exception may unwind through libcurl's C frames
+    t->start_body();
+    if (t->streams_to_sink()) {
+      if (!t->request->sink->write(data, n)) {
+        t->sink_refused = true;
+        return 0;  // makes libcurl stop with CURLE_WRITE_ERROR
+      }
+    } else if (t->response.body.size() < kMaxErrorBody) {
+      t->response.body.append(data, std::min(n, kMaxErrorBody - t->response.body.size()));
     }
-  } else if (t->response.body.size() < kMaxErrorBody) {
-    t->response.body.append(data, std::min(n, kMaxErrorBody - t->response.body.size()));
+  } catch (...) {
+    t->error = std::current_exception();
+    return 0;
   }
   return n;
 }
@@ -158,6 +165,7 @@ HttpResponse http_request(const HttpRequest& request) {
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &t);
 
   CURLcode code = curl_easy_perform(c);
+  if (t.error) std::rethrow_exception(t.error);
   if (code == CURLE_OK) {
     t.start_body();  // a response without a body still gets its begin()
     return std::move(t.response);

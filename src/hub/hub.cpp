@@ -361,6 +361,14 @@ class FileLock {
   int fd_ = -1;
 };
 
+// A byte count from a header; -1 when absent or not a number.
+int64_t parse_size(const std::string* text) {
+  if (!text || text->empty() || text->size() > 18 ||
+      !std::all_of(text->begin(), text->end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return -1;
+  return std::stoll(*text);
+}
+
 bool is_disk_full(int err) { return err == ENOSPC || err == EDQUOT || err == EFBIG; }
 
 // ---- talking to the Hub ------------------------------------------------------------------------
@@ -481,8 +489,7 @@ struct Session {
     m.location = r.is_redirect() ? detail::url_join(url, *r.header("location")) : url;
     const std::string* size = r.header("x-linked-size");
     if (!size && !r.is_redirect()) size = r.header("content-length");
-    if (size && !size->empty() && std::all_of(size->begin(), size->end(), ::isdigit))
-      m.size = std::stoll(*size);
+    m.size = parse_size(size);
     return m;
   }
 
@@ -558,8 +565,8 @@ struct Session {
       bar.restart(0);
     };
 
-    while (!(expected >= 0 &&
-             have == expected)) {  // an empty file needs no GET, as in huggingface_hub
+    // Nothing left to fetch needs no GET (an empty file, say), as in huggingface_hub.
+    while (!(expected >= 0 && have == expected)) {
       HttpRequest request;
       request.url = m.location;
       request.follow_redirects = true;
@@ -578,12 +585,12 @@ struct Session {
         }
         if (expected < 0) {  // the HEAD gave no size: take it from this answer
           const std::string* range = r.header("content-range");
-          const std::string* length = r.header("content-length");
-          if (r.status == 206 && range && range->find('/') != std::string::npos &&
-              range->substr(range->find('/') + 1) != "*")
-            expected = std::stoll(range->substr(range->find('/') + 1));
-          else if (r.status == 200 && length)
-            expected = std::stoll(*length);
+          if (r.status == 206 && range && range->find('/') != std::string::npos) {
+            std::string total = range->substr(range->find('/') + 1);
+            expected = parse_size(&total);
+          } else if (r.status == 200) {
+            expected = parse_size(r.header("content-length"));
+          }
         }
       };
       sink.write = [&](const char* data, size_t size) {
@@ -616,12 +623,12 @@ struct Session {
         if (oversize)
           fail_consistency(incomplete, "more bytes than the " + std::to_string(expected) +
                                            " announced (X-Linked-Size / Content-Length)");
-        if (bad_range) {
+        if (bad_range) {  // a 206 for another offset than asked: start over
           bad_range = false;
           restart();
-          if (retries_left-- > 0) continue;
+        } else if (have > at_start) {
+          retries_left = options.max_retries;  // progress was made: a fresh allowance
         }
-        if (have > at_start) retries_left = options.max_retries;  // progress: a fresh allowance
         if (retries_left-- > 0) {
           std::this_thread::sleep_for(std::chrono::seconds(1));
           continue;
@@ -768,7 +775,13 @@ Resolved download(const std::string& repo_id, const std::string& filename,
     write_cachedir_tag(t.cache_dir);
     write_ref(t, m.commit);
     FileLock lock(t.cache_dir / ".locks" / repo_folder_name(repo_id) / (m.etag + ".lock"));
-    if (options.force_download || !fs::exists(blob)) session.download_blob(m, blob);
+    if (options.force_download || !fs::exists(blob)) {
+      session.download_blob(m, blob);
+    } else {  // someone else (huggingface_hub, say) stored it: a partial file of ours is moot
+      fs::path partial = blob;
+      partial += ".incomplete";
+      fs::remove(partial, ec);
+    }
     link_pointer(blob, pointer);
   } catch (const fs::filesystem_error& e) {
     std::string what = std::string("cannot write the cache: ") + e.what();

@@ -1,26 +1,31 @@
 // Downloads files from the Hugging Face Hub into the cache that huggingface_hub uses, so that a
 // file fetched by Python is found here without a request and the other way round.
 //
+//   namespace hub = dual_attention::hub;
 //   std::string config = hub::hf_hub_download("awni00/DAT-sa8-ra8-ns1024-sh8-nkvh4-343M",
-//   "config.json"); std::string folder = hub::snapshot_download(repo_id, {"config.json",
-//   "model.safetensors"});
+//                                             "config.json");
+//   std::string folder = hub::snapshot_download(repo_id, {"config.json", "model.safetensors"});
 //
-// Cache layout (identical to huggingface_hub's, under HF_HUB_CACHE):
-//   models--{org}--{name}/blobs/<etag>                     file contents, named by git oid or
-//   sha256 models--{org}--{name}/snapshots/<commit>/<filename>    relative symlinks to
-//   ../../blobs/<etag> models--{org}--{name}/refs/<revision>                  the commit a branch
-//   or tag pointed at .locks/models--{org}--{name}/<etag>.lock               flock(2) lock shared
-//   with huggingface_hub
+// Cache layout, identical to huggingface_hub's (under HF_HUB_CACHE):
+//   models--{org}--{name}/blobs/<etag>                   contents, named by git oid or sha256
+//   models--{org}--{name}/snapshots/<commit>/<filename>  relative links to ../../blobs/<etag>
+//   models--{org}--{name}/refs/<revision>                the commit a branch or tag pointed at
+//   models--{org}--{name}/.no_exist/<commit>/<filename>  a file known not to exist
+//   .locks/models--{org}--{name}/<etag>.lock             flock(2)'ed by both around a transfer
+// A transfer streams into blobs/<etag>.incomplete (the name older huggingface_hub releases used
+// and `scan_cache_dir` reports); huggingface_hub 2.x writes to its own <etag>.<random>.incomplete
+// under the same lock, so the two never share a partial file.
 //
 // Environment, read at each call (huggingface_hub reads it once, at import): HF_HOME, HF_HUB_CACHE
 // (or HUGGINGFACE_HUB_CACHE), XDG_CACHE_HOME, HF_ENDPOINT, HF_TOKEN (or HUGGING_FACE_HUB_TOKEN),
 // HF_TOKEN_PATH (default $HF_HOME/token), HF_HUB_DISABLE_IMPLICIT_TOKEN, HF_HUB_OFFLINE (or
 // TRANSFORMERS_OFFLINE), HF_HUB_DISABLE_PROGRESS_BARS, HF_HUB_ETAG_TIMEOUT,
-// HF_HUB_DOWNLOAD_TIMEOUT.
+// HF_HUB_DOWNLOAD_TIMEOUT. libcurl honours http_proxy / https_proxy / no_proxy.
 //
-// Errors: every failure to produce the file is a HubError (a std::runtime_error) whose message
-// names the repo, the file and the revision; the subclasses below say why. Invalid arguments (a
-// malformed repo id, a filename that escapes the repo) are std::invalid_argument.
+// Errors: every failure to produce the file is a HubError (a std::runtime_error: the hub layer does
+// not depend on torch) whose message starts "hub: '<file>' of '<repo>' at revision '<rev>': " and
+// whose accessors give the three; the subclasses below say why. Invalid arguments (a malformed repo
+// id, a filename or revision that escapes the cache) are std::invalid_argument.
 #pragma once
 
 #include <cstdint>
