@@ -208,7 +208,7 @@ void DualAttnTransformerLMImpl::reset() {
 
   // symbol_retriever_config: {shared_symbol_retriever: true, weight_tie_symbol_library: false}.
   bool shared = true, tie_library = false;
-  const Kwargs& config = o.symbol_retriever_config();
+  const Kwargs config = o.symbol_retriever_config();
   TORCH_CHECK(config.is_null() || config.is_object(), owner,
               ": symbol_retriever_config must be a dict or None, got ", config.dump());
   if (config.is_object()) {
@@ -223,6 +223,10 @@ void DualAttnTransformerLMImpl::reset() {
     }
     shared = config.value("shared_symbol_retriever", true);
     tie_library = config.value("weight_tie_symbol_library", false);
+    // The reference fills in the dict it is given (setdefault), so a checkpoint saved by its mixin
+    // holds both keys; so does ours.
+    options.symbol_retriever_config({{"shared_symbol_retriever", shared},
+                                     {"weight_tie_symbol_library", tie_library}});
   }
 
   // One retriever object in every layer, or one per layer.

@@ -77,6 +77,8 @@ struct DualAttnTransformerLMOptions {
   TORCH_ARG(std::string, symbol_retrieval) = "symbolic_attention";
   // {"shared_symbol_retriever": bool (default true), "weight_tie_symbol_library": bool (default
   // false)}: one retriever for all layers, or one per layer, optionally sharing one symbol library.
+  // A dict given here is completed with the missing key(s), as the reference does in place (so
+  // checkpoints saved by its mixin hold both).
   TORCH_ARG(Kwargs, symbol_retriever_config) = nullptr;
   // 'pos_emb' (learned positional embedding) or 'RoPE'.
   TORCH_ARG(std::string, pos_enc_type) = "pos_emb";
