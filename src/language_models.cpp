@@ -13,7 +13,8 @@ namespace dual_attention {
 namespace {
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 // Each tensor once, in named_parameters() order (Python's parameters() skips repeats the same way).
@@ -38,8 +39,8 @@ int64_t count_parameters(const torch::nn::Module& model, const torch::nn::Embedd
 // [0, vocab_size) (one min/max reduction). Returns the ids as int64, as Embedding needs.
 torch::Tensor check_token_ids(const torch::Tensor& idx, int64_t vocab_size, const char* owner) {
   TORCH_CHECK(idx.defined(), owner, ": idx is undefined; expected token ids [batch, seq_len]");
-  TORCH_CHECK(idx.dim() == 2, owner, ": idx must be token ids of shape [batch, seq_len], got shape ",
-              idx.sizes());
+  TORCH_CHECK(idx.dim() == 2, owner,
+              ": idx must be token ids of shape [batch, seq_len], got shape ", idx.sizes());
   TORCH_CHECK(c10::isIntegralType(idx.scalar_type(), /*includeBool=*/false), owner,
               ": idx must hold integer token ids, got dtype ", idx.scalar_type());
   TORCH_CHECK(idx.numel() > 0, owner, ": idx must not be empty, got shape ", idx.sizes());
@@ -57,7 +58,8 @@ void check_sequence_length(const torch::Tensor& idx, int64_t max_block_size, con
 
 // Mean cross-entropy of logits [b, t, vocab] against targets [b, t], ignoring targets of -1; an
 // undefined tensor without targets.
-torch::Tensor lm_loss(const torch::Tensor& logits, const torch::Tensor& targets, const char* owner) {
+torch::Tensor lm_loss(const torch::Tensor& logits, const torch::Tensor& targets,
+                      const char* owner) {
   if (!targets.defined()) return {};
   const int64_t vocab_size = logits.size(-1);
   TORCH_CHECK(targets.sizes() == logits.sizes().slice(0, 2), owner,
@@ -142,14 +144,13 @@ std::shared_ptr<torch::nn::Module> clone_model(const Impl& source,
   return copy;
 }
 
-void check_common_options(const char* owner, int64_t vocab_size, int64_t d_model,
-                          int64_t n_layers, int64_t max_block_size, double dropout_rate,
+void check_common_options(const char* owner, int64_t vocab_size, int64_t d_model, int64_t n_layers,
+                          int64_t max_block_size, double dropout_rate,
                           const std::string& pos_enc_type) {
   TORCH_CHECK(vocab_size > 0, owner, ": vocab_size must be positive, got ", vocab_size);
   TORCH_CHECK(d_model > 0, owner, ": d_model must be positive, got ", d_model);
   TORCH_CHECK(n_layers >= 0, owner, ": n_layers must be >= 0, got ", n_layers);
-  TORCH_CHECK(max_block_size > 0, owner, ": max_block_size must be positive, got ",
-              max_block_size);
+  TORCH_CHECK(max_block_size > 0, owner, ": max_block_size must be positive, got ", max_block_size);
   TORCH_CHECK(dropout_rate >= 0.0 && dropout_rate <= 1.0, owner,
               ": dropout_rate must be in [0, 1], got ", dropout_rate);
   TORCH_CHECK(pos_enc_type == "pos_emb" || pos_enc_type == "RoPE", owner,
@@ -213,11 +214,11 @@ void DualAttnTransformerLMImpl::reset() {
               ": symbol_retriever_config must be a dict or None, got ", config.dump());
   if (config.is_object()) {
     for (const auto& item : config.items()) {
-      TORCH_CHECK(item.key() == "shared_symbol_retriever" ||
-                      item.key() == "weight_tie_symbol_library",
-                  owner, ": unexpected key '", item.key(),
-                  "' in symbol_retriever_config; valid keys are: shared_symbol_retriever, "
-                  "weight_tie_symbol_library");
+      TORCH_CHECK(
+          item.key() == "shared_symbol_retriever" || item.key() == "weight_tie_symbol_library",
+          owner, ": unexpected key '", item.key(),
+          "' in symbol_retriever_config; valid keys are: shared_symbol_retriever, "
+          "weight_tie_symbol_library");
       TORCH_CHECK(item.value().is_boolean(), owner, ": symbol_retriever_config['", item.key(),
                   "'] must be a bool, got ", item.value().dump());
     }
@@ -225,8 +226,8 @@ void DualAttnTransformerLMImpl::reset() {
     tie_library = config.value("weight_tie_symbol_library", false);
     // The reference fills in the dict it is given (setdefault), so a checkpoint saved by its mixin
     // holds both keys; so does ours.
-    options.symbol_retriever_config({{"shared_symbol_retriever", shared},
-                                     {"weight_tie_symbol_library", tie_library}});
+    options.symbol_retriever_config(
+        {{"shared_symbol_retriever", shared}, {"weight_tie_symbol_library", tie_library}});
   }
 
   // One retriever object in every layer, or one per layer.
@@ -286,7 +287,9 @@ void DualAttnTransformerLMImpl::reset() {
   } else {
     // The reference sizes the tables by d_model / (n_heads_sa + n_heads_ra).
     const int64_t n_heads = o.n_heads_sa() + o.n_heads_ra();
-    std::tie(freqs_cos, freqs_sin) = precompute_freqs_cis(o.d_model() / n_heads, o.max_block_size());
+    TORCH_CHECK(n_heads > 0, owner, ": n_heads_sa + n_heads_ra must be positive, got ", n_heads);
+    std::tie(freqs_cos, freqs_sin) =
+        precompute_freqs_cis(o.d_model() / n_heads, o.max_block_size());
     freqs_cos = register_buffer("freqs_cos", freqs_cos);
     freqs_sin = register_buffer("freqs_sin", freqs_sin);
   }
@@ -307,8 +310,9 @@ void DualAttnTransformerLMImpl::pretty_print(std::ostream& stream) const {
   stream << std::boolalpha << "dual_attention::DualAttnTransformerLM(vocab_size=" << o.vocab_size()
          << ", d_model=" << o.d_model() << ", n_layers=" << o.n_layers()
          << ", n_heads_sa=" << o.n_heads_sa() << ", n_heads_ra=" << o.n_heads_ra()
-         << ", max_block_size=" << o.max_block_size() << ", symbol_retrieval=" << o.symbol_retrieval()
-         << ", pos_enc_type=" << o.pos_enc_type() << ")";
+         << ", max_block_size=" << o.max_block_size()
+         << ", symbol_retrieval=" << o.symbol_retrieval() << ", pos_enc_type=" << o.pos_enc_type()
+         << ")";
 }
 
 std::shared_ptr<torch::nn::Module> DualAttnTransformerLMImpl::clone(
@@ -382,8 +386,8 @@ void TransformerLMImpl::reset() {
   check_common_options(owner, o.vocab_size(), o.d_model(), o.n_layers(), o.max_block_size(),
                        o.dropout_rate(), o.pos_enc_type());
   check_no_reserved_kwargs(o.block_kwargs(),
-                           {"d_model", "n_heads", "dff", "dropout_rate", "activation",
-                            "norm_first", "norm_type", "bias", "causal"},
+                           {"d_model", "n_heads", "dff", "dropout_rate", "activation", "norm_first",
+                            "norm_type", "bias", "causal"},
                            owner, "block_kwargs");
 
   blocks = torch::nn::ModuleList();
@@ -408,7 +412,8 @@ void TransformerLMImpl::reset() {
     named.emplace_back("positional_embedder", positional_embedder.ptr());
   } else {
     TORCH_CHECK(o.n_heads() > 0, owner, ": n_heads must be positive, got ", o.n_heads());
-    std::tie(freqs_cos, freqs_sin) = precompute_freqs_cis(o.d_model() / o.n_heads(), o.max_block_size());
+    std::tie(freqs_cos, freqs_sin) =
+        precompute_freqs_cis(o.d_model() / o.n_heads(), o.max_block_size());
     freqs_cos = register_buffer("freqs_cos", freqs_cos);
     freqs_sin = register_buffer("freqs_sin", freqs_sin);
   }
@@ -470,9 +475,8 @@ int64_t TransformerLMImpl::get_num_params(bool non_embedding) const {
   return count_parameters(*this, positional_embedder, non_embedding);
 }
 
-torch::optim::AdamW TransformerLMImpl::configure_optimizers(double weight_decay,
-                                                            double learning_rate,
-                                                            std::tuple<double, double> betas) const {
+torch::optim::AdamW TransformerLMImpl::configure_optimizers(
+    double weight_decay, double learning_rate, std::tuple<double, double> betas) const {
   return dual_attention::configure_optimizers(*this, weight_decay, learning_rate, betas);
 }
 

@@ -23,8 +23,9 @@ std::string resolve_pretrained(const std::string& name_or_path) {
 
 Kwargs read_config_json(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  TORCH_CHECK(in, path, ": cannot open the model config (expected config.json next to "
-                        "model.safetensors)");
+  TORCH_CHECK(in, path,
+              ": cannot open the model config (expected config.json next to "
+              "model.safetensors)");
   std::stringstream text;
   text << in.rdbuf();
   Kwargs config;
@@ -49,14 +50,15 @@ void write_config_json(const std::string& path, const Kwargs& config) {
 void load_pretrained_weights(torch::nn::Module& module, const std::string& folder,
                              const PretrainedOptions& options) {
   const std::string path = folder + "/model.safetensors";
-  TORCH_CHECK(fs::is_regular_file(path), path, ": no such file (expected the model weights "
-                                               "next to config.json)");
+  TORCH_CHECK(fs::is_regular_file(path), path,
+              ": no such file (expected the model weights "
+              "next to config.json)");
   // The model takes the checkpoint's floating-point dtype unless told otherwise.
   torch::Dtype dtype = torch::kFloat32;
   if (options.dtype()) {
     dtype = *options.dtype();
-    TORCH_CHECK(c10::isFloatingType(dtype), "from_pretrained: dtype must be a floating-point type, got ",
-                dtype);
+    TORCH_CHECK(c10::isFloatingType(dtype),
+                "from_pretrained: dtype must be a floating-point type, got ", dtype);
   } else {
     const auto file = io::SafetensorsFile::open(path);
     std::set<torch::ScalarType> stored;

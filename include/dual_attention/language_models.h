@@ -113,8 +113,10 @@ struct DualAttnTransformerLMOptions {
 
   // The constructor's arguments (keywords without a default), in order.
   static constexpr std::array<const char*, 11> required_keywords = {
-      "vocab_size", "d_model",      "n_layers",   "n_heads_sa", "n_heads_ra",    "symbol_retrieval_kwargs",
-      "dff",        "dropout_rate", "activation", "norm_first", "max_block_size"};
+      "vocab_size", "d_model",       "n_layers",
+      "n_heads_sa", "n_heads_ra",    "symbol_retrieval_kwargs",
+      "dff",        "dropout_rate",  "activation",
+      "norm_first", "max_block_size"};
   // DualAttnTransformerLM(**kwargs): a missing required keyword, an unknown one or a value of the
   // wrong type is an error naming it.
   static DualAttnTransformerLMOptions from_kwargs(const Kwargs& kwargs);

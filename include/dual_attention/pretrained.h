@@ -2,7 +2,8 @@
 // dual_attention.hf.DualAttnTransformerLM_HFHub / TransformerLM_HFHub, and the published models):
 //
 //   <folder>/config.json         the constructor keywords, as a JSON object
-//   <folder>/model.safetensors   the state_dict, shared tensors stored once (safetensors' save_model)
+//   <folder>/model.safetensors   the state_dict, shared tensors stored once (safetensors'
+//   save_model)
 //
 // Any model class can use this machinery. Its Options struct needs, besides fields():
 //   static constexpr std::array<const char*, N> required_keywords;  // constructor arguments
@@ -13,12 +14,12 @@
 // The language models wrap these as DualAttnTransformerLM::from_pretrained and
 // model->save_pretrained.
 //
-// config.json: the mixin writes exactly the keywords its caller passed, so a key that is absent takes
-// the reference's default; an unknown key, a missing required key or a value of the wrong type is an
-// error naming the key, the value and what was expected. save_pretrained writes the required
-// keywords and every keyword whose value differs from its default (what a caller passing only the
-// non-defaults gets from the mixin), with sorted keys and two-space indents as json.dumps(...,
-// sort_keys=True, indent=2) does.
+// config.json: the mixin writes exactly the keywords its caller passed, so a key that is absent
+// takes the reference's default; an unknown key, a missing required key or a value of the wrong
+// type is an error naming the key, the value and what was expected. save_pretrained writes the
+// required keywords and every keyword whose value differs from its default (what a caller passing
+// only the non-defaults gets from the mixin), with sorted keys and two-space indents as
+// json.dumps(..., sort_keys=True, indent=2) does.
 #pragma once
 
 #include <torch/torch.h>

@@ -140,9 +140,8 @@ struct ParityRun {
     EXPECT_EQ(logits.scalar_type(), exp["logits"].scalar_type());
     const double logit_error = relative_max_error(logits, exp["logits"]);
     EXPECT_LE(logit_error, tolerance);
-    const double loss_error =
-        std::abs(loss.item<double>() - exp["loss"].item<double>()) /
-        exp["logits"].abs().max().item<double>();
+    const double loss_error = std::abs(loss.item<double>() - exp["loss"].item<double>()) /
+                              exp["logits"].abs().max().item<double>();
     EXPECT_LE(loss_error, tolerance);
     std::cout << "[ parity   ] " << name << ": max|logit - ref| / max|ref| = " << logit_error
               << ", |loss - ref| / max|ref logit| = " << loss_error << "\n";
@@ -154,8 +153,9 @@ struct ParityRun {
 
     const int64_t max_new_tokens = std::stoll(exp.meta("max_new_tokens"));
     auto generated = model->generate(exp["prompt"], max_new_tokens, 1.0, /*top_k=*/1);
-    EXPECT_TRUE(torch::equal(generated, exp["generated"]))
-        << "ours:\n" << generated << "\nreference:\n" << exp["generated"];
+    EXPECT_TRUE(torch::equal(generated, exp["generated"])) << "ours:\n"
+                                                           << generated << "\nreference:\n"
+                                                           << exp["generated"];
 
     EXPECT_EQ(model->get_num_params(), std::stoll(exp.meta("num_params")));
     EXPECT_EQ(model->get_num_params(false), std::stoll(exp.meta("num_params_with_embedding")));
@@ -219,14 +219,15 @@ TEST(DualAttnTransformerLMPretrained, Bf16CheckpointKeepsItsDtypeUnlessAskedForF
   const auto dir = (kFixtures / "dat_bf16").string();
   const auto file = io::load_safetensors(dir + "/model.safetensors");
   auto bf16 = DualAttnTransformerLM::from_pretrained(dir);
-  auto f32 = DualAttnTransformerLM::from_pretrained(dir, PretrainedOptions().dtype(torch::kFloat32));
+  auto f32 =
+      DualAttnTransformerLM::from_pretrained(dir, PretrainedOptions().dtype(torch::kFloat32));
   for (const auto& [name, t] : io::named_state(*bf16)) {
     EXPECT_EQ(t.scalar_type(), torch::kBFloat16) << name;
   }
   for (const auto& [name, t] : io::named_state(*f32)) {
     EXPECT_EQ(t.scalar_type(), torch::kFloat32) << name;
-    const auto stored = file.tensors.count(name) ? file.tensors.at(name)
-                                                  : file.tensors.at(file.metadata.at(name));
+    const auto stored =
+        file.tensors.count(name) ? file.tensors.at(name) : file.tensors.at(file.metadata.at(name));
     EXPECT_TRUE(torch::equal(t, stored.to(torch::kFloat32))) << name;
   }
   EXPECT_EQ(bf16->freqs_cos.scalar_type(), torch::kBFloat16);
@@ -246,8 +247,9 @@ TEST(DualAttnTransformerLMPretrained, Float64CheckpointLoadsAsFloat32OnRequest) 
   auto [logits, loss] = model->forward(exp["idx"], exp["targets"]);
   EXPECT_EQ(logits.scalar_type(), torch::kFloat32);
   EXPECT_LE(relative_max_error(logits, exp["logits"]), 1e-4);
-  expect_error([&] { DualAttnTransformerLM::from_pretrained(dir, PretrainedOptions().dtype(torch::kLong)); },
-               {"dtype must be a floating-point type", "Long"});
+  expect_error(
+      [&] { DualAttnTransformerLM::from_pretrained(dir, PretrainedOptions().dtype(torch::kLong)); },
+      {"dtype must be a floating-point type", "Long"});
 }
 
 // ---- bad configs and files ---------------------------------------------------------------------
@@ -320,8 +322,8 @@ TEST_F(BadCheckpoint, MissingFilesAreNamed) {
 TEST_F(BadCheckpoint, WeightsThatDoNotFitTheConfigNameTheTensors) {
   config["dff"] = 24;  // every linear1/linear2 has the wrong shape
   write_config(config);
-  expect_load_error({"size mismatch for layers.blocks.0.ff_block.linear1.weight", "[32, 16]",
-                     "[24, 16]"});
+  expect_load_error(
+      {"size mismatch for layers.blocks.0.ff_block.linear1.weight", "[32, 16]", "[24, 16]"});
   config["dff"] = 32;
   config["n_layers"] = 3;  // layers.blocks.2.* are missing from the file
   write_config(config);
@@ -340,8 +342,8 @@ TEST_F(BadCheckpoint, TransformerLMConfigIsNotADualAttentionConfig) {
 
 class LanguageModelInputs : public ::testing::Test {
  protected:
-  DualAttnTransformerLM dat = DualAttnTransformerLM::from_pretrained(
-      (kFixtures / "dat_posemb_symattn").string());
+  DualAttnTransformerLM dat =
+      DualAttnTransformerLM::from_pretrained((kFixtures / "dat_posemb_symattn").string());
   TransformerLM t = TransformerLM::from_pretrained((kFixtures / "t_posemb_gelu_postnorm").string());
 };
 
@@ -371,18 +373,24 @@ TEST_F(LanguageModelInputs, IdsMustBeAnIntegerMatrix) {
 
 TEST_F(LanguageModelInputs, Int32IdsGiveTheSameLogits) {
   auto idx = torch::randint(0, 48, {2, 7});
-  EXPECT_TRUE(torch::equal(std::get<0>(dat->forward(idx)),
-                           std::get<0>(dat->forward(idx.to(torch::kInt)))));
+  EXPECT_TRUE(
+      torch::equal(std::get<0>(dat->forward(idx)), std::get<0>(dat->forward(idx.to(torch::kInt)))));
   EXPECT_EQ(dat->generate(idx.to(torch::kInt), 2, 1.0, 1).scalar_type(), torch::kInt);
 }
 
 TEST_F(LanguageModelInputs, BadTargetsAreNamed) {
   auto idx = torch::zeros({2, 4}, torch::kLong);
-  expect_error([&] { dat->forward(idx, torch::zeros({2, 5}, torch::kLong)); },
-               {"targets", "[2, 4]", "[2, 5]"});
+  expect_error(
+      [&] {
+        dat->forward(idx, torch::zeros({2, 5}, torch::kLong));
+      },
+      {"targets", "[2, 4]", "[2, 5]"});
   expect_error([&] { dat->forward(idx, torch::zeros({2, 4})); }, {"targets", "Float"});
-  expect_error([&] { t->forward(idx, torch::full({2, 4}, -2, torch::kLong)); },
-               {"targets", "-1 (ignored)", "-2"});
+  expect_error(
+      [&] {
+        t->forward(idx, torch::full({2, 4}, -2, torch::kLong));
+      },
+      {"targets", "-1 (ignored)", "-2"});
 }
 
 TEST_F(LanguageModelInputs, BadGenerationArgumentsAreNamed) {
@@ -435,7 +443,9 @@ TEST(DualAttnTransformerLM, TiesAreOneTensorUnderEveryName) {
   DualAttnTransformerLM tied(small_dat().symbol_retriever_config(
       {{"shared_symbol_retriever", false}, {"weight_tie_symbol_library", true}}));
   auto lib = [&](size_t i) {
-    return tied->symbol_retrievers[i]->as<SymbolicAttention>()->named_parameters()["symbol_library"];
+    return tied->symbol_retrievers[i]
+        ->as<SymbolicAttention>()
+        ->named_parameters()["symbol_library"];
   };
   EXPECT_NE(tied->symbol_retrievers[0].get(), tied->symbol_retrievers[1].get());
   EXPECT_TRUE(lib(1).is_same(lib(0)));
@@ -443,12 +453,11 @@ TEST(DualAttnTransformerLM, TiesAreOneTensorUnderEveryName) {
 
   expect_error(
       [] {
-        DualAttnTransformerLM(
-            small_dat()
-                .symbol_retrieval("position_relative")
-                .symbol_retrieval_kwargs({{"symbol_dim", 16}, {"max_rel_pos", 3}})
-                .symbol_retriever_config(
-                    {{"shared_symbol_retriever", false}, {"weight_tie_symbol_library", true}}));
+        DualAttnTransformerLM(small_dat()
+                                  .symbol_retrieval("position_relative")
+                                  .symbol_retrieval_kwargs({{"symbol_dim", 16}, {"max_rel_pos", 3}})
+                                  .symbol_retriever_config({{"shared_symbol_retriever", false},
+                                                            {"weight_tie_symbol_library", true}}));
       },
       {"weight_tie_symbol_library", "position_relative"});
   expect_error([] { DualAttnTransformerLM(small_dat().symbol_retrieval("rel_sym_attn")); },
@@ -468,9 +477,9 @@ TEST(DualAttnTransformerLM, RopeTablesAreBuffersButNotState) {
 
 TEST(DualAttnTransformerLM, InitialisationScalesTheResidualOutputs) {
   torch::manual_seed(0);
-  auto options = DualAttnTransformerLMOptions(
-      64, 128, 8, 4, 4, {{"d_model", 128}, {"n_heads", 4}, {"n_symbols", 16}}, 512, 0.0, "gelu",
-      true, 16);
+  auto options = DualAttnTransformerLMOptions(64, 128, 8, 4, 4,
+                                              {{"d_model", 128}, {"n_heads", 4}, {"n_symbols", 16}},
+                                              512, 0.0, "gelu", true, 16);
   DualAttnTransformerLM model(options);
   const double scaled = 0.02 / std::sqrt(16.0);
   for (const auto& p : model->named_parameters()) {
@@ -479,7 +488,8 @@ TEST(DualAttnTransformerLM, InitialisationScalesTheResidualOutputs) {
     if (name.size() >= 9 && (name.substr(name.size() - 9) == "wo.weight" ||
                              name.find("linear2.weight") != std::string::npos)) {
       EXPECT_NEAR(std, scaled, 0.15 * scaled) << name;
-    } else if (name.find(".wr") != std::string::npos || name.find("wq_attn.weight") != std::string::npos ||
+    } else if (name.find(".wr") != std::string::npos ||
+               name.find("wq_attn.weight") != std::string::npos ||
                name.find("linear1.weight") != std::string::npos ||
                name == "layers.final_out.weight") {
       EXPECT_NEAR(std, 0.02, 0.003) << name;
@@ -533,10 +543,16 @@ TEST(DualAttnTransformerLM, ConfigureOptimizersDecaysMatricesOnly) {
 
 TEST(TransformerLM, BlockKwargsMayNotRepeatTheModelsKeywords) {
   auto options = TransformerLMOptions(40, 16, 2, 4, 32, 0.0, "relu", true, 8);
-  expect_error([&] { TransformerLM(options.block_kwargs({{"causal", false}})); },
-               {"block_kwargs", "'causal'"});
-  expect_error([&] { TransformerLM(options.block_kwargs({{"attn_kwarg", {}}})); },
-               {"'attn_kwarg'"});
+  expect_error(
+      [&] {
+        TransformerLM(options.block_kwargs({{"causal", false}}));
+      },
+      {"block_kwargs", "'causal'"});
+  expect_error(
+      [&] {
+        TransformerLM(options.block_kwargs({{"attn_kwarg", {}}}));
+      },
+      {"'attn_kwarg'"});
   TransformerLM gqa(options.block_kwargs({{"attn_kwargs", {{"n_kv_heads", 2}}}}));
   EXPECT_EQ(gqa->named_parameters()["layers.blocks.0.self_attn.wk.weight"].size(0), 8);
 }

@@ -5,8 +5,8 @@
 //
 // CLASS is DualAttnTransformerLM or TransformerLM; CONFIG_JSON a file holding the constructor
 // keywords; DTYPE float32 or float64. OUTPUT_FILE (safetensors) receives `idx` [2, t] (t =
-// min(max_block_size, 11)), `targets` (idx shifted by one, last position -1), and the model's `logits`
-// and `loss` for them, in DTYPE.
+// min(max_block_size, 11)), `targets` (idx shifted by one, last position -1), and the model's
+// `logits` and `loss` for them, in DTYPE.
 #include <torch/torch.h>
 
 #include <iostream>
@@ -34,8 +34,8 @@ void run(const Kwargs& config, int64_t seed, torch::Dtype dtype, const std::stri
   targets.select(1, t - 1).fill_(-1);
   torch::NoGradGuard no_grad;
   auto [logits, loss] = model->forward(idx, targets);
-  io::save_safetensors(output, {{"idx", idx}, {"targets", targets}, {"logits", logits},
-                                {"loss", loss}});
+  io::save_safetensors(output,
+                       {{"idx", idx}, {"targets", targets}, {"logits", logits}, {"loss", loss}});
 }
 
 }  // namespace
