@@ -11,14 +11,21 @@
 namespace dual_attention {
 namespace fs = std::filesystem;
 
-std::string resolve_pretrained(const std::string& name_or_path) {
+std::string resolve_pretrained(const std::string& name_or_path, const PretrainedOptions& options) {
   std::error_code ec;
   if (fs::is_directory(name_or_path, ec)) return name_or_path;
   TORCH_CHECK(!fs::exists(name_or_path, ec), "from_pretrained: '", name_or_path,
-              "' is a file; expected a folder holding config.json and model.safetensors");
+              "' is a file; expected a folder holding config.json and model.safetensors, or a "
+              "Hugging Face Hub repo id");
+#ifdef DUAL_ATTENTION_WITH_HUB
+  return hub::snapshot_download(name_or_path, {"config.json", "model.safetensors"},
+                                options.download());
+#else
+  (void)options;
   TORCH_CHECK(false, "from_pretrained: '", name_or_path,
-              "' is not a local folder, and downloading a Hugging Face Hub repository is not "
-              "supported yet; download the repository and pass its folder");
+              "' is not a local folder, and this build has no Hub client "
+              "(DUAL_ATTENTION_BUILD_HUB=OFF); download the repository and pass its folder");
+#endif
 }
 
 Kwargs read_config_json(const std::string& path) {

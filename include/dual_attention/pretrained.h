@@ -28,6 +28,7 @@
 #include <string>
 #include <utility>
 
+#include "dual_attention/hub/hub.h"
 #include "dual_attention/kwargs.h"
 
 namespace dual_attention {
@@ -39,11 +40,18 @@ struct PretrainedOptions {
   TORCH_ARG(std::optional<torch::Dtype>, dtype) = std::nullopt;
   // Where the loaded model lives.
   TORCH_ARG(torch::Device, device) = torch::kCPU;
+  // For a Hub repo id: revision (branch, tag or commit), token, cache_dir, endpoint,
+  // local_files_only, force_download, progress — as huggingface_hub's from_pretrained takes them.
+  // Unset fields follow the environment (HF_ENDPOINT, HF_TOKEN, HF_HUB_CACHE, HF_HUB_OFFLINE).
+  TORCH_ARG(hub::DownloadOptions, download) = {};
 };
 
-// The local folder holding a checkpoint. `name_or_path` must be an existing folder; a Hugging Face
-// repo id ("org/name") is not downloaded yet, and raises an error saying so.
-std::string resolve_pretrained(const std::string& name_or_path);
+// The local folder holding a checkpoint: `name_or_path` itself when it is a folder; otherwise a
+// Hugging Face Hub repo id ("org/name"), whose config.json and model.safetensors are fetched into
+// (or found in) the cache shared with huggingface_hub, returning the snapshot folder. Hub failures
+// raise the hub's exceptions (hub::RepositoryNotFoundError, ...), naming repo, file and revision.
+std::string resolve_pretrained(const std::string& name_or_path,
+                               const PretrainedOptions& options = {});
 
 // config.json as a JSON object; a missing file, invalid JSON or a non-object is an error naming
 // the file.
@@ -86,7 +94,7 @@ template <class ModuleHolder>
 ModuleHolder from_pretrained(const std::string& name_or_path,
                              const PretrainedOptions& options = {}) {
   using Options = std::decay_t<decltype(std::declval<typename ModuleHolder::Impl>().options)>;
-  const std::string folder = resolve_pretrained(name_or_path);
+  const std::string folder = resolve_pretrained(name_or_path, options);
   const std::string config_path = folder + "/config.json";
   const Kwargs config = read_config_json(config_path);
   ModuleHolder model{nullptr};

@@ -26,6 +26,8 @@
 #include <vector>
 
 #include "dual_attention/hub/hub.h"
+#include "dual_attention/io/safetensors.h"
+#include "dual_attention/language_models.h"
 
 extern char** environ;
 
@@ -199,6 +201,7 @@ class Hub : public ::testing::Test {
   static void SetUpTestSuite() {
     repo_dir_ = new fs::path(make_temp_dir("repos"));
     const fs::path fixture = fs::path(DUAL_ATTENTION_FIXTURE_DIR) / "hub" / "tiny-dat-lm";
+    const fs::path lm_fixture = fs::path(DUAL_ATTENTION_FIXTURE_DIR) / "lm" / "dat_rca";
     write_file(*repo_dir_ / "big.bin", random_bytes(kBigSize, 1));
     write_file(*repo_dir_ / "short.bin", random_bytes(200000, 2));
     write_file(*repo_dir_ / "corrupt.bin", random_bytes(200000, 3));
@@ -228,6 +231,14 @@ class Hub : public ::testing::Test {
           {"branches", {{"main", kCommit1}}}}},
         {"org/big",
          {{"commits", {{kCommit1, {{"files", {{"model.safetensors", file("big.bin", true)}}}}}}},
+          {"branches", {{"main", kCommit1}}}}},
+        // A DAT checkpoint written by the reference, with the reference's logits beside it.
+        {"org/dat-rca",
+         {{"commits",
+           {{kCommit1,
+             {{"files",
+               {{"config.json", file(lm_fixture / "config.json", false)},
+                {"model.safetensors", file(lm_fixture / "model.safetensors", true)}}}}}}},
           {"branches", {{"main", kCommit1}}}}},
         {"org/faulty",
          {{"commits",
@@ -754,6 +765,41 @@ TEST_F(Hub, CacheFolderFollowsHfHubCacheThenHfHome) {
   env_.unset("HF_HOME");
   env_.set("XDG_CACHE_HOME", (home_ / "xdg").string());
   EXPECT_EQ(hub::default_cache_dir(), (home_ / "xdg" / "huggingface" / "hub").string());
+}
+
+// ---- from_pretrained with a repo id ------------------------------------------------------------
+
+TEST_F(Hub, FromPretrainedLoadsADatCheckpointByRepoIdAndReproducesTheReference) {
+  namespace da = dual_attention;
+  const fs::path expected_file =
+      fs::path(DUAL_ATTENTION_FIXTURE_DIR) / "lm" / "dat_rca" / "expected.safetensors";
+  auto expected = da::io::load_safetensors(expected_file.string()).tensors;
+  auto check = [&](da::DualAttnTransformerLM& model) {
+    auto [logits, loss] = model->forward(expected.at("idx"), expected.at("targets"));
+    const double scale = expected.at("logits").abs().max().item<double>();
+    EXPECT_LE((logits - expected.at("logits")).abs().max().item<double>(), 1e-4 * scale);
+    EXPECT_NEAR(loss.item<double>(), expected.at("loss").item<double>(), 1e-5);
+  };
+
+  auto model = da::DualAttnTransformerLM::from_pretrained(
+      "org/dat-rca", da::PretrainedOptions().download(options_));
+  check(model);
+  EXPECT_TRUE(fs::is_symlink(storage("org/dat-rca") / "snapshots" / kCommit1 / "model.safetensors"));
+
+  // Offline, the same call is served from the cache without a request.
+  server_->control("reset=1");
+  env_.set("HF_HUB_OFFLINE", "1");
+  auto cached = da::DualAttnTransformerLM::from_pretrained(
+      "org/dat-rca", da::PretrainedOptions().download(options_));
+  check(cached);
+  const auto counters = server_->counters();
+  EXPECT_EQ(counters.value("HEAD", -1), 0);
+  EXPECT_EQ(counters.value("GET", -1), 0);
+
+  env_.unset("HF_HUB_OFFLINE");
+  EXPECT_THROW(da::DualAttnTransformerLM::from_pretrained(
+                   "org/no-such-model", da::PretrainedOptions().download(options_)),
+               hub::RepositoryNotFoundError);
 }
 
 }  // namespace
