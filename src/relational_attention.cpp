@@ -135,7 +135,9 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> RelationalAttentionImpl:
   const bool relative = options.use_relative_positional_symbols();
 
   // Without weights to return, nothing n x n needs to exist (src/relational_attention_fast.cpp).
-  last_implementation = need_weights ? Implementation::Materialize : implementation;
+  // (An empty batch or sequence has nothing to save either way: it materialises.)
+  last_implementation =
+      need_weights || x.numel() == 0 ? Implementation::Materialize : implementation;
   if (last_implementation == Implementation::Auto) {
     // SDPA needs a fused kernel that takes values wider than keys: CUDA's, not the CPU's.
     const bool sdpa_fits = options.rel_activation() == "identity" && !relative &&

@@ -31,8 +31,10 @@ using Implementation = RelationalAttentionImpl::Implementation;
 constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 
 // Elements of one block tensor ([rows, batch * heads, keys]) beyond which a block gets fewer rows
-// than block_size (4 MiB in float32): bounds the memory of long sequences.
-constexpr int64_t kBlockElements = int64_t{1} << 20;
+// than block_size (8 MiB in float32), down to kMinBlockRows: bounds the memory of long sequences
+// while keeping the matmuls wide enough to be efficient (each packs a key panel for its rows).
+constexpr int64_t kBlockElements = int64_t{1} << 21;
+constexpr int64_t kMinBlockRows = 32;
 
 // What a blockwise evaluation needs besides tensors. Saved field by field in the autograd context.
 struct BlockwiseConfig {
@@ -102,8 +104,9 @@ std::vector<Block> make_blocks(int64_t n, int64_t row_width, const BlockwiseConf
   std::vector<Block> blocks;
   for (int64_t i0 = 0, index = 0; i0 < n; ++index) {
     const int64_t most_keys = !full_rows && c.causal ? std::min(n, i0 + c.block_size) : n;
-    const int64_t rows = std::clamp<int64_t>(
-        kBlockElements / std::max<int64_t>(1, row_width * most_keys), 1, c.block_size);
+    const int64_t rows = std::min(
+        c.block_size,
+        std::max(kMinBlockRows, kBlockElements / std::max<int64_t>(1, row_width * most_keys)));
     const int64_t i1 = std::min(n, i0 + rows);
     int64_t j0 = 0, j1 = n;
     if (!full_rows && c.causal) j1 = i1;
@@ -212,20 +215,24 @@ Tensor dropout_keep_mask(const Tensor& like, const BlockwiseConfig& c, const Blo
   return torch::empty_like(like).bernoulli_(1.0 - c.dropout, gen).mul_(scale);
 }
 
-// Gradient of r = act(t) with respect to t, given the gradient of r: the formulas autograd uses for
-// each activation of get_activation_function.
-Tensor activation_backward(const std::string& name, const Tensor& grad, const Tensor& t,
+// Gradient of r = act(t) with respect to t, written over `grad` (the gradient of r) where the
+// formula is elementwise: the formulas autograd uses for each activation of
+// get_activation_function. `t` is needed by gelu and silu only.
+Tensor activation_backward(const std::string& name, Tensor& grad, const Tensor& t,
                            const Tensor& r) {
   if (name == "identity") return grad;
-  if (name == "relu") return at::threshold_backward(grad, r, 0);
-  if (name == "sigmoid") return at::sigmoid_backward(grad, r);
-  if (name == "tanh") return at::tanh_backward(grad, r);
-  if (name == "gelu") return at::gelu_backward(grad, t, "tanh");
-  if (name == "silu") return at::silu_backward(grad, t);
+  if (name == "relu") return at::threshold_backward_out(grad, grad, r, 0);
+  if (name == "sigmoid") return at::sigmoid_backward_out(grad, grad, r);
+  if (name == "tanh") return at::tanh_backward_out(grad, grad, r);
+  if (name == "gelu") return at::gelu_backward_out(grad, grad, t, "tanh");
+  if (name == "silu") return at::silu_backward_out(grad, grad, t);
   if (name == "softmax") return at::_softmax_backward_data(grad, r, -1, r.scalar_type());
   TORCH_CHECK(false,
               "RelationalAttention: the blockwise path has no derivative for rel_activation '",
               name, "'");
+}
+bool activation_backward_needs_input(const std::string& name) {
+  return name == "gelu" || name == "silu";
 }
 
 // Per-thread accumulators of a gradient that several blocks add to (the keys' side), summed at the
@@ -394,12 +401,13 @@ struct BlockwiseRelationalAttention
         }
       }
       {
-        auto t = block_relation_logits(in, c, blk);  // [m, b * R, kj]
-        auto r = activation(t);
+        auto t = block_relation_logits(in, c, blk).view({m * b, R, -1});
+        auto r = activation(t);  // [m * b, R, kj]
+        if (!activation_backward_needs_input(c.rel_activation)) t.reset();
         auto d_o = d_o_r.view({m * b, h, R});
-        dpd.view({m * b, h, -1}).baddbmm_(d_o, r.view({m * b, R, -1}));
-        auto dr = torch::bmm(d_o.transpose(1, 2), pd.view({m * b, h, -1})).view_as(t);
-        auto dt = activation_backward(c.rel_activation, dr, t, r);  // [m, b * R, kj]
+        dpd.view({m * b, h, -1}).baddbmm_(d_o, r);
+        auto dr = torch::bmm(d_o.transpose(1, 2), pd.view({m * b, h, -1}));  // [m * b, R, kj]
+        auto dt = activation_backward(c.rel_activation, dr, t, r).view({m, b * R, -1});
         t.reset(), r.reset(), dr.reset();
         for (int64_t bb = 0; bb < b; ++bb) {
           for (int64_t l = 0; l < R; ++l) {
@@ -494,7 +502,7 @@ torch::Tensor RelationalAttentionImpl::attend_blockwise(
                                                   relative_symbols, q_rel, k_rel, mask, c);
 
   auto by_head = [&](const Tensor& t) {  // [n, b * h, w] -> [b, n, h, w]
-    return t.view({n, b, h, -1}).transpose(0, 1);
+    return t.view({n, b, h, t.size(2)}).transpose(0, 1);
   };
   Tensor symbol_part;
   if (!relative) {
