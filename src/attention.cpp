@@ -53,7 +53,10 @@ std::tuple<torch::Tensor, torch::Tensor> AttentionImpl::forward(
   const bool rope = detail::check_rope_inputs(freqs_cos, freqs_sin, lq, key_dim, owner);
   TORCH_CHECK(!rope || lq == lk, owner, ": RoPE needs equal query and key lengths, got ", lq, " and ",
               lk);
-  auto mask = detail::resolve_attn_mask(attn_mask, is_causal, lq, lk, query.device(), owner);
+  // SDPA takes the causal flag itself: the [lq, lk] mask is built only when the scores are.
+  auto mask = need_weights || attn_mask.defined()
+                  ? detail::resolve_attn_mask(attn_mask, is_causal, lq, lk, query.device(), owner)
+                  : torch::Tensor();
 
   auto q = wq(query).view({b, lq, h, key_dim});
   auto k = wk(key).view({b, lk, n_kv_heads, key_dim});

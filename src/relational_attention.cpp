@@ -132,8 +132,31 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> RelationalAttentionImpl:
   check_inputs(x, symbols);
   const int64_t b = x.size(0), n = x.size(1), h = options.n_heads();
   const bool rope = detail::check_rope_inputs(freqs_cos, freqs_sin, n, key_dim, owner);
-  const auto mask = detail::resolve_attn_mask(attn_mask, is_causal, n, n, x.device(), owner);
   const bool relative = options.use_relative_positional_symbols();
+
+  // Without weights to return, nothing n x n needs to exist (src/relational_attention_fast.cpp).
+  // (An empty batch or sequence has nothing to save either way: it materialises.)
+  last_implementation =
+      need_weights || x.numel() == 0 ? Implementation::Materialize : implementation;
+  if (last_implementation == Implementation::Auto) {
+    // SDPA needs a fused kernel that takes values wider than keys: CUDA's, not the CPU's.
+    const bool sdpa_fits = options.rel_activation() == "identity" && !relative &&
+                           x.device().is_cuda() && x.scalar_type() != torch::kDouble &&
+                           !attn_mask.defined();
+    last_implementation = sdpa_fits ? Implementation::SDPA : Implementation::Blockwise;
+  }
+  if (last_implementation != Implementation::Materialize) {
+    TORCH_CHECK(block_size > 0, owner, ": block_size must be positive, got ", block_size);
+    if (attn_mask.defined()) {  // validated here; the blocks read it a piece at a time
+      detail::resolve_attn_mask(attn_mask, is_causal, n, n, x.device(), owner);
+    }
+    auto heads = last_implementation == Implementation::SDPA
+                     ? attend_sdpa(x, symbols, freqs_cos, freqs_sin, attn_mask, is_causal)
+                     : attend_blockwise(x, symbols, freqs_cos, freqs_sin, attn_mask, is_causal);
+    return {resid_dropout(wo(heads.reshape({b, n, h * head_dim}))), {}, {}};
+  }
+
+  const auto mask = detail::resolve_attn_mask(attn_mask, is_causal, n, n, x.device(), owner);
 
   // a^h_ij = softmax_j(<q_i, k_j> / sqrt(head_dim))
   auto [q, k] = attention_heads(wq_attn, wk_attn, x, h, n_kv_heads, key_dim, freqs_cos, freqs_sin,

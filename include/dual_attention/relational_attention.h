@@ -69,15 +69,36 @@ class RelationalAttentionImpl : public torch::nn::Cloneable<RelationalAttentionI
   void reset_parameters();
   void pretty_print(std::ostream& stream) const override;
 
+  // How forward evaluates the attention when the caller does not ask for the weights
+  // (need_weights=false); with need_weights=true the materialising path always runs.
+  enum class Implementation {
+    // Blockwise, except SDPA on CUDA for identity relations without relative symbols.
+    Auto,
+    // The reference's computation: [b, h, n, n] scores and [b, n, n, R] relations in memory.
+    Materialize,
+    // Blocks of at most `block_size` query rows against the keys they may see, and a custom
+    // backward that recomputes each block: memory O(n) plus a few block-sized temporaries.
+    Blockwise,
+    // One scaled_dot_product_attention with values [symbols | relation keys]; identity relations
+    // and per-position symbols only (sum_j a_ij <qrel_i, krel_j> = <qrel_i, sum_j a_ij krel_j>).
+    SDPA,
+  };
+
   // x [b, n, d_model]; symbols [b, n, d_model] ([n, n, d_model] with relative positional symbols);
   // freqs [n, key_dim / 2] apply RoPE to the attention queries/keys; attn_mask boolean [n, n].
   // Returns (out [b, n, head_dim * n_heads], attn_scores [b, n_heads, n, n],
   // relations [b, n, n, n_relations]). With need_weights=false the scores and relations are not
-  // returned (undefined tensors).
+  // returned (undefined tensors) and `implementation` chooses how the output is computed.
   std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> forward(
       const torch::Tensor& x, const torch::Tensor& symbols, const torch::Tensor& freqs_cos = {},
       const torch::Tensor& freqs_sin = {}, const torch::Tensor& attn_mask = {},
       bool is_causal = false, bool need_weights = true);
+
+  // Not constructor keywords (the Options mirror the reference's): set them on the module.
+  Implementation implementation = Implementation::Auto;
+  int64_t block_size = 128;  // most query rows per block of the blockwise path
+  // The path the last forward took (Auto resolved), for tests and benchmarks.
+  Implementation last_implementation = Implementation::Materialize;
 
   RelationalAttentionOptions options;
   int64_t n_relations = 0, n_kv_heads = 0, total_n_heads = 0, head_dim = 0, key_dim = 0,
@@ -92,8 +113,18 @@ class RelationalAttentionImpl : public torch::nn::Cloneable<RelationalAttentionI
 
  private:
   void check_inputs(const torch::Tensor& x, const torch::Tensor& symbols) const;
+  // The need_weights=false paths (src/relational_attention_fast.cpp): the heads' outputs
+  // [b, n, h, head_dim] before the output projection.
+  torch::Tensor attend_blockwise(const torch::Tensor& x, const torch::Tensor& symbols,
+                                 const torch::Tensor& freqs_cos, const torch::Tensor& freqs_sin,
+                                 const torch::Tensor& attn_mask, bool is_causal);
+  torch::Tensor attend_sdpa(const torch::Tensor& x, const torch::Tensor& symbols,
+                            const torch::Tensor& freqs_cos, const torch::Tensor& freqs_sin,
+                            const torch::Tensor& attn_mask, bool is_causal);
 };
 TORCH_MODULE(RelationalAttention);
+
+std::ostream& operator<<(std::ostream& stream, RelationalAttentionImpl::Implementation impl);
 
 // ---------------------------------------------------------------------------------------------
 // RelationalCrossAttention ('rca'): A_i = sum_j act(<W_q x_i, W_k x_j> / sqrt(head_dim)) W_v s_j.

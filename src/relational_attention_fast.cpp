@@ -1,0 +1,568 @@
+// The need_weights=false paths of RelationalAttention. They compute what the materialising path in
+// src/relational_attention.cpp computes,
+//   A_i^h = sum_j a^h_ij ( s_j W_s^h + sum_l r_ijl W_r[h, :, l] ),
+// without an n x n tensor per head or per relation:
+// - Blockwise: query rows in blocks of at most `block_size`, each against the keys it may see (a
+//   causal block stops at its last row; an explicit mask cuts the columns no row of the block
+//   sees). A custom autograd function saves only the O(n) inputs and outputs and recomputes each
+//   block in backward, as flash attention does.
+// - SDPA: with identity relations sum_j a_ij <qrel_il, krel_jl> = <qrel_il, sum_j a_ij krel_jl>, so
+//   the relational term is attention whose values are the relation keys. One fused attention with
+//   values [s W_s | krel] gives both terms.
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <mutex>
+#include <optional>
+
+#include "dual_attention/attention_utils.h"
+#include "dual_attention/relational_attention.h"
+
+namespace dual_attention {
+namespace {
+
+using torch::Tensor;
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+using Implementation = RelationalAttentionImpl::Implementation;
+
+constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+
+// Elements of one block tensor ([rows, batch * heads, keys]) beyond which a block gets fewer rows
+// than block_size (8 MiB in float32), down to kMinBlockRows: bounds the memory of long sequences
+// while keeping the matmuls wide enough to be efficient (each packs a key panel for its rows).
+constexpr int64_t kBlockElements = int64_t{1} << 21;
+constexpr int64_t kMinBlockRows = 32;
+
+// What a blockwise evaluation needs besides tensors. Saved field by field in the autograd context.
+struct BlockwiseConfig {
+  int64_t block_size = 128;
+  bool causal = false;
+  double attn_scale = 1.0, rel_scale = 1.0;
+  std::string rel_activation = "identity";
+  // Attention dropout probability (0 outside training) and the seed its masks derive from.
+  double dropout = 0.0;
+  int64_t seed = 0;
+  // Whether to return sum_j a_ij per row (the symbol bias with relative symbols needs it).
+  bool need_row_sums = false;
+
+  void save(AutogradContext* ctx) const {
+    ctx->saved_data["block_size"] = block_size;
+    ctx->saved_data["causal"] = causal;
+    ctx->saved_data["attn_scale"] = attn_scale;
+    ctx->saved_data["rel_scale"] = rel_scale;
+    ctx->saved_data["rel_activation"] = rel_activation;
+    ctx->saved_data["dropout"] = dropout;
+    ctx->saved_data["seed"] = seed;
+    ctx->saved_data["need_row_sums"] = need_row_sums;
+  }
+  static BlockwiseConfig load(AutogradContext* ctx) {
+    BlockwiseConfig c;
+    c.block_size = ctx->saved_data["block_size"].toInt();
+    c.causal = ctx->saved_data["causal"].toBool();
+    c.attn_scale = ctx->saved_data["attn_scale"].toDouble();
+    c.rel_scale = ctx->saved_data["rel_scale"].toDouble();
+    c.rel_activation = ctx->saved_data["rel_activation"].toStringRef();
+    c.dropout = ctx->saved_data["dropout"].toDouble();
+    c.seed = ctx->saved_data["seed"].toInt();
+    c.need_row_sums = ctx->saved_data["need_row_sums"].toBool();
+    return c;
+  }
+};
+
+// The tensors of one evaluation, in the layouts the projections produce:
+//   q [b, n, h, key_dim], k [b, n, g, key_dim] (g kv heads; query head hh uses kv head hh / rep)
+//   v [b, n, g, head_dim]: projected symbols (undefined with relative symbols)
+//   symbols [n, n, d]: relative positional symbols, attended raw and projected afterwards
+//   q_rel, k_rel [b, n, R, rel_proj_dim]; mask [n, n] boolean or undefined
+struct BlockInputs {
+  Tensor q, k, v, symbols, q_rel, k_rel, mask;
+  int64_t b() const { return q.size(0); }
+  int64_t n() const { return q.size(1); }
+  int64_t heads() const { return q.size(2); }
+  int64_t rep() const { return q.size(2) / k.size(2); }
+  int64_t relations() const { return q_rel.size(2); }
+};
+
+// One query block: rows [i0, i1), keys [j0, j1) (every key outside is masked for every row of the
+// block, so leaving it out changes nothing). Block tensors are "row-major": [rows, b * h, keys],
+// one [b * h, keys] matrix per query row, so that per-row contractions are batched matmuls.
+struct Block {
+  int64_t index, i0, i1, j0, j1;
+  int64_t rows() const { return i1 - i0; }
+  int64_t keys() const { return j1 - j0; }
+};
+
+// The blocks of a sequence of length n, each with the key range it needs; `row_width` is the number
+// of block-tensor elements per (query row, key).
+std::vector<Block> make_blocks(int64_t n, int64_t row_width, const BlockwiseConfig& c,
+                               const Tensor& mask) {
+  // Softmax relations normalise over every key j, masked or not, so their rows are never cut.
+  const bool full_rows = c.rel_activation == "softmax";
+  std::vector<Block> blocks;
+  for (int64_t i0 = 0, index = 0; i0 < n; ++index) {
+    const int64_t most_keys = !full_rows && c.causal ? std::min(n, i0 + c.block_size) : n;
+    const int64_t rows = std::min(
+        c.block_size,
+        std::max(kMinBlockRows, kBlockElements / std::max<int64_t>(1, row_width * most_keys)));
+    const int64_t i1 = std::min(n, i0 + rows);
+    int64_t j0 = 0, j1 = n;
+    if (!full_rows && c.causal) j1 = i1;
+    if (!full_rows && mask.defined()) {
+      auto visible = mask.slice(0, i0, i1).any(0).nonzero().cpu();  // [k, 1]
+      if (visible.size(0) > 0) {
+        j0 = visible[0][0].item<int64_t>();
+        j1 = visible[-1][0].item<int64_t>() + 1;
+      } else {
+        j1 = 1;  // every row masked: one fully masked column gives the reference's NaN rows
+      }
+    }
+    blocks.push_back({index, i0, i1, j0, j1});
+    i0 = i1;
+  }
+  return blocks;
+}
+
+// Runs body(block, thread) for every block. On the CPU the blocks are shared among the intra-op
+// threads in one parallel region (the ops inside then run single-threaded: one synchronisation per
+// pass instead of one per op), in the order 0, last, 1, last - 1, ... so that each thread gets as
+// many cheap early causal blocks as expensive late ones. Elsewhere they run one after another.
+template <class Body>
+void for_each_block(const std::vector<Block>& blocks, const Tensor& like, const Body& body) {
+  const int64_t count = static_cast<int64_t>(blocks.size());
+  const int64_t threads = at::get_num_threads();
+  if (!like.device().is_cpu() || threads < 2 || count < 2 * threads || at::in_parallel_region()) {
+    for (const auto& blk : blocks) body(blk, 0);
+    return;
+  }
+  at::parallel_for(0, count, 1, [&](int64_t begin, int64_t end) {
+    torch::NoGradGuard no_grad;  // grad mode is thread-local, and on in the worker threads
+    for (int64_t k = begin; k < end; ++k) {
+      body(blocks[k % 2 == 0 ? k / 2 : count - 1 - k / 2], at::get_thread_num());
+    }
+  });
+}
+
+// out[:, (bb, hh), :] = alpha * a(bb, hh) @ b(bb, hh)^T (+ beta * out) for every batch element bb
+// and head hh, with out row-major [rows, b * heads, cols] and a, b 2-D (strided) matrices.
+template <class A, class B>
+void per_head_matmul(const Tensor& out, int64_t b, int64_t heads, const A& a, const B& bt,
+                     double beta, double alpha) {
+  for (int64_t bb = 0; bb < b; ++bb) {
+    for (int64_t hh = 0; hh < heads; ++hh) {
+      out.select(1, bb * heads + hh).addmm_(a(bb, hh), bt(bb, hh).t(), beta, alpha);
+    }
+  }
+}
+
+// Attention probabilities of one block, [m, b * h, kj], before dropout.
+Tensor block_probabilities(const BlockInputs& in, const BlockwiseConfig& c, const Block& blk) {
+  const int64_t b = in.b(), h = in.heads(), rep = in.rep(), m = blk.rows();
+  auto s = torch::empty({m, b * h, blk.keys()}, in.q.options());
+  per_head_matmul(
+      s, b, h,
+      [&](int64_t bb, int64_t hh) { return in.q[bb].slice(0, blk.i0, blk.i1).select(1, hh); },
+      [&](int64_t bb, int64_t hh) { return in.k[bb].slice(0, blk.j0, blk.j1).select(1, hh / rep); },
+      0.0, c.attn_scale);
+  if (c.causal) {
+    // Columns j > i are hidden; only columns from i0 + 1 on can be.
+    const int64_t c0 = std::max(blk.i0 + 1, blk.j0);
+    if (c0 < blk.j1) {
+      auto opts = torch::TensorOptions().dtype(torch::kLong).device(s.device());
+      auto hide = torch::arange(c0, blk.j1, opts).unsqueeze(0) >
+                  torch::arange(blk.i0, blk.i1, opts).unsqueeze(1);  // [m, j1 - c0]
+      s.narrow(-1, c0 - blk.j0, blk.j1 - c0).masked_fill_(hide.unsqueeze(1), kNegInf);
+    }
+  }
+  if (in.mask.defined()) {
+    auto hide = in.mask.slice(0, blk.i0, blk.i1).slice(1, blk.j0, blk.j1).logical_not();
+    s.masked_fill_(hide.unsqueeze(1), kNegInf);
+  }
+  return torch::softmax(s, -1);
+}
+
+// Relation logits of one block, rel_scale * <qrel_il, krel_jl>: [m, b * R, kj].
+Tensor block_relation_logits(const BlockInputs& in, const BlockwiseConfig& c, const Block& blk) {
+  const int64_t b = in.b(), R = in.relations();
+  auto t = torch::empty({blk.rows(), b * R, blk.keys()}, in.q.options());
+  per_head_matmul(
+      t, b, R,
+      [&](int64_t bb, int64_t l) { return in.q_rel[bb].slice(0, blk.i0, blk.i1).select(1, l); },
+      [&](int64_t bb, int64_t l) { return in.k_rel[bb].slice(0, blk.j0, blk.j1).select(1, l); },
+      0.0, c.rel_scale);
+  return t;
+}
+
+// The dropout multiplier of one block (0 or 1 / (1 - p)), drawn from a generator seeded per block
+// so that backward draws the same mask again.
+Tensor dropout_keep_mask(const Tensor& like, const BlockwiseConfig& c, const Block& blk) {
+  const uint64_t seed = static_cast<uint64_t>(c.seed) + static_cast<uint64_t>(blk.index);
+  at::Generator gen;
+  if (like.device().is_cpu()) {
+    gen = at::detail::createCPUGenerator(seed);
+  } else {
+    at::Generator global = at::globalContext().defaultGenerator(like.device());
+    {
+      std::lock_guard<std::mutex> lock(global.mutex());
+      gen = global.clone();
+    }
+    gen.set_current_seed(seed);
+  }
+  // Kept entries are scaled by 1 / (1 - p), as nn.Dropout does; with p = 1 nothing is kept.
+  const double scale = c.dropout < 1.0 ? 1.0 / (1.0 - c.dropout) : 0.0;
+  return torch::empty_like(like).bernoulli_(1.0 - c.dropout, gen).mul_(scale);
+}
+
+// Gradient of r = act(t) with respect to t, written over `grad` (the gradient of r) where the
+// formula is elementwise: the formulas autograd uses for each activation of
+// get_activation_function. `t` is needed by gelu and silu only.
+Tensor activation_backward(const std::string& name, Tensor& grad, const Tensor& t,
+                           const Tensor& r) {
+  if (name == "identity") return grad;
+  if (name == "relu") return at::threshold_backward_out(grad, grad, r, 0);
+  if (name == "sigmoid") return at::sigmoid_backward_out(grad, grad, r);
+  if (name == "tanh") return at::tanh_backward_out(grad, grad, r);
+  if (name == "gelu") return at::gelu_backward_out(grad, grad, t, "tanh");
+  if (name == "silu") return at::silu_backward_out(grad, grad, t);
+  if (name == "softmax") return at::_softmax_backward_data(grad, r, -1, r.scalar_type());
+  TORCH_CHECK(false,
+              "RelationalAttention: the blockwise path has no derivative for rel_activation '",
+              name, "'");
+}
+bool activation_backward_needs_input(const std::string& name) {
+  return name == "gelu" || name == "silu";
+}
+
+// Per-thread accumulators of a gradient that several blocks add to (the keys' side), summed at the
+// end, so that blocks on different threads never add to one tensor.
+class ThreadSums {
+ public:
+  ThreadSums(const Tensor& like, bool wanted) : like_(like) {
+    if (wanted) parts_.resize(at::get_num_threads());
+  }
+  Tensor& operator[](int thread) {
+    auto& part = parts_.at(thread);
+    if (!part.defined()) part = torch::zeros_like(like_);
+    return part;
+  }
+  Tensor sum() const {
+    if (parts_.empty()) return {};
+    Tensor total;
+    for (const auto& part : parts_) {
+      if (part.defined()) total = total.defined() ? total.add_(part) : part;
+    }
+    return total.defined() ? total : torch::zeros_like(like_);
+  }
+
+ private:
+  Tensor like_;
+  std::vector<Tensor> parts_;
+};
+
+// Blockwise relational attention as one autograd node. Outputs, row-major ([n, b * h, ...]):
+//   0: sum_j p_ij v_j            [n, b * h, head_dim]  (v given; else empty)
+//   1: sum_j p_ij symbols_ij     [n, b * h, d]         (relative symbols; else empty)
+//   2: sum_j p_ij r_ijl          [n, b * h, R]
+//   3: sum_j p_ij                [n, b * h]            (need_row_sums; else empty)
+// with p the (dropped-out) attention probabilities and r the activated relations.
+struct BlockwiseRelationalAttention
+    : public torch::autograd::Function<BlockwiseRelationalAttention> {
+  static variable_list forward(AutogradContext* ctx, const Tensor& q, const Tensor& k,
+                               const std::optional<Tensor>& v, const std::optional<Tensor>& symbols,
+                               const Tensor& q_rel, const Tensor& k_rel,
+                               const std::optional<Tensor>& mask, const BlockwiseConfig& c) {
+    auto plain = [](const std::optional<Tensor>& t) { return t ? t->detach() : Tensor(); };
+    BlockInputs in{q.detach(),     k.detach(),     plain(v),   plain(symbols),
+                   q_rel.detach(), k_rel.detach(), plain(mask)};
+    const int64_t b = in.b(), n = in.n(), h = in.heads(), rep = in.rep(), R = in.relations();
+    const int64_t bh = b * h;
+    // Outputs not asked for are empty and non-differentiable.
+    auto make = [&](bool wanted, at::IntArrayRef shape) {
+      return torch::empty(wanted ? shape : at::IntArrayRef{0}, q.options());
+    };
+    auto out_v = make(in.v.defined(), {n, bh, in.v.defined() ? in.v.size(3) : 0});
+    auto out_s = make(in.symbols.defined(), {n, bh, in.symbols.defined() ? in.symbols.size(2) : 0});
+    auto out_r = make(true, {n, bh, R});
+    auto row_sums = make(c.need_row_sums, {n, bh});
+    const auto activation = get_activation_function(c.rel_activation);
+    const int64_t row_width = bh + b * R + (in.symbols.defined() ? in.symbols.size(2) : 0);
+
+    for_each_block(make_blocks(n, row_width, c, in.mask), q, [&](const Block& blk, int) {
+      const int64_t m = blk.rows();
+      auto p = block_probabilities(in, c, blk);  // [m, b * h, kj]
+      if (c.dropout > 0) p.mul_(dropout_keep_mask(p, c, blk));
+      if (in.v.defined()) {  // sum_j p_ij s_j W_s
+        per_head_matmul(
+            out_v.slice(0, blk.i0, blk.i1), b, h,
+            [&](int64_t bb, int64_t hh) { return p.select(1, bb * h + hh); },
+            [&](int64_t bb, int64_t hh) {
+              return in.v[bb].slice(0, blk.j0, blk.j1).select(1, hh / rep).t();
+            },
+            0.0, 1.0);
+      }
+      if (in.symbols.defined()) {                                               // sum_j p_ij s_ij
+        auto s = in.symbols.slice(0, blk.i0, blk.i1).slice(1, blk.j0, blk.j1);  // [m, kj, d]
+        out_s.slice(0, blk.i0, blk.i1).copy_(torch::bmm(p, s));
+      }
+      if (c.need_row_sums) row_sums.slice(0, blk.i0, blk.i1).copy_(p.sum(-1));
+      // sum_j p_ij r_ijl, one [h, kj] x [kj, R] product per query row
+      auto r = activation(block_relation_logits(in, c, blk)).view({m * b, R, -1});
+      out_r.slice(0, blk.i0, blk.i1)
+          .view({m * b, h, R})
+          .copy_(torch::bmm(p.view({m * b, h, -1}), r.transpose(1, 2)));
+    });
+
+    c.save(ctx);
+    ctx->saved_data["want_v"] = in.v.defined() && v->requires_grad();
+    ctx->saved_data["want_symbols"] = in.symbols.defined() && symbols->requires_grad();
+    ctx->save_for_backward(
+        {q, k, plain(v), plain(symbols), q_rel, k_rel, plain(mask), out_v, out_s, out_r, row_sums});
+    variable_list unused;
+    if (!in.v.defined()) unused.push_back(out_v);
+    if (!in.symbols.defined()) unused.push_back(out_s);
+    if (!c.need_row_sums) unused.push_back(row_sums);
+    ctx->mark_non_differentiable(unused);
+    return {out_v, out_s, out_r, row_sums};
+  }
+
+  // With p = softmax(s) and the outputs O = sum_j p_ij V_ij (each output above is one),
+  //   dp_ij = sum over outputs of <dO_i, V_ij>,  ds_ij = p_ij (dp_ij - D_i),
+  //   D_i = sum_j p_ij dp_ij = sum over outputs of <dO_i, O_i>   (an O(n) quantity),
+  // and each block's p is recomputed from q and k. With dropout, p_ij dp_ij = pd_ij dpd_ij for the
+  // dropped-out pd = p * keep and its gradient dpd, so D is the same sum.
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto c = BlockwiseConfig::load(ctx);
+    auto saved = ctx->get_saved_variables();
+    for (auto& t : saved) t = t.defined() ? t.detach() : t;
+    BlockInputs in{saved[0], saved[1], saved[2], saved[3], saved[4], saved[5], saved[6]};
+    const auto &out_v = saved[7], &out_s = saved[8], &out_r = saved[9], &row_sums = saved[10];
+    for (auto& grad : grads) grad = grad.contiguous();
+    const auto &d_out_v = grads[0], &d_out_s = grads[1], &d_out_r = grads[2];
+    const auto& d_row_sums = grads[3];
+    const int64_t b = in.b(), n = in.n(), h = in.heads(), rep = in.rep(), R = in.relations();
+
+    auto delta = (d_out_r * out_r).sum(-1);  // D [n, b * h]
+    if (in.v.defined()) delta += (d_out_v * out_v).sum(-1);
+    if (in.symbols.defined()) delta += (d_out_s * out_s).sum(-1);
+    if (c.need_row_sums) delta += d_row_sums * row_sums;
+
+    const bool want_v = ctx->saved_data["want_v"].toBool();
+    const bool want_symbols = ctx->saved_data["want_symbols"].toBool();
+    // A block writes its own query rows; the key side collects from every block.
+    auto dq = torch::zeros_like(in.q), dq_rel = torch::zeros_like(in.q_rel);
+    auto d_symbols = want_symbols ? torch::zeros_like(in.symbols) : Tensor();
+    ThreadSums dk(in.k, true), dk_rel(in.k_rel, true), dv(in.v, want_v);
+    const auto activation = get_activation_function(c.rel_activation);
+    const int64_t row_width = b * h + b * R + (in.symbols.defined() ? in.symbols.size(2) : 0);
+
+    for_each_block(make_blocks(n, row_width, c, in.mask), in.q, [&](const Block& blk, int thread) {
+      const int64_t m = blk.rows();
+      auto head = [&](const Tensor& t) {  // [m, b * h, x] -> (bb, hh) -> [m, x]
+        return [&t, h](int64_t bb, int64_t hh) { return t.select(1, bb * h + hh); };
+      };
+      auto keys = [&](const Tensor& t, int64_t per) {  // [b, n, w, x] keys of this block
+        return [&t, &blk, per](int64_t bb, int64_t hh) {
+          return t[bb].slice(0, blk.j0, blk.j1).select(1, hh / per);
+        };
+      };
+      auto p = block_probabilities(in, c, blk);  // [m, b * h, kj]
+      Tensor keep = c.dropout > 0 ? dropout_keep_mask(p, c, blk) : Tensor();
+      auto pd = keep.defined() ? p * keep : p;
+
+      // dpd: the gradient of the dropped-out probabilities, a term per output.
+      auto d_o_v = d_out_v.slice(0, blk.i0, blk.i1), d_o_r = d_out_r.slice(0, blk.i0, blk.i1);
+      auto dpd = torch::empty_like(p);
+      if (in.v.defined()) {
+        per_head_matmul(dpd, b, h, head(d_o_v), keys(in.v, rep), 0.0, 1.0);
+        if (want_v) {
+          for (int64_t bb = 0; bb < b; ++bb) {
+            for (int64_t hh = 0; hh < h; ++hh) {
+              dv[thread][bb]
+                  .slice(0, blk.j0, blk.j1)
+                  .select(1, hh / rep)
+                  .addmm_(pd.select(1, bb * h + hh).t(), d_o_v.select(1, bb * h + hh));
+            }
+          }
+        }
+      } else {
+        dpd.zero_();
+      }
+      if (c.need_row_sums) dpd.add_(d_row_sums.slice(0, blk.i0, blk.i1).unsqueeze(-1));
+      if (in.symbols.defined()) {
+        auto s = in.symbols.slice(0, blk.i0, blk.i1).slice(1, blk.j0, blk.j1);  // [m, kj, d]
+        auto d_o = d_out_s.slice(0, blk.i0, blk.i1);                            // [m, b*h, d]
+        dpd.baddbmm_(d_o, s.transpose(1, 2));
+        if (want_symbols) {
+          d_symbols.slice(0, blk.i0, blk.i1)
+              .slice(1, blk.j0, blk.j1)
+              .copy_(torch::bmm(pd.transpose(1, 2), d_o));
+        }
+      }
+      {
+        auto t = block_relation_logits(in, c, blk).view({m * b, R, -1});
+        auto r = activation(t);  // [m * b, R, kj]
+        if (!activation_backward_needs_input(c.rel_activation)) t.reset();
+        auto d_o = d_o_r.view({m * b, h, R});
+        dpd.view({m * b, h, -1}).baddbmm_(d_o, r);
+        auto dr = torch::bmm(d_o.transpose(1, 2), pd.view({m * b, h, -1}));  // [m * b, R, kj]
+        auto dt = activation_backward(c.rel_activation, dr, t, r).view({m, b * R, -1});
+        t.reset(), r.reset(), dr.reset();
+        for (int64_t bb = 0; bb < b; ++bb) {
+          for (int64_t l = 0; l < R; ++l) {
+            auto dt_l = dt.select(1, bb * R + l);  // [m, kj]
+            dq_rel[bb]
+                .slice(0, blk.i0, blk.i1)
+                .select(1, l)
+                .addmm_(dt_l, in.k_rel[bb].slice(0, blk.j0, blk.j1).select(1, l), 0.0, c.rel_scale);
+            dk_rel[thread][bb]
+                .slice(0, blk.j0, blk.j1)
+                .select(1, l)
+                .addmm_(dt_l.t(), in.q_rel[bb].slice(0, blk.i0, blk.i1).select(1, l), 1.0,
+                        c.rel_scale);
+          }
+        }
+      }
+      pd.reset();
+      if (keep.defined()) dpd.mul_(keep);
+      auto ds = dpd.sub_(delta.slice(0, blk.i0, blk.i1).unsqueeze(-1)).mul_(p);  // [m, b*h, kj]
+      p.reset();
+      for (int64_t bb = 0; bb < b; ++bb) {
+        for (int64_t hh = 0; hh < h; ++hh) {
+          auto ds_h = ds.select(1, bb * h + hh);  // [m, kj]
+          dq[bb]
+              .slice(0, blk.i0, blk.i1)
+              .select(1, hh)
+              .addmm_(ds_h, in.k[bb].slice(0, blk.j0, blk.j1).select(1, hh / rep), 0.0,
+                      c.attn_scale);
+          dk[thread][bb]
+              .slice(0, blk.j0, blk.j1)
+              .select(1, hh / rep)
+              .addmm_(ds_h.t(), in.q[bb].slice(0, blk.i0, blk.i1).select(1, hh), 1.0, c.attn_scale);
+        }
+      }
+    });
+    return {dq, dk.sum(), dv.sum(), d_symbols, dq_rel, dk_rel.sum(), Tensor(), Tensor()};
+  }
+};
+
+int64_t draw_seed() {
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  return static_cast<int64_t>(gen.get<at::CPUGeneratorImpl>()->random64() >> 1);
+}
+
+}  // namespace
+
+std::ostream& operator<<(std::ostream& stream, Implementation impl) {
+  switch (impl) {
+    case Implementation::Auto:
+      return stream << "auto";
+    case Implementation::Materialize:
+      return stream << "materialize";
+    case Implementation::Blockwise:
+      return stream << "blockwise";
+    case Implementation::SDPA:
+      return stream << "sdpa";
+  }
+  return stream << "unknown";
+}
+
+torch::Tensor RelationalAttentionImpl::attend_blockwise(
+    const torch::Tensor& x, const torch::Tensor& symbols, const torch::Tensor& freqs_cos,
+    const torch::Tensor& freqs_sin, const torch::Tensor& attn_mask, bool is_causal) {
+  const int64_t b = x.size(0), n = x.size(1), h = options.n_heads(), g = n_kv_heads, rep = n_rep_kv,
+                R = n_relations;
+  const bool relative = options.use_relative_positional_symbols();
+
+  auto q = wq_attn(x).view({b, n, h, key_dim});
+  auto k = wk_attn(x).view({b, n, g, key_dim});
+  if (freqs_cos.defined()) std::tie(q, k) = apply_rotary_emb(q, k, freqs_cos, freqs_sin);
+  auto q_rel = wq_rel(x).view({b, n, R, rel_proj_dim});
+  auto k_rel = options.symmetric_rels() ? q_rel : wk_rel(x).view({b, n, R, rel_proj_dim});
+  std::optional<Tensor> v, relative_symbols, mask;
+  if (relative) {
+    relative_symbols = symbols;
+  } else {
+    v = wv(symbols).view({b, n, g, head_dim});
+  }
+  if (attn_mask.defined()) mask = attn_mask.to(x.device());
+
+  BlockwiseConfig c;
+  c.block_size = block_size;
+  c.causal = is_causal;
+  c.attn_scale = attn_scale;
+  c.rel_scale = rel_scale;
+  c.rel_activation = options.rel_activation();
+  c.dropout = is_training() ? options.dropout() : 0.0;
+  if (c.dropout > 0) c.seed = draw_seed();
+  c.need_row_sums = relative && wv->options.bias();
+  auto outs = BlockwiseRelationalAttention::apply(q.contiguous(), k.contiguous(), v,
+                                                  relative_symbols, q_rel, k_rel, mask, c);
+
+  auto by_head = [&](const Tensor& t) {  // [n, b * h, w] -> [b, n, h, w]
+    return t.view({n, b, h, t.size(2)}).transpose(0, 1);
+  };
+  Tensor symbol_part;
+  if (!relative) {
+    symbol_part = by_head(outs[0]);
+  } else {
+    // sum_j a_ij (W_s s_ij + bias) = W_s (sum_j a_ij s_ij) + bias * sum_j a_ij, per kv head.
+    auto attended_symbols = by_head(outs[1]).reshape({b, n, g, rep, -1});
+    symbol_part =
+        torch::einsum("bngrd,ged->bngre", {attended_symbols, wv->weight.view({g, head_dim, -1})});
+    if (wv->options.bias()) {
+      auto row_sums = outs[3].view({n, b, g, rep, 1}).transpose(0, 1);
+      symbol_part = symbol_part + row_sums * wv->bias.view({g, 1, head_dim});
+    }
+    symbol_part = symbol_part.reshape({b, n, h, head_dim});
+  }
+  auto attended_relations = by_head(outs[2]);  // [b, n, h, R]
+  return symbol_part + torch::einsum("bnhr,hdr->bnhd", {attended_relations, wr});
+}
+
+torch::Tensor RelationalAttentionImpl::attend_sdpa(const torch::Tensor& x,
+                                                   const torch::Tensor& symbols,
+                                                   const torch::Tensor& freqs_cos,
+                                                   const torch::Tensor& freqs_sin,
+                                                   const torch::Tensor& attn_mask, bool is_causal) {
+  const char* owner = "RelationalAttention";
+  TORCH_CHECK(options.rel_activation() == "identity" && !options.use_relative_positional_symbols(),
+              owner, ": the SDPA implementation needs rel_activation 'identity' and per-position ",
+              "symbols, got rel_activation '", options.rel_activation(),
+              "' and use_relative_positional_symbols=", options.use_relative_positional_symbols());
+  const int64_t b = x.size(0), n = x.size(1), h = options.n_heads(), g = n_kv_heads,
+                R = n_relations;
+  auto q = wq_attn(x).view({b, n, h, key_dim});
+  auto k = wk_attn(x).view({b, n, g, key_dim});
+  if (freqs_cos.defined()) std::tie(q, k) = apply_rotary_emb(q, k, freqs_cos, freqs_sin);
+  k = repeat_kv(k, n_rep_kv);
+  auto q_rel = wq_rel(x).view({b, n, R, rel_proj_dim});
+  auto k_rel = options.symmetric_rels() ? q_rel : wk_rel(x).view({b, n, R, rel_proj_dim});
+  auto sv = repeat_kv(wv(symbols).view({b, n, g, head_dim}), n_rep_kv);
+  auto values = torch::cat({sv, k_rel.reshape({b, n, 1, R * rel_proj_dim}).expand({-1, -1, h, -1})},
+                           -1);  // [b,n,h,dv]
+  const int64_t dv = values.size(-1);
+  q = q.transpose(1, 2), k = k.transpose(1, 2), values = values.transpose(1, 2);
+  if (x.device().is_cpu() && key_dim != dv) {
+    // The CPU's fused kernel wants one width for queries, keys and values; zero columns leave the
+    // scores unchanged (the scale is explicit).
+    q = torch::constant_pad_nd(q, {0, dv - key_dim});
+    k = torch::constant_pad_nd(k, {0, dv - key_dim});
+  }
+  std::optional<Tensor> mask;
+  if (attn_mask.defined()) mask = attn_mask.to(x.device());
+  auto attended =
+      at::scaled_dot_product_attention(q, k, values, mask, is_training() ? options.dropout() : 0.0,
+                                       is_causal, attn_scale)
+          .transpose(1, 2);  // [b, n, h, dv]
+  auto symbol_part = attended.narrow(-1, 0, head_dim);
+  // sum_j a_ij r_ijl = rel_scale * <qrel_il, sum_j a_ij krel_jl>
+  auto attended_keys =
+      attended.narrow(-1, head_dim, R * rel_proj_dim).reshape({b, n, h, R, rel_proj_dim});
+  auto attended_relations = (attended_keys * q_rel.unsqueeze(2)).sum(-1) * rel_scale;
+  return symbol_part + torch::einsum("bnhr,hdr->bnhd", {attended_relations, wr});
+}
+
+}  // namespace dual_attention
