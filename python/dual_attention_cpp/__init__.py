@@ -1,0 +1,29 @@
+"""dual_attention_cpp: the Dual Attention Transformer in C++ (LibTorch), for Python.
+
+A drop-in for the reference package ``dual_attention`` (0.0.7): the same modules, class names,
+constructor keywords, forward signatures, returns and state_dict keys, so that code written for it
+runs after changing the import. Every class is a ``torch.nn.Module`` whose computation runs in C++
+(see docs/python.md).
+"""
+
+import torch  # noqa: F401  (loads libtorch before the extension)
+
+from . import _C  # noqa: F401
+from . import attention, attention_utils, dual_attention, model_utils, relational_attention
+from .attention import Attention
+from .dual_attention import DualAttention
+from .relational_attention import (
+    DisentangledRelationalCrossAttention,
+    RelationalAttention,
+    RelationalCrossAttention,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Attention",
+    "RelationalAttention",
+    "RelationalCrossAttention",
+    "DisentangledRelationalCrossAttention",
+    "DualAttention",
+]
