@@ -9,14 +9,37 @@ runs after changing the import. Every class is a ``torch.nn.Module`` whose compu
 import torch  # noqa: F401  (loads libtorch before the extension)
 
 from . import _C  # noqa: F401
-from . import attention, attention_utils, dual_attention, model_utils, relational_attention
+from . import (
+    attention,
+    attention_utils,
+    dual_attention,
+    dual_attn_blocks,
+    model_utils,
+    positional_encoding,
+    relational_attention,
+    symbol_retrieval,
+    transformer_blocks,
+)
 from .attention import Attention
 from .dual_attention import DualAttention
+from .dual_attn_blocks import DualAttnDecoderBlock, DualAttnEncoderBlock
+from .positional_encoding import (
+    LearnedPositionalEmbeddings,
+    RelativePositionalEncoding,
+    SinusoidalPositionalEncoding,
+)
 from .relational_attention import (
     DisentangledRelationalCrossAttention,
     RelationalAttention,
     RelationalCrossAttention,
 )
+from .symbol_retrieval import (
+    PositionalSymbolRetriever,
+    PositionRelativeSymbolRetriever,
+    RelationalSymbolicAttention,
+    SymbolicAttention,
+)
+from .transformer_blocks import DecoderBlock, EncoderBlock, FeedForwardBlock, RMSNorm
 
 __version__ = "0.1.0"
 
@@ -26,4 +49,17 @@ __all__ = [
     "RelationalCrossAttention",
     "DisentangledRelationalCrossAttention",
     "DualAttention",
+    "SymbolicAttention",
+    "PositionalSymbolRetriever",
+    "PositionRelativeSymbolRetriever",
+    "RelationalSymbolicAttention",
+    "SinusoidalPositionalEncoding",
+    "LearnedPositionalEmbeddings",
+    "RelativePositionalEncoding",
+    "FeedForwardBlock",
+    "RMSNorm",
+    "EncoderBlock",
+    "DecoderBlock",
+    "DualAttnEncoderBlock",
+    "DualAttnDecoderBlock",
 ]

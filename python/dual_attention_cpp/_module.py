@@ -92,7 +92,6 @@ def _mirror(module: "CppModule", cpp: Any, tree: _Tree, seen: Dict[int, "CppModu
     seen[cpp._id()] = module
 
     attrs = cpp._attrs()
-    d["_cpp_attr_names"] = tuple(attrs)
     for name, value in attrs.items():
         d[name] = value
     for name, tensor in cpp._named_parameters():
@@ -110,9 +109,13 @@ def _mirror(module: "CppModule", cpp: Any, tree: _Tree, seen: Dict[int, "CppModu
             mirror = cls.__new__(cls)
             _mirror(mirror, child, tree, seen)
         module._modules[name] = mirror
-    d["_mirrored"] = frozenset(module._parameters) | frozenset(module._buffers) | frozenset(
-        module._modules
-    )
+    mirrored = frozenset(module._parameters) | frozenset(module._buffers) | frozenset(module._modules)
+    d["_mirrored"] = mirrored
+    # A keyword named like a submodule (SinusoidalPositionalEncoding's dropout) is the submodule, as
+    # in the reference.
+    for name in mirrored:
+        d.pop(name, None)
+    d["_cpp_attr_names"] = tuple(name for name in attrs if name not in mirrored)
 
 
 def _init_from_cpp(module: "CppModule", cpp: Any) -> None:

@@ -58,9 +58,11 @@ using AttrGetters = std::vector<std::pair<std::string, std::function<py::object(
 // Binds a LibTorch module class whose Options are built from keywords, `required` naming the
 // constructor arguments of Options (of types Args) in order. `attrs` lists public members of Impl
 // exposed as Python attributes (the sizes the module resolves from its keywords).
-template <class Impl, class Options, class... Args>
+template <class Impl_, class Options, class... Args>
 class ModuleBinding {
  public:
+  using Impl = Impl_;
+
   ModuleBinding(py::module_& m, const char* name,
                 std::array<const char*, sizeof...(Args)> required)
       : cls_(m, name, py::module_local()), getters_(std::make_shared<AttrGetters<Impl>>()) {
@@ -139,5 +141,6 @@ class ModuleBinding {
 // Each translation unit binds one part of the library.
 void bind_core(py::module_& m);
 void bind_attention(py::module_& m);
+void bind_layers(py::module_& m);
 
 }  // namespace dual_attention::python
