@@ -118,6 +118,12 @@ def _mirror(module: "CppModule", cpp: Any, tree: _Tree, seen: Dict[int, "CppModu
     d["_cpp_attr_names"] = tuple(name for name in attrs if name not in mirrored)
 
 
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"Tensor{list(value.shape)} {value.dtype}"
+    return type(value).__name__
+
+
 def _init_from_cpp(module: "CppModule", cpp: Any) -> None:
     _mirror(module, cpp, _Tree(), {})
 
@@ -203,7 +209,18 @@ class CppModule(nn.Module):
         tree = self._tree
         if tree.dirty:
             tree.sync_training()
-        return getattr(self._cpp, method)(*args)
+        try:
+            return getattr(self._cpp, method)(*args)
+        except TypeError as error:
+            # pybind11 lists every argument's value (whole tensors); name their types instead.
+            text = str(error)
+            if "incompatible function arguments" not in text:
+                raise
+            supported = text.split("\n\nInvoked with")[0].split("\n", 1)[-1].strip()
+            got = ", ".join(_describe(a) for a in args)
+            raise TypeError(
+                f"{self._get_name()}.{method}() got incompatible arguments ({got}); {supported}"
+            ) from None
 
     @property
     def cpp_module(self) -> Any:

@@ -40,6 +40,7 @@ void bind_attention(py::module_& m) {
                                 tensor_or_undefined(freqs_sin), tensor_or_undefined(attn_mask),
                                 is_causal, need_weights);
           },
+          py::arg("query"), py::arg("key"), py::arg("value"), py::arg("freqs_cos"), py::arg("freqs_sin"), py::arg("attn_mask"), py::arg("is_causal"), py::arg("need_weights"),
           release_gil);
 
   ModuleBinding<RelationalAttentionImpl, RelationalAttentionOptions, int64_t, int64_t>(
@@ -55,13 +56,14 @@ void bind_attention(py::module_& m) {
       .attr("rel_scale", &RelationalAttentionImpl::rel_scale)
       .def(
           "forward",
-          [](RelationalAttentionImpl& self, const Tensor& x, const Tensor& symbols,
+          [](RelationalAttentionImpl& self, const Tensor& x, const OptTensor& symbols,
              const OptTensor& freqs_cos, const OptTensor& freqs_sin, const OptTensor& attn_mask,
              bool is_causal, bool need_weights) {
-            return self.forward(x, symbols, tensor_or_undefined(freqs_cos),
+            return self.forward(x, tensor_or_undefined(symbols), tensor_or_undefined(freqs_cos),
                                 tensor_or_undefined(freqs_sin), tensor_or_undefined(attn_mask),
                                 is_causal, need_weights);
           },
+          py::arg("x"), py::arg("symbols"), py::arg("freqs_cos"), py::arg("freqs_sin"), py::arg("attn_mask"), py::arg("is_causal"), py::arg("need_weights"),
           release_gil);
 
   ModuleBinding<RelationalCrossAttentionImpl, RelationalCrossAttentionOptions, int64_t, int64_t,
@@ -73,13 +75,14 @@ void bind_attention(py::module_& m) {
       .attr("attn_scale", &RelationalCrossAttentionImpl::attn_scale)
       .def(
           "forward",
-          [](RelationalCrossAttentionImpl& self, const Tensor& x, const Tensor& symbols,
+          [](RelationalCrossAttentionImpl& self, const Tensor& x, const OptTensor& symbols,
              const OptTensor& freqs_cos, const OptTensor& freqs_sin, const OptTensor& attn_mask,
              bool is_causal) {
-            return self.forward(x, symbols, tensor_or_undefined(freqs_cos),
+            return self.forward(x, tensor_or_undefined(symbols), tensor_or_undefined(freqs_cos),
                                 tensor_or_undefined(freqs_sin), tensor_or_undefined(attn_mask),
                                 is_causal);
           },
+          py::arg("x"), py::arg("symbols"), py::arg("freqs_cos"), py::arg("freqs_sin"), py::arg("attn_mask"), py::arg("is_causal"),
           release_gil);
 
   ModuleBinding<DisentangledRelationalCrossAttentionImpl,
@@ -92,13 +95,14 @@ void bind_attention(py::module_& m) {
       .attr("attn_scale", &DisentangledRelationalCrossAttentionImpl::attn_scale)
       .def(
           "forward",
-          [](DisentangledRelationalCrossAttentionImpl& self, const Tensor& x, const Tensor& symbols,
+          [](DisentangledRelationalCrossAttentionImpl& self, const Tensor& x, const OptTensor& symbols,
              const OptTensor& freqs_cos, const OptTensor& freqs_sin, const OptTensor& attn_mask,
              bool is_causal) {
-            return self.forward(x, symbols, tensor_or_undefined(freqs_cos),
+            return self.forward(x, tensor_or_undefined(symbols), tensor_or_undefined(freqs_cos),
                                 tensor_or_undefined(freqs_sin), tensor_or_undefined(attn_mask),
                                 is_causal);
           },
+          py::arg("x"), py::arg("symbols"), py::arg("freqs_cos"), py::arg("freqs_sin"), py::arg("attn_mask"), py::arg("is_causal"),
           release_gil);
 
   ModuleBinding<DualAttentionImpl, DualAttentionOptions, int64_t, int64_t, int64_t, double>(
@@ -115,6 +119,7 @@ void bind_attention(py::module_& m) {
                                 is_causal, tensor_or_undefined(freqs_cos),
                                 tensor_or_undefined(freqs_sin), need_weights);
           },
+          py::arg("x"), py::arg("symbols"), py::arg("attn_mask"), py::arg("is_causal"), py::arg("freqs_cos"), py::arg("freqs_sin"), py::arg("need_weights"),
           release_gil);
 
   // ---- attention_utils ----

@@ -46,7 +46,12 @@ Kwargs to_kwargs_value(py::handle value, const std::string& where) {
 }
 
 Kwargs to_kwargs(const py::dict& kwargs, const std::string& owner) {
-  return to_kwargs_value(kwargs, owner);
+  Kwargs out = Kwargs::object();
+  for (auto item : kwargs) {
+    const auto key = py::str(item.first).cast<std::string>();
+    out[key] = to_kwargs_value(item.second, owner + ": keyword argument '" + key + "'");
+  }
+  return out;
 }
 
 py::object from_kwargs_value(const Kwargs& value) {

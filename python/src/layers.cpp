@@ -97,6 +97,7 @@ void bind_layers(py::module_& m) {
             return self.forward(x, tensor_or_undefined(freqs_cos), tensor_or_undefined(freqs_sin),
                                 need_weights);
           },
+          py::arg("x"), py::arg("freqs_cos"), py::arg("freqs_sin"), py::arg("need_weights"),
           release_gil);
 
   ModuleBinding<DecoderBlockImpl, DecoderBlockOptions, int64_t, int64_t, int64_t, OptInt, double,
@@ -108,6 +109,7 @@ void bind_layers(py::module_& m) {
           [](DecoderBlockImpl& self, const Tensor& x, const Tensor& context) {
             return self.forward(x, context);
           },
+          py::arg("x"), py::arg("context"),
           release_gil);
 
   // ---- dual_attn_blocks ----
@@ -122,6 +124,7 @@ void bind_layers(py::module_& m) {
             return self.forward(x, tensor_or_undefined(symbols), tensor_or_undefined(freqs_cos),
                                 tensor_or_undefined(freqs_sin));
           },
+          py::arg("x"), py::arg("symbols"), py::arg("freqs_cos"), py::arg("freqs_sin"),
           release_gil);
 
   ModuleBinding<DualAttnDecoderBlockImpl, DualAttnDecoderBlockOptions, int64_t, int64_t, int64_t,
@@ -135,6 +138,7 @@ void bind_layers(py::module_& m) {
              const OptTensor& symbols) {
             return self.forward(x, context, tensor_or_undefined(symbols));
           },
+          py::arg("x"), py::arg("context"), py::arg("symbols"),
           release_gil);
 }
 
