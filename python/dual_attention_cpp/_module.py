@@ -100,8 +100,8 @@ def _mirror(module: "CppModule", cpp: Any, tree: _Tree, seen: Dict[int, "CppModu
         module._parameters.setdefault(name, None)
     for name, tensor in cpp._named_buffers():
         module._buffers[name] = tensor
-        if name in type(module)._non_persistent_buffers:
-            module._non_persistent_buffers_set.add(name)
+    # What the reference registers with persistent=False (RoPE tables): not in the state_dict.
+    module._non_persistent_buffers_set.update(cpp._non_persistent_buffers())
     for name, child in cpp._named_children():
         mirror = seen.get(child._id())
         if mirror is None:
@@ -169,8 +169,6 @@ class CppModule(nn.Module):
     _cpp_class: Any = None
     # Parameters the torch.nn counterpart keeps as None when absent (nn.Linear's bias).
     _optional_parameters: Tuple[str, ...] = ()
-    # Buffers the reference registers with persistent=False (not in its state_dict).
-    _non_persistent_buffers: Tuple[str, ...] = ()
 
     def __init_subclass__(cls, cpp: Any = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

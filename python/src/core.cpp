@@ -3,6 +3,7 @@
 #include <sstream>
 
 #include "binding.h"
+#include "dual_attention/io/state_dict.h"
 
 namespace dual_attention::python {
 
@@ -148,6 +149,11 @@ void bind_core(py::module_& m) {
                out.append(py::make_tuple(item.key(), item.value()));
              }
              return out;
+           })
+      .def("_non_persistent_buffers",
+           [](const torch::nn::Module& self) {
+             const auto* declared = dynamic_cast<const io::NonPersistentBuffers*>(&self);
+             return declared ? declared->non_persistent_buffers() : std::vector<std::string>{};
            })
       .def("_is_training", &torch::nn::Module::is_training)
       .def("_set_training", [](torch::nn::Module& self, bool on) { self.train(on); })
