@@ -43,6 +43,19 @@ from .transformer_blocks import DecoderBlock, EncoderBlock, FeedForwardBlock, RM
 
 __version__ = "0.1.0"
 
+# The modules of the reference package that this one mirrors (see gen_stubs.py).
+_submodules = (
+    "attention",
+    "relational_attention",
+    "dual_attention",
+    "symbol_retrieval",
+    "positional_encoding",
+    "transformer_blocks",
+    "dual_attn_blocks",
+    "attention_utils",
+    "model_utils",
+)
+
 __all__ = [
     "Attention",
     "RelationalAttention",

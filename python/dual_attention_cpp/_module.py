@@ -131,8 +131,11 @@ def _init_from_cpp(module: "CppModule", cpp: Any) -> None:
 def _signature_from_keywords(cpp_class: Any) -> inspect.Signature:
     kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
     params = [inspect.Parameter("self", kind)]
-    params += [inspect.Parameter(name, kind, default=default) for name, default in cpp_class._keywords()]
-    return inspect.Signature(params)
+    params += [
+        inspect.Parameter(name, kind, default=default, annotation=annotation)
+        for name, default, annotation in cpp_class._keywords()
+    ]
+    return inspect.Signature(params, return_annotation=None)
 
 
 def _rebuild(cls: type, kwargs: dict, tensors: dict, training: dict, extra: dict) -> "CppModule":

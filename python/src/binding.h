@@ -44,9 +44,42 @@ inline torch::Tensor tensor_or_undefined(const std::optional<torch::Tensor>& t) 
   return t.has_value() ? *t : torch::Tensor();
 }
 
+// The Python annotation of a keyword of C++ type T (for signatures, help() and the .pyi stubs).
+template <class T>
+struct PythonType;
+template <>
+struct PythonType<int64_t> {
+  static std::string name() { return "int"; }
+};
+template <>
+struct PythonType<double> {
+  static std::string name() { return "float"; }
+};
+template <>
+struct PythonType<bool> {
+  static std::string name() { return "bool"; }
+};
+template <>
+struct PythonType<std::string> {
+  static std::string name() { return "str"; }
+};
+template <>
+struct PythonType<std::vector<int64_t>> {
+  static std::string name() { return "Sequence[int]"; }
+};
+template <>
+struct PythonType<Kwargs> {
+  static std::string name() { return "Optional[dict]"; }
+};
+template <class T>
+struct PythonType<std::optional<T>> {
+  static std::string name() { return "Optional[" + PythonType<T>::name() + "]"; }
+};
+
 // The module classes the package mirrors. A Python mirror asks its C++ module for:
 //   _attrs()            attributes the reference's module has (its keywords and resolved sizes)
-//   _keywords()         [(name, default or inspect.Parameter.empty)] in the reference's order
+//   _keywords()         [(name, default or inspect.Parameter.empty, annotation)] in the
+//                       reference's order
 //   _kwargs()           the keywords that rebuild this module (for copy and pickle)
 template <class Impl>
 using ModuleClass = py::class_<Impl, torch::nn::Module, std::shared_ptr<Impl>>;
@@ -92,7 +125,7 @@ class ModuleBinding {
             dflt = from_kwargs_value(detail::write_kwarg(field));
           }
         }
-        out.append(py::make_tuple(key, dflt));
+        out.append(py::make_tuple(key, dflt, PythonType<std::decay_t<decltype(field)>>::name()));
       });
       return out;
     });
