@@ -41,6 +41,13 @@ void SymbolicAttentionImpl::reset_parameters() {
   symbol_library.normal_();
 }
 
+void SymbolicAttentionImpl::tie_symbol_library(const torch::Tensor& library) {
+  TORCH_CHECK(library.defined() && library.sizes() == symbol_library.sizes(),
+              "SymbolicAttention: a tied symbol_library must have shape ", symbol_library.sizes(),
+              ", got ", library.defined() ? c10::str(library.sizes()) : "an undefined tensor");
+  symbol_library = parameters_["symbol_library"] = library;
+}
+
 void SymbolicAttentionImpl::pretty_print(std::ostream& stream) const {
   stream << "dual_attention::SymbolicAttention(d_model=" << options.d_model()
          << ", n_heads=" << options.n_heads() << ", n_symbols=" << options.n_symbols()

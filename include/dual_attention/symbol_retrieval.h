@@ -53,6 +53,10 @@ class SymbolicAttentionImpl : public torch::nn::Cloneable<SymbolicAttentionImpl>
   // Draws template_features and symbol_library from N(0, 1).
   void reset_parameters();
   void pretty_print(std::ostream& stream) const override;
+  // Makes `library` ([n_symbols, d_model]) this module's symbol_library: the very same tensor, as
+  // the reference's language model assigns one layer's library to the others
+  // (weight_tie_symbol_library).
+  void tie_symbol_library(const torch::Tensor& library);
 
   // Per head h: out_h = softmax(q_proj(x)_h F_h^T * scale) S_h, with F = template_features and
   // S = symbol_library split into n_heads column blocks. x [b, n, d_model] -> [b, n, d_model].

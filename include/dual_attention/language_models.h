@@ -1,0 +1,299 @@
+// Decoder-only language models: the Dual Attention Transformer LM and a standard Transformer LM
+// as its baseline (reference: dual_attention.language_models, loaded from checkpoints by
+// dual_attention.hf.DualAttnTransformerLM_HFHub / TransformerLM_HFHub).
+//
+//   auto model = DualAttnTransformerLM::from_pretrained("path/to/checkpoint");
+//   auto [logits, loss] = model->forward(idx, targets);          // idx [b, t] token ids
+//   auto tokens = model->generate(prompt, 20, 1.0, /*top_k=*/1);  // greedy
+//   model->save_pretrained("path/to/copy");
+#pragma once
+
+#include <torch/torch.h>
+
+#include <array>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "dual_attention/dual_attn_blocks.h"
+#include "dual_attention/io/state_dict.h"
+#include "dual_attention/kwargs.h"
+#include "dual_attention/pretrained.h"
+#include "dual_attention/transformer_blocks.h"
+
+namespace dual_attention {
+
+// AdamW over the model's unique trainable parameters in two groups, as the reference's
+// language_models.configure_optimizers: tensors of dim >= 2 (matmul weights, embeddings) decay by
+// weight_decay, the others (biases, norm weights) do not decay.
+torch::optim::AdamW configure_optimizers(const torch::nn::Module& model, double weight_decay,
+                                         double learning_rate, std::tuple<double, double> betas);
+
+// ---- DualAttnTransformerLM -----------------------------------------------------------------
+
+struct DualAttnTransformerLMOptions {
+  DualAttnTransformerLMOptions(int64_t vocab_size, int64_t d_model, int64_t n_layers,
+                               int64_t n_heads_sa, int64_t n_heads_ra,
+                               Kwargs symbol_retrieval_kwargs, std::optional<int64_t> dff,
+                               double dropout_rate, std::string activation, bool norm_first,
+                               int64_t max_block_size)
+      : vocab_size_(vocab_size),
+        d_model_(d_model),
+        n_layers_(n_layers),
+        n_heads_sa_(n_heads_sa),
+        n_heads_ra_(n_heads_ra),
+        symbol_retrieval_kwargs_(std::move(symbol_retrieval_kwargs)),
+        dff_(dff),
+        dropout_rate_(dropout_rate),
+        activation_(std::move(activation)),
+        norm_first_(norm_first),
+        max_block_size_(max_block_size) {}
+
+  TORCH_ARG(int64_t, vocab_size);
+  TORCH_ARG(int64_t, d_model);
+  TORCH_ARG(int64_t, n_layers);
+  TORCH_ARG(int64_t, n_heads_sa);
+  TORCH_ARG(int64_t, n_heads_ra);
+  // Constructor keywords of the symbol retriever named by symbol_retrieval.
+  TORCH_ARG(Kwargs, symbol_retrieval_kwargs);
+  // Feed-forward hidden width; None takes FeedForwardBlock's default.
+  TORCH_ARG(std::optional<int64_t>, dff);
+  // Dropout inside the blocks (the model's own `layers.dropout` is never applied, as in the
+  // reference).
+  TORCH_ARG(double, dropout_rate);
+  // Feed-forward activation: a name of get_activation_function, or 'swiglu'.
+  TORCH_ARG(std::string, activation);
+  TORCH_ARG(bool, norm_first);
+  // Longest input; also the size of the positional embedding / RoPE tables.
+  TORCH_ARG(int64_t, max_block_size);
+  TORCH_ARG(std::string, norm_type) = "layernorm";
+  TORCH_ARG(Kwargs, sa_kwargs) = nullptr;
+  TORCH_ARG(Kwargs, ra_kwargs) = nullptr;
+  // 'relational_attention', 'rca' or 'disrca'.
+  TORCH_ARG(std::string, ra_type) = "relational_attention";
+  TORCH_ARG(bool, share_attn_params) = false;
+  // 'symbolic_attention', 'positional_symbols' or 'position_relative'.
+  TORCH_ARG(std::string, symbol_retrieval) = "symbolic_attention";
+  // {"shared_symbol_retriever": bool (default true), "weight_tie_symbol_library": bool (default
+  // false)}: one retriever for all layers, or one per layer, optionally sharing one symbol library.
+  // A dict given here is completed with the missing key(s), as the reference does in place (so
+  // checkpoints saved by its mixin hold both).
+  TORCH_ARG(Kwargs, symbol_retriever_config) = nullptr;
+  // 'pos_emb' (learned positional embedding) or 'RoPE'.
+  TORCH_ARG(std::string, pos_enc_type) = "pos_emb";
+  // Stored but unused, as in the reference (the blocks keep their default bias=True).
+  TORCH_ARG(bool, bias) = true;
+
+ public:
+  // Every keyword, in the reference's order (read by apply_kwargs / to_kwargs).
+  template <class Visitor>
+  void fields(Visitor&& v) {
+    v("vocab_size", vocab_size_);
+    v("d_model", d_model_);
+    v("n_layers", n_layers_);
+    v("n_heads_sa", n_heads_sa_);
+    v("n_heads_ra", n_heads_ra_);
+    v("symbol_retrieval_kwargs", symbol_retrieval_kwargs_);
+    v("dff", dff_);
+    v("dropout_rate", dropout_rate_);
+    v("activation", activation_);
+    v("norm_first", norm_first_);
+    v("max_block_size", max_block_size_);
+    v("norm_type", norm_type_);
+    v("sa_kwargs", sa_kwargs_);
+    v("ra_kwargs", ra_kwargs_);
+    v("ra_type", ra_type_);
+    v("share_attn_params", share_attn_params_);
+    v("symbol_retrieval", symbol_retrieval_);
+    v("symbol_retriever_config", symbol_retriever_config_);
+    v("pos_enc_type", pos_enc_type_);
+    v("bias", bias_);
+  }
+
+  // The constructor's arguments (keywords without a default), in order.
+  static constexpr std::array<const char*, 11> required_keywords = {
+      "vocab_size", "d_model",      "n_layers",   "n_heads_sa", "n_heads_ra",    "symbol_retrieval_kwargs",
+      "dff",        "dropout_rate", "activation", "norm_first", "max_block_size"};
+  // DualAttnTransformerLM(**kwargs): a missing required keyword, an unknown one or a value of the
+  // wrong type is an error naming it.
+  static DualAttnTransformerLMOptions from_kwargs(const Kwargs& kwargs);
+};
+
+class DualAttnTransformerLM;
+
+class DualAttnTransformerLMImpl : public torch::nn::Cloneable<DualAttnTransformerLMImpl>,
+                                  public io::NonPersistentBuffers {
+ public:
+  explicit DualAttnTransformerLMImpl(const DualAttnTransformerLMOptions& options);
+
+  // Builds the layers and draws the reference's initialisation (see reset_parameters).
+  void reset() override;
+  // N(0, 0.02) for every Linear and Embedding weight and every relational `wr`, zero Linear
+  // biases; then N(0, 0.02 / sqrt(2 n_layers)) for the weights that add to the residual stream:
+  // every `wo.weight`, and `linear3.weight` for swiglu (`linear2.weight` otherwise), as the
+  // reference does. Symbol libraries, template features and norms keep their own initialisation.
+  void reset_parameters();
+  void pretty_print(std::ostream& stream) const override;
+  // A deep copy that keeps the ties of the original (token_embedder/final_out, shared symbol
+  // retrievers, tied symbol libraries, shared attention parameters), which Cloneable's
+  // member-wise copy would break.
+  std::shared_ptr<torch::nn::Module> clone(
+      const std::optional<torch::Device>& device = std::nullopt) const override;
+
+  // idx [b, t] integer token ids in [0, vocab_size), t <= max_block_size. Returns (logits
+  // [b, t, vocab_size], loss): the mean cross-entropy of the next-token predictions against
+  // `targets` ([b, t], -1 = ignore), or an undefined tensor when no targets are given.
+  std::tuple<torch::Tensor, torch::Tensor> forward(const torch::Tensor& idx,
+                                                   const torch::Tensor& targets = {});
+
+  // Appends max_new_tokens tokens to idx ([b, t]), each sampled (torch::multinomial, the global
+  // generator) from softmax(logits / temperature) of the last position, keeping only the top_k
+  // largest logits when top_k is given; the context is cropped to the last max_block_size tokens.
+  // top_k = 1 is greedy decoding. Runs without grad; call eval() first (from_pretrained does).
+  torch::Tensor generate(torch::Tensor idx, int64_t max_new_tokens, double temperature = 1.0,
+                         std::optional<int64_t> top_k = std::nullopt);
+
+  // Number of parameters (each shared tensor once); non_embedding leaves out the positional
+  // embedding (the token embedding stays: it is the output layer too).
+  int64_t get_num_params(bool non_embedding = true) const;
+
+  torch::optim::AdamW configure_optimizers(double weight_decay, double learning_rate,
+                                           std::tuple<double, double> betas) const;
+
+  // Writes config.json and model.safetensors into `folder` (see pretrained.h).
+  void save_pretrained(const std::string& folder) const;
+
+  // The RoPE tables are rebuilt from the options, not saved (persistent=False in the reference).
+  std::vector<std::string> non_persistent_buffers() const override;
+
+  DualAttnTransformerLMOptions options;
+  // Registered as "layers", holding the modules below under their reference names.
+  torch::nn::ModuleDict layers{nullptr};
+  torch::nn::Embedding token_embedder{nullptr};  // its weight IS final_out->weight
+  torch::nn::Dropout dropout{nullptr};
+  torch::nn::ModuleList symbol_retrievers{nullptr};
+  std::vector<torch::nn::AnyModule> symbol_retriever;  // the retriever of each layer
+  torch::nn::ModuleList blocks{nullptr};               // DualAttnEncoderBlock, causal
+  torch::nn::AnyModule norm;
+  torch::nn::Linear final_out{nullptr};
+  torch::nn::Embedding positional_embedder{nullptr};  // 'pos_emb' only
+  torch::Tensor freqs_cos, freqs_sin;                 // 'RoPE' only: [max_block_size, head_dim / 2]
+};
+
+class DualAttnTransformerLM : public torch::nn::ModuleHolder<DualAttnTransformerLMImpl> {
+ public:
+  using torch::nn::ModuleHolder<DualAttnTransformerLMImpl>::ModuleHolder;
+  using Impl = DualAttnTransformerLMImpl;
+
+  // The model saved in a folder by save_pretrained (ours or the reference's mixin), in eval mode.
+  static DualAttnTransformerLM from_pretrained(const std::string& name_or_path,
+                                               const PretrainedOptions& options = {});
+};
+
+// ---- TransformerLM -------------------------------------------------------------------------
+
+struct TransformerLMOptions {
+  TransformerLMOptions(int64_t vocab_size, int64_t d_model, int64_t n_layers, int64_t n_heads,
+                       std::optional<int64_t> dff, double dropout_rate, std::string activation,
+                       bool norm_first, int64_t max_block_size)
+      : vocab_size_(vocab_size),
+        d_model_(d_model),
+        n_layers_(n_layers),
+        n_heads_(n_heads),
+        dff_(dff),
+        dropout_rate_(dropout_rate),
+        activation_(std::move(activation)),
+        norm_first_(norm_first),
+        max_block_size_(max_block_size) {}
+
+  TORCH_ARG(int64_t, vocab_size);
+  TORCH_ARG(int64_t, d_model);
+  TORCH_ARG(int64_t, n_layers);
+  TORCH_ARG(int64_t, n_heads);
+  TORCH_ARG(std::optional<int64_t>, dff);
+  TORCH_ARG(double, dropout_rate);
+  TORCH_ARG(std::string, activation);
+  TORCH_ARG(bool, norm_first);
+  TORCH_ARG(int64_t, max_block_size);
+  TORCH_ARG(std::string, norm_type) = "layernorm";
+  // Bias of the attention output projection and of the feed-forward layers.
+  TORCH_ARG(bool, bias) = true;
+  TORCH_ARG(std::string, pos_enc_type) = "pos_emb";
+  // false runs attention on the explicit-weights path (need_weights=True), as the reference does.
+  TORCH_ARG(bool, use_flash_attention) = true;
+  // Extra EncoderBlock keywords (in practice attn_kwargs); may not repeat those set by the model.
+  TORCH_ARG(Kwargs, block_kwargs) = nullptr;
+
+ public:
+  // Every keyword, in the reference's order (read by apply_kwargs / to_kwargs).
+  template <class Visitor>
+  void fields(Visitor&& v) {
+    v("vocab_size", vocab_size_);
+    v("d_model", d_model_);
+    v("n_layers", n_layers_);
+    v("n_heads", n_heads_);
+    v("dff", dff_);
+    v("dropout_rate", dropout_rate_);
+    v("activation", activation_);
+    v("norm_first", norm_first_);
+    v("max_block_size", max_block_size_);
+    v("norm_type", norm_type_);
+    v("bias", bias_);
+    v("pos_enc_type", pos_enc_type_);
+    v("use_flash_attention", use_flash_attention_);
+    v("block_kwargs", block_kwargs_);
+  }
+
+  static constexpr std::array<const char*, 9> required_keywords = {
+      "vocab_size",   "d_model",    "n_layers",   "n_heads",       "dff",
+      "dropout_rate", "activation", "norm_first", "max_block_size"};
+  // TransformerLM(**kwargs), with the errors of DualAttnTransformerLMOptions::from_kwargs.
+  static TransformerLMOptions from_kwargs(const Kwargs& kwargs);
+};
+
+class TransformerLMImpl : public torch::nn::Cloneable<TransformerLMImpl>,
+                          public io::NonPersistentBuffers {
+ public:
+  explicit TransformerLMImpl(const TransformerLMOptions& options);
+
+  void reset() override;
+  // As DualAttnTransformerLMImpl::reset_parameters (without the relational `wr`).
+  void reset_parameters();
+  void pretty_print(std::ostream& stream) const override;
+  std::shared_ptr<torch::nn::Module> clone(
+      const std::optional<torch::Device>& device = std::nullopt) const override;
+
+  // As DualAttnTransformerLMImpl::forward.
+  std::tuple<torch::Tensor, torch::Tensor> forward(const torch::Tensor& idx,
+                                                   const torch::Tensor& targets = {});
+  // As DualAttnTransformerLMImpl::generate.
+  torch::Tensor generate(torch::Tensor idx, int64_t max_new_tokens, double temperature = 1.0,
+                         std::optional<int64_t> top_k = std::nullopt);
+  int64_t get_num_params(bool non_embedding = true) const;
+  torch::optim::AdamW configure_optimizers(double weight_decay, double learning_rate,
+                                           std::tuple<double, double> betas) const;
+  void save_pretrained(const std::string& folder) const;
+  std::vector<std::string> non_persistent_buffers() const override;
+
+  TransformerLMOptions options;
+  torch::nn::ModuleDict layers{nullptr};
+  torch::nn::Embedding token_embedder{nullptr};  // its weight IS final_out->weight
+  torch::nn::Dropout dropout{nullptr};
+  torch::nn::ModuleList blocks{nullptr};  // EncoderBlock, causal
+  torch::nn::AnyModule norm;
+  torch::nn::Linear final_out{nullptr};
+  torch::nn::Embedding positional_embedder{nullptr};  // 'pos_emb' only
+  torch::Tensor freqs_cos, freqs_sin;                 // 'RoPE' only
+};
+
+class TransformerLM : public torch::nn::ModuleHolder<TransformerLMImpl> {
+ public:
+  using torch::nn::ModuleHolder<TransformerLMImpl>::ModuleHolder;
+  using Impl = TransformerLMImpl;
+
+  static TransformerLM from_pretrained(const std::string& name_or_path,
+                                       const PretrainedOptions& options = {});
+};
+
+}  // namespace dual_attention

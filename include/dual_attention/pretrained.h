@@ -1,0 +1,109 @@
+// Checkpoints in the layout that huggingface_hub's PyTorchModelHubMixin writes (the reference's
+// dual_attention.hf.DualAttnTransformerLM_HFHub / TransformerLM_HFHub, and the published models):
+//
+//   <folder>/config.json         the constructor keywords, as a JSON object
+//   <folder>/model.safetensors   the state_dict, shared tensors stored once (safetensors' save_model)
+//
+// Any model class can use this machinery. Its Options struct needs, besides fields():
+//   static constexpr std::array<const char*, N> required_keywords;  // constructor arguments
+//   static XxxOptions from_kwargs(const Kwargs& kwargs);            // Python's cls(**kwargs)
+// and its holder a public `Impl` alias (TORCH_MODULE provides one). Then
+//   auto model = from_pretrained<DualAttnTransformerLM>("path/to/folder");
+//   save_pretrained(*model, model->options, "path/to/other");
+// The language models wrap these as DualAttnTransformerLM::from_pretrained and
+// model->save_pretrained.
+//
+// config.json: the mixin writes exactly the keywords its caller passed, so a key that is absent takes
+// the reference's default; an unknown key, a missing required key or a value of the wrong type is an
+// error naming the key, the value and what was expected. save_pretrained writes the required
+// keywords and every keyword whose value differs from its default (what a caller passing only the
+// non-defaults gets from the mixin), with sorted keys and two-space indents as json.dumps(...,
+// sort_keys=True, indent=2) does.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "dual_attention/kwargs.h"
+
+namespace dual_attention {
+
+struct PretrainedOptions {
+  // Floating-point dtype of the loaded model. Unset: the dtype of the checkpoint's floating-point
+  // tensors (a bf16 checkpoint gives a bf16 model), or float32 when they do not all agree. Note
+  // that the reference's from_pretrained always gives float32.
+  TORCH_ARG(std::optional<torch::Dtype>, dtype) = std::nullopt;
+  // Where the loaded model lives.
+  TORCH_ARG(torch::Device, device) = torch::kCPU;
+};
+
+// The local folder holding a checkpoint. `name_or_path` must be an existing folder; a Hugging Face
+// repo id ("org/name") is not downloaded yet, and raises an error saying so.
+std::string resolve_pretrained(const std::string& name_or_path);
+
+// config.json as a JSON object; a missing file, invalid JSON or a non-object is an error naming
+// the file.
+Kwargs read_config_json(const std::string& path);
+// Writes `config` as json.dumps(config, sort_keys=True, indent=2) would (ASCII, no final newline).
+void write_config_json(const std::string& path, const Kwargs& config);
+
+// Loads <folder>/model.safetensors into `module` strictly (a missing or unexpected tensor, or a
+// shape mismatch, is an error naming it), after converting the module to the dtype chosen by
+// `options`; then moves it to options.device and switches it to eval mode (as the mixin does).
+void load_pretrained_weights(torch::nn::Module& module, const std::string& folder,
+                             const PretrainedOptions& options);
+// Writes <folder>/model.safetensors (creating the folder) as safetensors' save_model does.
+void save_pretrained_weights(const torch::nn::Module& module, const std::string& folder);
+
+// Options from a config dict: Python's cls(**config), including its errors.
+template <class Options>
+Options options_from_config(const Kwargs& config) {
+  return Options::from_kwargs(config);
+}
+
+// The config dict save_pretrained writes: the required keywords, plus every other keyword whose
+// value differs from its default.
+template <class Options>
+Kwargs config_from_options(const Options& options) {
+  const Kwargs all = to_kwargs(options);
+  Kwargs required = Kwargs::object();
+  for (const char* key : Options::required_keywords) required[key] = all.at(key);
+  const Kwargs defaults = to_kwargs(Options::from_kwargs(required));
+  Kwargs config = required;
+  for (const auto& item : all.items()) {
+    if (item.value() != defaults.at(item.key())) config[item.key()] = item.value();
+  }
+  return config;
+}
+
+// Builds the model described by <folder>/config.json and loads <folder>/model.safetensors into it.
+// Errors name the file they come from.
+template <class ModuleHolder>
+ModuleHolder from_pretrained(const std::string& name_or_path,
+                             const PretrainedOptions& options = {}) {
+  using Options = std::decay_t<decltype(std::declval<typename ModuleHolder::Impl>().options)>;
+  const std::string folder = resolve_pretrained(name_or_path);
+  const std::string config_path = folder + "/config.json";
+  const Kwargs config = read_config_json(config_path);
+  ModuleHolder model{nullptr};
+  try {
+    model = ModuleHolder(options_from_config<Options>(config));
+  } catch (const c10::Error& e) {
+    TORCH_CHECK(false, config_path, ": ", e.what_without_backtrace());
+  }
+  load_pretrained_weights(*model, folder, options);
+  return model;
+}
+
+// Writes config.json and model.safetensors into `folder` (created if needed).
+template <class Options>
+void save_pretrained(const torch::nn::Module& module, const Options& options,
+                     const std::string& folder) {
+  save_pretrained_weights(module, folder);
+  write_config_json(folder + "/config.json", config_from_options(options));
+}
+
+}  // namespace dual_attention

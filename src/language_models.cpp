@@ -1,0 +1,488 @@
+#include "dual_attention/language_models.h"
+
+#include <cmath>
+#include <limits>
+#include <unordered_set>
+#include <utility>
+
+#include "dual_attention/attention_utils.h"
+#include "dual_attention/relational_attention.h"
+#include "dual_attention/symbol_retrieval.h"
+
+namespace dual_attention {
+namespace {
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// Each tensor once, in named_parameters() order (Python's parameters() skips repeats the same way).
+std::vector<torch::Tensor> unique_parameters(const torch::nn::Module& model) {
+  std::vector<torch::Tensor> unique;
+  std::unordered_set<const void*> seen;
+  for (const auto& p : model.named_parameters()) {
+    if (seen.insert(p.value().unsafeGetTensorImpl()).second) unique.push_back(p.value());
+  }
+  return unique;
+}
+
+int64_t count_parameters(const torch::nn::Module& model, const torch::nn::Embedding& positional,
+                         bool non_embedding) {
+  int64_t n = 0;
+  for (const auto& p : unique_parameters(model)) n += p.numel();
+  if (non_embedding && positional) n -= positional->weight.numel();
+  return n;
+}
+
+// The checks both models make before running: idx is [batch, seq_len] of integer ids in
+// [0, vocab_size) (one min/max reduction). Returns the ids as int64, as Embedding needs.
+torch::Tensor check_token_ids(const torch::Tensor& idx, int64_t vocab_size, const char* owner) {
+  TORCH_CHECK(idx.defined(), owner, ": idx is undefined; expected token ids [batch, seq_len]");
+  TORCH_CHECK(idx.dim() == 2, owner, ": idx must be token ids of shape [batch, seq_len], got shape ",
+              idx.sizes());
+  TORCH_CHECK(c10::isIntegralType(idx.scalar_type(), /*includeBool=*/false), owner,
+              ": idx must hold integer token ids, got dtype ", idx.scalar_type());
+  TORCH_CHECK(idx.numel() > 0, owner, ": idx must not be empty, got shape ", idx.sizes());
+  const auto [lo, hi] = torch::aminmax(idx);
+  const int64_t min_id = lo.item<int64_t>(), max_id = hi.item<int64_t>();
+  TORCH_CHECK(min_id >= 0 && max_id < vocab_size, owner, ": token ids must be in [0, ", vocab_size,
+              ") (vocab_size ", vocab_size, "), got ids from ", min_id, " to ", max_id);
+  return idx.to(torch::kLong);
+}
+
+void check_sequence_length(const torch::Tensor& idx, int64_t max_block_size, const char* owner) {
+  TORCH_CHECK(idx.size(1) <= max_block_size, owner, ": input sequence length ", idx.size(1),
+              " exceeds max_block_size ", max_block_size);
+}
+
+// Mean cross-entropy of logits [b, t, vocab] against targets [b, t], ignoring targets of -1; an
+// undefined tensor without targets.
+torch::Tensor lm_loss(const torch::Tensor& logits, const torch::Tensor& targets, const char* owner) {
+  if (!targets.defined()) return {};
+  const int64_t vocab_size = logits.size(-1);
+  TORCH_CHECK(targets.sizes() == logits.sizes().slice(0, 2), owner,
+              ": targets must have the shape of idx ", logits.sizes().slice(0, 2), ", got ",
+              targets.sizes());
+  TORCH_CHECK(c10::isIntegralType(targets.scalar_type(), /*includeBool=*/false), owner,
+              ": targets must hold integer token ids, got dtype ", targets.scalar_type());
+  const auto [lo, hi] = torch::aminmax(targets);
+  const int64_t min_id = lo.item<int64_t>(), max_id = hi.item<int64_t>();
+  TORCH_CHECK(min_id >= -1 && max_id < vocab_size, owner, ": targets must be in [0, ", vocab_size,
+              ") or -1 (ignored), got values from ", min_id, " to ", max_id);
+  namespace F = torch::nn::functional;
+  return F::cross_entropy(logits.reshape({-1, vocab_size}), targets.reshape({-1}).to(torch::kLong),
+                          F::CrossEntropyFuncOptions().ignore_index(-1));
+}
+
+// The reference's generate loop, shared by both models.
+template <class Model>
+torch::Tensor generate_tokens(Model& model, torch::Tensor idx, int64_t max_new_tokens,
+                              double temperature, std::optional<int64_t> top_k, const char* owner) {
+  check_token_ids(idx, model.options.vocab_size(), owner);
+  TORCH_CHECK(max_new_tokens >= 0, owner, ": max_new_tokens must be >= 0, got ", max_new_tokens);
+  TORCH_CHECK(temperature > 0.0 && std::isfinite(temperature), owner,
+              ": temperature must be positive and finite, got ", temperature);
+  TORCH_CHECK(!top_k || *top_k >= 1, owner, ": top_k must be >= 1, got ", top_k.value_or(0));
+  torch::NoGradGuard no_grad;
+  const int64_t block_size = model.options.max_block_size();
+  for (int64_t step = 0; step < max_new_tokens; ++step) {
+    const int64_t t = idx.size(1);
+    auto context = t <= block_size ? idx : idx.slice(1, t - block_size);
+    auto logits = std::get<0>(model.forward(context)).select(1, -1) / temperature;  // [b, vocab]
+    if (top_k) {
+      auto kth = std::get<0>(torch::topk(logits, std::min(*top_k, logits.size(-1)))).slice(1, -1);
+      logits = logits.masked_fill(logits < kth, -std::numeric_limits<double>::infinity());
+    }
+    auto next = torch::multinomial(torch::softmax(logits, -1), 1);  // [b, 1]
+    idx = torch::cat({idx, next.to(idx.scalar_type())}, 1);
+  }
+  return idx;
+}
+
+// The reference's _init_weights over every module, then the scaled init of the weights that add to
+// the residual stream.
+void init_lm_weights(torch::nn::Module& model, const std::string& activation, int64_t n_layers) {
+  torch::NoGradGuard no_grad;
+  model.apply([](torch::nn::Module& m) {
+    if (auto* linear = m.as<torch::nn::Linear>()) {
+      linear->weight.normal_(0.0, 0.02);
+      if (linear->bias.defined()) linear->bias.zero_();
+    } else if (auto* relational = m.as<RelationalAttention>()) {
+      relational->wr.normal_(0.0, 0.02);
+    } else if (auto* embedding = m.as<torch::nn::Embedding>()) {
+      embedding->weight.normal_(0.0, 0.02);
+    }
+  });
+  const std::string last_mlp_layer = activation == "swiglu" ? "linear3.weight" : "linear2.weight";
+  const double std = 0.02 / std::sqrt(2.0 * static_cast<double>(n_layers));
+  for (auto& p : model.named_parameters()) {
+    if (ends_with(p.key(), last_mlp_layer) || ends_with(p.key(), "wo.weight")) {
+      p.value().normal_(0.0, std);
+    }
+  }
+}
+
+// A fresh model of the same options holding copies of `source`'s parameters and buffers (on
+// `device` if given); the fresh model's constructor re-creates the ties.
+template <class Impl>
+std::shared_ptr<torch::nn::Module> clone_model(const Impl& source,
+                                               const std::optional<torch::Device>& device) {
+  torch::NoGradGuard no_grad;
+  auto copy = std::make_shared<Impl>(source.options);
+  auto copy_into = [&](const auto& from, const auto& to) {
+    for (const auto& item : from) {
+      const auto& value = item.value();
+      to[item.key()].set_data(device ? value.to(*device, /*non_blocking=*/false, /*copy=*/true)
+                                     : value.clone());
+    }
+  };
+  copy_into(source.named_parameters(), copy->named_parameters());
+  copy_into(source.named_buffers(), copy->named_buffers());
+  copy->train(source.is_training());
+  return copy;
+}
+
+void check_common_options(const char* owner, int64_t vocab_size, int64_t d_model,
+                          int64_t n_layers, int64_t max_block_size, double dropout_rate,
+                          const std::string& pos_enc_type) {
+  TORCH_CHECK(vocab_size > 0, owner, ": vocab_size must be positive, got ", vocab_size);
+  TORCH_CHECK(d_model > 0, owner, ": d_model must be positive, got ", d_model);
+  TORCH_CHECK(n_layers >= 0, owner, ": n_layers must be >= 0, got ", n_layers);
+  TORCH_CHECK(max_block_size > 0, owner, ": max_block_size must be positive, got ",
+              max_block_size);
+  TORCH_CHECK(dropout_rate >= 0.0 && dropout_rate <= 1.0, owner,
+              ": dropout_rate must be in [0, 1], got ", dropout_rate);
+  TORCH_CHECK(pos_enc_type == "pos_emb" || pos_enc_type == "RoPE", owner,
+              ": pos_enc_type must be 'pos_emb' or 'RoPE', got '", pos_enc_type, "'");
+}
+
+// The output layer and the token embedding that shares its weight (one tensor, two names).
+std::pair<torch::nn::Embedding, torch::nn::Linear> tied_embedding(int64_t vocab_size,
+                                                                  int64_t d_model) {
+  torch::nn::Linear final_out(torch::nn::LinearOptions(d_model, vocab_size).bias(false));
+  torch::nn::Embedding token_embedder(
+      torch::nn::EmbeddingOptions(vocab_size, d_model)._weight(final_out->weight));
+  return {token_embedder, final_out};
+}
+
+using NamedModules = std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>>;
+
+}  // namespace
+
+torch::optim::AdamW configure_optimizers(const torch::nn::Module& model, double weight_decay,
+                                         double learning_rate, std::tuple<double, double> betas) {
+  std::vector<torch::Tensor> decay, no_decay;
+  for (const auto& p : unique_parameters(model)) {
+    if (!p.requires_grad()) continue;
+    (p.dim() >= 2 ? decay : no_decay).push_back(p);
+  }
+  auto group_options = [&](double wd) {
+    return std::make_unique<torch::optim::AdamWOptions>(
+        torch::optim::AdamWOptions(learning_rate).betas(betas).weight_decay(wd));
+  };
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decay, group_options(weight_decay));
+  groups.emplace_back(no_decay, group_options(0.0));
+  return torch::optim::AdamW(std::move(groups),
+                             torch::optim::AdamWOptions(learning_rate).betas(betas));
+}
+
+// ---- DualAttnTransformerLM -----------------------------------------------------------------
+
+DualAttnTransformerLMOptions DualAttnTransformerLMOptions::from_kwargs(const Kwargs& kwargs) {
+  return options_from_kwargs<DualAttnTransformerLMOptions, int64_t, int64_t, int64_t, int64_t,
+                             int64_t, Kwargs, std::optional<int64_t>, double, std::string, bool,
+                             int64_t>(kwargs, "DualAttnTransformerLM", required_keywords);
+}
+
+DualAttnTransformerLMImpl::DualAttnTransformerLMImpl(const DualAttnTransformerLMOptions& options_)
+    : options(options_) {
+  reset();
+}
+
+void DualAttnTransformerLMImpl::reset() {
+  const auto& o = options;
+  const char* owner = "DualAttnTransformerLM";
+  check_common_options(owner, o.vocab_size(), o.d_model(), o.n_layers(), o.max_block_size(),
+                       o.dropout_rate(), o.pos_enc_type());
+
+  // symbol_retriever_config: {shared_symbol_retriever: true, weight_tie_symbol_library: false}.
+  bool shared = true, tie_library = false;
+  const Kwargs config = o.symbol_retriever_config();
+  TORCH_CHECK(config.is_null() || config.is_object(), owner,
+              ": symbol_retriever_config must be a dict or None, got ", config.dump());
+  if (config.is_object()) {
+    for (const auto& item : config.items()) {
+      TORCH_CHECK(item.key() == "shared_symbol_retriever" ||
+                      item.key() == "weight_tie_symbol_library",
+                  owner, ": unexpected key '", item.key(),
+                  "' in symbol_retriever_config; valid keys are: shared_symbol_retriever, "
+                  "weight_tie_symbol_library");
+      TORCH_CHECK(item.value().is_boolean(), owner, ": symbol_retriever_config['", item.key(),
+                  "'] must be a bool, got ", item.value().dump());
+    }
+    shared = config.value("shared_symbol_retriever", true);
+    tie_library = config.value("weight_tie_symbol_library", false);
+    // The reference fills in the dict it is given (setdefault), so a checkpoint saved by its mixin
+    // holds both keys; so does ours.
+    options.symbol_retriever_config({{"shared_symbol_retriever", shared},
+                                     {"weight_tie_symbol_library", tie_library}});
+  }
+
+  // One retriever object in every layer, or one per layer.
+  symbol_retriever.clear();
+  symbol_retrievers = torch::nn::ModuleList();
+  for (int64_t i = 0; i < o.n_layers(); ++i) {
+    if (i == 0 || !shared) {
+      symbol_retriever.push_back(make_symbol_retriever(
+          o.symbol_retrieval(), o.symbol_retrieval_kwargs(), /*allow_rel_sym_attn=*/false));
+    } else {
+      symbol_retriever.push_back(symbol_retriever.front());
+    }
+    symbol_retrievers->push_back(symbol_retriever.back().ptr());
+  }
+  if (!shared && tie_library) {
+    TORCH_CHECK(o.symbol_retrieval() != "position_relative", owner,
+                ": weight_tie_symbol_library is not implemented for 'position_relative' symbol "
+                "retrieval (as in the reference)");
+    for (int64_t i = 1; i < o.n_layers(); ++i) {
+      if (auto* first = symbol_retriever[0].ptr()->as<SymbolicAttention>()) {
+        symbol_retriever[i].ptr()->as<SymbolicAttention>()->tie_symbol_library(
+            first->symbol_library);
+      } else {
+        auto* positional = symbol_retriever[i].ptr()->as<PositionalSymbolRetriever>();
+        positional->symbol_library = positional->replace_module(
+            "symbol_library",
+            symbol_retriever[0].ptr()->as<PositionalSymbolRetriever>()->symbol_library);
+      }
+    }
+  }
+
+  blocks = torch::nn::ModuleList();
+  for (int64_t i = 0; i < o.n_layers(); ++i) {
+    blocks->push_back(DualAttnEncoderBlock(
+        DualAttnEncoderBlockOptions(o.d_model(), o.n_heads_sa(), o.n_heads_ra(), o.dff(),
+                                    o.activation(), o.dropout_rate(), o.norm_first())
+            .norm_type(o.norm_type())
+            .sa_kwargs(o.sa_kwargs())
+            .ra_kwargs(o.ra_kwargs())
+            .ra_type(o.ra_type())
+            .share_attn_params(o.share_attn_params())
+            .causal(true)));
+  }
+
+  std::tie(token_embedder, final_out) = tied_embedding(o.vocab_size(), o.d_model());
+  dropout = torch::nn::Dropout(o.dropout_rate());
+  norm = create_norm(o.d_model(), o.norm_type());
+  NamedModules named = {{"token_embedder", token_embedder.ptr()},
+                        {"dropout", dropout.ptr()},
+                        {"symbol_retrievers", symbol_retrievers.ptr()},
+                        {"blocks", blocks.ptr()},
+                        {"norm", norm.ptr()},
+                        {"final_out", final_out.ptr()}};
+  if (o.pos_enc_type() == "pos_emb") {
+    positional_embedder = torch::nn::Embedding(o.max_block_size(), o.d_model());
+    named.emplace_back("positional_embedder", positional_embedder.ptr());
+  } else {
+    // The reference sizes the tables by d_model / (n_heads_sa + n_heads_ra).
+    const int64_t n_heads = o.n_heads_sa() + o.n_heads_ra();
+    std::tie(freqs_cos, freqs_sin) = precompute_freqs_cis(o.d_model() / n_heads, o.max_block_size());
+    freqs_cos = register_buffer("freqs_cos", freqs_cos);
+    freqs_sin = register_buffer("freqs_sin", freqs_sin);
+  }
+  layers = register_module("layers", torch::nn::ModuleDict(named));
+  reset_parameters();
+}
+
+void DualAttnTransformerLMImpl::reset_parameters() {
+  init_lm_weights(*this, options.activation(), options.n_layers());
+}
+
+std::vector<std::string> DualAttnTransformerLMImpl::non_persistent_buffers() const {
+  return {"freqs_cos", "freqs_sin"};
+}
+
+void DualAttnTransformerLMImpl::pretty_print(std::ostream& stream) const {
+  const auto& o = options;
+  stream << std::boolalpha << "dual_attention::DualAttnTransformerLM(vocab_size=" << o.vocab_size()
+         << ", d_model=" << o.d_model() << ", n_layers=" << o.n_layers()
+         << ", n_heads_sa=" << o.n_heads_sa() << ", n_heads_ra=" << o.n_heads_ra()
+         << ", max_block_size=" << o.max_block_size() << ", symbol_retrieval=" << o.symbol_retrieval()
+         << ", pos_enc_type=" << o.pos_enc_type() << ")";
+}
+
+std::shared_ptr<torch::nn::Module> DualAttnTransformerLMImpl::clone(
+    const std::optional<torch::Device>& device) const {
+  return clone_model(*this, device);
+}
+
+std::tuple<torch::Tensor, torch::Tensor> DualAttnTransformerLMImpl::forward(
+    const torch::Tensor& idx, const torch::Tensor& targets) {
+  const char* owner = "DualAttnTransformerLM";
+  auto ids = check_token_ids(idx, options.vocab_size(), owner);
+  check_sequence_length(ids, options.max_block_size(), owner);
+  const int64_t t = ids.size(1);
+
+  auto x = token_embedder(ids);  // [b, t, d_model]
+  torch::Tensor cos, sin;        // RoPE angles of the first t positions, [t, head_dim / 2]
+  if (positional_embedder) {
+    x = x + positional_embedder(torch::arange(t, ids.options()));
+  } else {
+    cos = freqs_cos.slice(0, 0, t);
+    sin = freqs_sin.slice(0, 0, t);
+  }
+  for (size_t i = 0; i < blocks->size(); ++i) {
+    auto symbols = symbol_retriever[i].forward(x);  // [b, t, d] or [t, t, d]
+    x = blocks->ptr<DualAttnEncoderBlockImpl>(i)->forward(x, symbols, cos, sin);
+  }
+  auto logits = final_out(norm.forward(x));  // [b, t, vocab_size]
+  return {logits, lm_loss(logits, targets, owner)};
+}
+
+torch::Tensor DualAttnTransformerLMImpl::generate(torch::Tensor idx, int64_t max_new_tokens,
+                                                  double temperature,
+                                                  std::optional<int64_t> top_k) {
+  return generate_tokens(*this, std::move(idx), max_new_tokens, temperature, top_k,
+                         "DualAttnTransformerLM.generate");
+}
+
+int64_t DualAttnTransformerLMImpl::get_num_params(bool non_embedding) const {
+  return count_parameters(*this, positional_embedder, non_embedding);
+}
+
+torch::optim::AdamW DualAttnTransformerLMImpl::configure_optimizers(
+    double weight_decay, double learning_rate, std::tuple<double, double> betas) const {
+  return dual_attention::configure_optimizers(*this, weight_decay, learning_rate, betas);
+}
+
+void DualAttnTransformerLMImpl::save_pretrained(const std::string& folder) const {
+  dual_attention::save_pretrained(*this, options, folder);
+}
+
+DualAttnTransformerLM DualAttnTransformerLM::from_pretrained(const std::string& name_or_path,
+                                                             const PretrainedOptions& options) {
+  return dual_attention::from_pretrained<DualAttnTransformerLM>(name_or_path, options);
+}
+
+// ---- TransformerLM -------------------------------------------------------------------------
+
+TransformerLMOptions TransformerLMOptions::from_kwargs(const Kwargs& kwargs) {
+  return options_from_kwargs<TransformerLMOptions, int64_t, int64_t, int64_t, int64_t,
+                             std::optional<int64_t>, double, std::string, bool, int64_t>(
+      kwargs, "TransformerLM", required_keywords);
+}
+
+TransformerLMImpl::TransformerLMImpl(const TransformerLMOptions& options_) : options(options_) {
+  reset();
+}
+
+void TransformerLMImpl::reset() {
+  const auto& o = options;
+  const char* owner = "TransformerLM";
+  check_common_options(owner, o.vocab_size(), o.d_model(), o.n_layers(), o.max_block_size(),
+                       o.dropout_rate(), o.pos_enc_type());
+  check_no_reserved_kwargs(o.block_kwargs(),
+                           {"d_model", "n_heads", "dff", "dropout_rate", "activation",
+                            "norm_first", "norm_type", "bias", "causal"},
+                           owner, "block_kwargs");
+
+  blocks = torch::nn::ModuleList();
+  for (int64_t i = 0; i < o.n_layers(); ++i) {
+    EncoderBlockOptions block(o.d_model(), o.n_heads(), o.dff(), o.dropout_rate(), o.activation(),
+                              o.norm_first());
+    block.norm_type(o.norm_type()).bias(o.bias()).causal(true);
+    apply_kwargs(block, o.block_kwargs(), "TransformerLM block_kwargs (EncoderBlock)");
+    blocks->push_back(EncoderBlock(block));
+  }
+
+  std::tie(token_embedder, final_out) = tied_embedding(o.vocab_size(), o.d_model());
+  dropout = torch::nn::Dropout(o.dropout_rate());
+  norm = create_norm(o.d_model(), o.norm_type());
+  NamedModules named = {{"token_embedder", token_embedder.ptr()},
+                        {"dropout", dropout.ptr()},
+                        {"blocks", blocks.ptr()},
+                        {"norm", norm.ptr()},
+                        {"final_out", final_out.ptr()}};
+  if (o.pos_enc_type() == "pos_emb") {
+    positional_embedder = torch::nn::Embedding(o.max_block_size(), o.d_model());
+    named.emplace_back("positional_embedder", positional_embedder.ptr());
+  } else {
+    TORCH_CHECK(o.n_heads() > 0, owner, ": n_heads must be positive, got ", o.n_heads());
+    std::tie(freqs_cos, freqs_sin) = precompute_freqs_cis(o.d_model() / o.n_heads(), o.max_block_size());
+    freqs_cos = register_buffer("freqs_cos", freqs_cos);
+    freqs_sin = register_buffer("freqs_sin", freqs_sin);
+  }
+  layers = register_module("layers", torch::nn::ModuleDict(named));
+  reset_parameters();
+}
+
+void TransformerLMImpl::reset_parameters() {
+  init_lm_weights(*this, options.activation(), options.n_layers());
+}
+
+std::vector<std::string> TransformerLMImpl::non_persistent_buffers() const {
+  return {"freqs_cos", "freqs_sin"};
+}
+
+void TransformerLMImpl::pretty_print(std::ostream& stream) const {
+  const auto& o = options;
+  stream << std::boolalpha << "dual_attention::TransformerLM(vocab_size=" << o.vocab_size()
+         << ", d_model=" << o.d_model() << ", n_layers=" << o.n_layers()
+         << ", n_heads=" << o.n_heads() << ", max_block_size=" << o.max_block_size()
+         << ", pos_enc_type=" << o.pos_enc_type() << ")";
+}
+
+std::shared_ptr<torch::nn::Module> TransformerLMImpl::clone(
+    const std::optional<torch::Device>& device) const {
+  return clone_model(*this, device);
+}
+
+std::tuple<torch::Tensor, torch::Tensor> TransformerLMImpl::forward(const torch::Tensor& idx,
+                                                                    const torch::Tensor& targets) {
+  const char* owner = "TransformerLM";
+  auto ids = check_token_ids(idx, options.vocab_size(), owner);
+  check_sequence_length(ids, options.max_block_size(), owner);
+  const int64_t t = ids.size(1);
+
+  auto x = token_embedder(ids);  // [b, t, d_model]
+  torch::Tensor cos, sin;
+  if (positional_embedder) {
+    x = x + positional_embedder(torch::arange(t, ids.options()));
+  } else {
+    cos = freqs_cos.slice(0, 0, t);
+    sin = freqs_sin.slice(0, 0, t);
+  }
+  const bool need_weights = !options.use_flash_attention();
+  for (size_t i = 0; i < blocks->size(); ++i) {
+    x = blocks->ptr<EncoderBlockImpl>(i)->forward(x, cos, sin, need_weights);
+  }
+  auto logits = final_out(norm.forward(x));  // [b, t, vocab_size]
+  return {logits, lm_loss(logits, targets, owner)};
+}
+
+torch::Tensor TransformerLMImpl::generate(torch::Tensor idx, int64_t max_new_tokens,
+                                          double temperature, std::optional<int64_t> top_k) {
+  return generate_tokens(*this, std::move(idx), max_new_tokens, temperature, top_k,
+                         "TransformerLM.generate");
+}
+
+int64_t TransformerLMImpl::get_num_params(bool non_embedding) const {
+  return count_parameters(*this, positional_embedder, non_embedding);
+}
+
+torch::optim::AdamW TransformerLMImpl::configure_optimizers(double weight_decay,
+                                                            double learning_rate,
+                                                            std::tuple<double, double> betas) const {
+  return dual_attention::configure_optimizers(*this, weight_decay, learning_rate, betas);
+}
+
+void TransformerLMImpl::save_pretrained(const std::string& folder) const {
+  dual_attention::save_pretrained(*this, options, folder);
+}
+
+TransformerLM TransformerLM::from_pretrained(const std::string& name_or_path,
+                                             const PretrainedOptions& options) {
+  return dual_attention::from_pretrained<TransformerLM>(name_or_path, options);
+}
+
+}  // namespace dual_attention

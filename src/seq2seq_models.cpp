@@ -1,0 +1,376 @@
+#include "dual_attention/seq2seq_models.h"
+
+#include <unordered_set>
+#include <utility>
+
+#include "dual_attention/symbol_retrieval.h"
+
+namespace dual_attention {
+namespace {
+
+using NamedModules = std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>>;
+
+// An input_spec / output_spec dict, validated.
+struct Spec {
+  bool token = true;
+  int64_t size = 0;  // vocab_size (token) or dim (vector)
+};
+
+Spec parse_spec(const Kwargs& spec, const char* argument, const char* owner) {
+  TORCH_CHECK(spec.is_object() && spec.contains("type"), owner, ": ", argument,
+              " must be a dict with a 'type' ('token' or 'vector'), got ", spec.dump());
+  const Kwargs& type = spec["type"];
+  TORCH_CHECK(type == "token" || type == "vector", owner, ": ", argument,
+              "['type'] must be 'token' or 'vector', not ", type.dump());
+  Spec out;
+  out.token = type == "token";
+  const char* key = out.token ? "vocab_size" : "dim";
+  TORCH_CHECK(spec.contains(key) && spec[key].is_number_integer() && spec[key].get<int64_t>() > 0,
+              owner, ": ", argument, " of type ", type.dump(), " needs a positive int '", key,
+              "', got ", spec.dump());
+  out.size = spec[key].get<int64_t>();
+  return out;
+}
+
+// Embedding(vocab_size, d_model) for token sequences, Linear(dim, d_model) for vector sequences.
+torch::nn::AnyModule make_embedder(const Spec& spec, int64_t d_model) {
+  if (spec.token) return torch::nn::AnyModule(torch::nn::Embedding(spec.size, d_model));
+  return torch::nn::AnyModule(torch::nn::Linear(spec.size, d_model));
+}
+
+SinusoidalPositionalEncoding make_positions(int64_t d_model, int64_t block_size) {
+  return SinusoidalPositionalEncoding(
+      SinusoidalPositionalEncodingOptions(d_model).dropout(0.0).max_len(block_size));
+}
+
+void check_model_options(int64_t d_model, int64_t out_dim, int64_t n_layers_enc,
+                         int64_t n_layers_dec, int64_t in_block_size, int64_t out_block_size,
+                         const char* owner) {
+  TORCH_CHECK(d_model > 0, owner, ": d_model must be positive, got ", d_model);
+  TORCH_CHECK(out_dim > 0, owner, ": out_dim must be positive, got ", out_dim);
+  TORCH_CHECK(n_layers_enc >= 0, owner, ": n_layers_enc must be >= 0, got ", n_layers_enc);
+  TORCH_CHECK(n_layers_dec >= 0, owner, ": n_layers_dec must be >= 0, got ", n_layers_dec);
+  TORCH_CHECK(in_block_size > 0, owner, ": in_block_size must be positive, got ", in_block_size);
+  TORCH_CHECK(out_block_size > 0, owner, ": out_block_size must be positive, got ", out_block_size);
+}
+
+// The block keywords with d_model added, as the reference calls Block(d_model, **block_kwargs).
+Kwargs block_kwargs(const Kwargs& kwargs, int64_t d_model, const char* owner,
+                    const char* argument) {
+  TORCH_CHECK(kwargs.is_null() || kwargs.is_object(), owner, ": ", argument,
+              " must be a dict, got ", kwargs.dump());
+  check_no_reserved_kwargs(kwargs, {"d_model"}, owner, argument);
+  Kwargs out = kwargs.is_null() ? Kwargs::object() : kwargs;
+  out["d_model"] = d_model;
+  return out;
+}
+
+// x or y of a forward call: ids [b, n] in [0, vocab_size) or vectors [b, n, dim], n <= block_size.
+void check_sequence(const torch::Tensor& t, const Spec& spec, int64_t block_size,
+                    const char* argument, const char* block_argument, const char* owner) {
+  TORCH_CHECK(t.defined(), owner, ": ", argument, " is required");
+  if (spec.token) {
+    TORCH_CHECK(t.dim() == 2, owner, ": ", argument,
+                " must be token ids [batch, len], got a tensor of shape ", t.sizes());
+    TORCH_CHECK(c10::isIntegralType(t.scalar_type(), /*includeBool=*/false), owner, ": ", argument,
+                " must hold integer token ids, got dtype ", t.scalar_type());
+    if (t.numel() > 0) {
+      const int64_t lo = t.min().item<int64_t>(), hi = t.max().item<int64_t>();
+      TORCH_CHECK(lo >= 0 && hi < spec.size, owner, ": ", argument, " holds token ids in [", lo,
+                  ", ", hi, "], expected ids in [0, ", spec.size - 1, "] (vocab_size ", spec.size,
+                  ")");
+    }
+  } else {
+    TORCH_CHECK(t.dim() == 3 && t.size(2) == spec.size, owner, ": ", argument,
+                " must be vectors [batch, len, ", spec.size, "], got a tensor of shape ",
+                t.sizes());
+    TORCH_CHECK(t.is_floating_point(), owner, ": ", argument,
+                " must be a floating-point tensor, got dtype ", t.scalar_type());
+  }
+  TORCH_CHECK(t.size(1) >= 1, owner, ": ", argument, " must not be empty, got a tensor of shape ",
+              t.sizes());
+  TORCH_CHECK(t.size(1) <= block_size, owner, ": ", argument, " has length ", t.size(1),
+              ", longer than ", block_argument, " (", block_size, ")");
+}
+
+void check_inputs(const torch::Tensor& x, const torch::Tensor& y, const Kwargs& input_spec,
+                  const Kwargs& output_spec, int64_t in_block_size, int64_t out_block_size,
+                  const char* owner) {
+  check_sequence(x, parse_spec(input_spec, "input_spec", owner), in_block_size, "x",
+                 "in_block_size", owner);
+  check_sequence(y, parse_spec(output_spec, "output_spec", owner), out_block_size, "y",
+                 "out_block_size", owner);
+  TORCH_CHECK(x.size(0) == y.size(0), owner, ": x and y must have the same batch size, got ",
+              x.size(0), " and ", y.size(0));
+}
+
+// The reference's head: with targets, logits at every position and
+// cross_entropy(logits.view(-1, out_dim), targets.view(-1), ignore_index); without, the logits of
+// the last position only and no loss.
+std::tuple<torch::Tensor, torch::Tensor> logits_and_loss(torch::nn::Linear& final_out,
+                                                         const torch::Tensor& y,
+                                                         const torch::Tensor& targets,
+                                                         int64_t ignore_index, const char* owner) {
+  if (!targets.defined()) {
+    return {final_out(y.slice(/*dim=*/1, y.size(1) - 1)), torch::Tensor()};  // [b, 1, out_dim]
+  }
+  const int64_t out_dim = final_out->options.out_features();
+  TORCH_CHECK(c10::isIntegralType(targets.scalar_type(), /*includeBool=*/false), owner,
+              ": targets must hold integer class ids, got dtype ", targets.scalar_type());
+  TORCH_CHECK(targets.numel() == y.size(0) * y.size(1), owner,
+              ": targets must hold one class id per target position (batch ", y.size(0),
+              " x length ", y.size(1), "), got shape ", targets.sizes());
+  const auto flat_targets = targets.reshape({-1}).to(torch::kLong);
+  const auto counted = flat_targets.ne(ignore_index);
+  if (counted.any().item<bool>()) {
+    const auto kept = flat_targets.masked_select(counted);
+    const int64_t lo = kept.min().item<int64_t>(), hi = kept.max().item<int64_t>();
+    TORCH_CHECK(lo >= 0 && hi < out_dim, owner, ": targets hold class ids in [", lo, ", ", hi,
+                "], expected ids in [0, ", out_dim - 1, "] or loss_ignore_idx (", ignore_index,
+                ")");
+  }
+  auto logits = final_out(y);  // [b, m, out_dim]
+  auto loss = torch::nn::functional::cross_entropy(
+      logits.reshape({-1, out_dim}), flat_targets,
+      torch::nn::functional::CrossEntropyFuncOptions().ignore_index(ignore_index));
+  return {logits, loss};
+}
+
+int64_t count_unique_parameters(const torch::nn::Module& module) {
+  std::unordered_set<const void*> seen;
+  int64_t n = 0;
+  for (const auto& p : module.parameters()) {
+    if (seen.insert(p.unsafeGetTensorImpl()).second) n += p.numel();
+  }
+  return n;
+}
+
+// Rebuilds the model from its options (so that final_out is registered twice again) and copies
+// every parameter and buffer, converted to `device` when given.
+template <class Impl>
+std::shared_ptr<torch::nn::Module> clone_model(const Impl& self,
+                                               const std::optional<torch::Device>& device) {
+  torch::NoGradGuard no_grad;
+  auto copy = std::make_shared<Impl>(self.options);
+  auto copy_into = [&](torch::OrderedDict<std::string, torch::Tensor> to,
+                       const torch::OrderedDict<std::string, torch::Tensor>& from) {
+    for (const auto& item : from) {
+      const auto& t = item.value();
+      to[item.key()].set_data(device ? t.to(*device, /*non_blocking=*/false, /*copy=*/true)
+                                     : t.clone());
+    }
+  };
+  copy_into(copy->named_parameters(), self.named_parameters());
+  copy_into(copy->named_buffers(), self.named_buffers());
+  copy->train(self.is_training());
+  return copy;
+}
+
+}  // namespace
+
+// ---- Seq2SeqTransformer --------------------------------------------------------------------
+
+Seq2SeqTransformerOptions Seq2SeqTransformerOptions::from_kwargs(const Kwargs& kwargs) {
+  return options_from_kwargs<Seq2SeqTransformerOptions, Kwargs, Kwargs, int64_t, int64_t, int64_t,
+                             int64_t, Kwargs, Kwargs, int64_t, int64_t>(
+      kwargs, "Seq2SeqTransformer", required_keywords);
+}
+
+Seq2SeqTransformerImpl::Seq2SeqTransformerImpl(const Seq2SeqTransformerOptions& options_)
+    : options(options_) {
+  reset();
+}
+
+void Seq2SeqTransformerImpl::reset() {
+  const auto& o = options;
+  const char* owner = "Seq2SeqTransformer";
+  check_model_options(o.d_model(), o.out_dim(), o.n_layers_enc(), o.n_layers_dec(),
+                      o.in_block_size(), o.out_block_size(), owner);
+  source_embedder = make_embedder(parse_spec(o.input_spec(), "input_spec", owner), o.d_model());
+  target_embedder = make_embedder(parse_spec(o.output_spec(), "output_spec", owner), o.d_model());
+  source_pos_embedder = make_positions(o.d_model(), o.in_block_size());
+  target_pos_embedder = make_positions(o.d_model(), o.out_block_size());
+
+  const Kwargs enc_kwargs = block_kwargs(o.encoder_kwargs(), o.d_model(), owner, "encoder_kwargs");
+  const Kwargs dec_kwargs = block_kwargs(o.decoder_kwargs(), o.d_model(), owner, "decoder_kwargs");
+  torch::nn::ModuleList encoder_list, decoder_list;
+  encoder_blocks.clear();
+  decoder_blocks.clear();
+  for (int64_t i = 0; i < o.n_layers_enc(); ++i) {
+    encoder_blocks.emplace_back(
+        options_from_kwargs<EncoderBlockOptions, int64_t, int64_t, std::optional<int64_t>, double,
+                            std::string, bool>(
+            enc_kwargs, "Seq2SeqTransformer: encoder_kwargs (EncoderBlock)",
+            {"d_model", "n_heads", "dff", "dropout_rate", "activation", "norm_first"}));
+    encoder_list->push_back(encoder_blocks.back());
+  }
+  for (int64_t i = 0; i < o.n_layers_dec(); ++i) {
+    decoder_blocks.emplace_back(
+        options_from_kwargs<DecoderBlockOptions, int64_t, int64_t, int64_t, std::optional<int64_t>,
+                            double, std::string, bool>(
+            dec_kwargs, "Seq2SeqTransformer: decoder_kwargs (DecoderBlock)",
+            {"d_model", "n_heads", "n_heads_cross", "dff", "dropout_rate", "activation",
+             "norm_first"}));
+    decoder_list->push_back(decoder_blocks.back());
+  }
+  final_out = torch::nn::Linear(o.d_model(), o.out_dim());
+
+  layers = register_module("layers", torch::nn::ModuleDict(NamedModules{
+                                         {"source_embedder", source_embedder.ptr()},
+                                         {"target_embedder", target_embedder.ptr()},
+                                         {"source_pos_embedder", source_pos_embedder.ptr()},
+                                         {"target_pos_embedder", target_pos_embedder.ptr()},
+                                         {"encoder_blocks", encoder_list.ptr()},
+                                         {"decoder_blocks", decoder_list.ptr()},
+                                         {"final_out", final_out.ptr()},
+                                     }));
+  // The reference's `target_embedder.weights = final_out` (see the header comment).
+  if (o.tie_weights()) target_embedder.ptr()->register_module("weights", final_out.ptr());
+}
+
+void Seq2SeqTransformerImpl::pretty_print(std::ostream& stream) const {
+  stream << std::boolalpha
+         << "dual_attention::Seq2SeqTransformer(input_spec=" << options.input_spec().dump()
+         << ", output_spec=" << options.output_spec().dump() << ", d_model=" << options.d_model()
+         << ", out_dim=" << options.out_dim() << ", n_layers_enc=" << options.n_layers_enc()
+         << ", n_layers_dec=" << options.n_layers_dec() << ")";
+}
+
+std::tuple<torch::Tensor, torch::Tensor> Seq2SeqTransformerImpl::forward(
+    const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& targets) {
+  const char* owner = "Seq2SeqTransformer";
+  check_inputs(x, y, options.input_spec(), options.output_spec(), options.in_block_size(),
+               options.out_block_size(), owner);
+  auto source = source_pos_embedder(source_embedder.forward(x));  // [b, n, d]
+  auto target = target_pos_embedder(target_embedder.forward(y));  // [b, m, d]
+  for (auto& block : encoder_blocks) source = block(source);
+  for (auto& block : decoder_blocks) target = block(target, source);
+  return logits_and_loss(final_out, target, targets, options.loss_ignore_idx(), owner);
+}
+
+int64_t Seq2SeqTransformerImpl::get_num_params() const { return count_unique_parameters(*this); }
+
+std::shared_ptr<torch::nn::Module> Seq2SeqTransformerImpl::clone(
+    const std::optional<torch::Device>& device) const {
+  return clone_model(*this, device);
+}
+
+void Seq2SeqTransformerImpl::save_pretrained(const std::string& folder) const {
+  dual_attention::save_pretrained(*this, options, folder);
+}
+
+Seq2SeqTransformer Seq2SeqTransformer::from_pretrained(const std::string& name_or_path,
+                                                       const PretrainedOptions& options) {
+  return dual_attention::from_pretrained<Seq2SeqTransformer>(name_or_path, options);
+}
+
+// ---- Seq2SeqDualAttnTransformer ------------------------------------------------------------
+
+Seq2SeqDualAttnTransformerOptions Seq2SeqDualAttnTransformerOptions::from_kwargs(
+    const Kwargs& kwargs) {
+  return options_from_kwargs<Seq2SeqDualAttnTransformerOptions, Kwargs, Kwargs, std::string, Kwargs,
+                             int64_t, int64_t, int64_t, int64_t, Kwargs, Kwargs, int64_t, int64_t>(
+      kwargs, "Seq2SeqDualAttnTransformer", required_keywords);
+}
+
+Seq2SeqDualAttnTransformerImpl::Seq2SeqDualAttnTransformerImpl(
+    const Seq2SeqDualAttnTransformerOptions& options_)
+    : options(options_) {
+  reset();
+}
+
+void Seq2SeqDualAttnTransformerImpl::reset() {
+  const auto& o = options;
+  const char* owner = "Seq2SeqDualAttnTransformer";
+  check_model_options(o.d_model(), o.out_dim(), o.n_layers_enc(), o.n_layers_dec(),
+                      o.in_block_size(), o.out_block_size(), owner);
+  source_embedder = make_embedder(parse_spec(o.input_spec(), "input_spec", owner), o.d_model());
+  target_embedder = make_embedder(parse_spec(o.output_spec(), "output_spec", owner), o.d_model());
+  source_pos_embedder = make_positions(o.d_model(), o.in_block_size());
+  target_pos_embedder = make_positions(o.d_model(), o.out_block_size());
+  symbol_retriever = make_symbol_retriever(o.symbol_retrieval(), o.symbol_retrieval_kwargs(),
+                                           /*allow_rel_sym_attn=*/true);
+
+  const Kwargs enc_kwargs = block_kwargs(o.encoder_kwargs(), o.d_model(), owner, "encoder_kwargs");
+  const Kwargs dec_kwargs = block_kwargs(o.decoder_kwargs(), o.d_model(), owner, "decoder_kwargs");
+  torch::nn::ModuleList encoder_list, decoder_list;
+  encoder_blocks.clear();
+  decoder_blocks.clear();
+  for (int64_t i = 0; i < o.n_layers_enc(); ++i) {
+    encoder_blocks.emplace_back(
+        options_from_kwargs<DualAttnEncoderBlockOptions, int64_t, int64_t, int64_t,
+                            std::optional<int64_t>, std::string, double, bool>(
+            enc_kwargs, "Seq2SeqDualAttnTransformer: encoder_kwargs (DualAttnEncoderBlock)",
+            {"d_model", "n_heads_sa", "n_heads_ra", "dff", "activation", "dropout_rate",
+             "norm_first"}));
+    encoder_list->push_back(encoder_blocks.back());
+  }
+  // n_layers_enc decoder blocks: the reference's quirk, kept for checkpoint compatibility.
+  for (int64_t i = 0; i < o.n_layers_enc(); ++i) {
+    decoder_blocks.emplace_back(
+        options_from_kwargs<DualAttnDecoderBlockOptions, int64_t, int64_t, int64_t, int64_t,
+                            std::optional<int64_t>, std::string, double, bool>(
+            dec_kwargs, "Seq2SeqDualAttnTransformer: decoder_kwargs (DualAttnDecoderBlock)",
+            {"d_model", "n_heads_sa", "n_heads_ra", "n_heads_cross", "dff", "activation",
+             "dropout_rate", "norm_first"}));
+    decoder_list->push_back(decoder_blocks.back());
+  }
+  final_out = torch::nn::Linear(o.d_model(), o.out_dim());
+
+  layers = register_module("layers", torch::nn::ModuleDict(NamedModules{
+                                         {"source_embedder", source_embedder.ptr()},
+                                         {"target_embedder", target_embedder.ptr()},
+                                         {"source_pos_embedder", source_pos_embedder.ptr()},
+                                         {"target_pos_embedder", target_pos_embedder.ptr()},
+                                         {"symbol_retriever", symbol_retriever.ptr()},
+                                         {"encoder_blocks", encoder_list.ptr()},
+                                         {"decoder_blocks", decoder_list.ptr()},
+                                         {"final_out", final_out.ptr()},
+                                     }));
+  // The reference's `target_embedder.weights = final_out` (see the header comment).
+  if (o.tie_weights()) target_embedder.ptr()->register_module("weights", final_out.ptr());
+}
+
+void Seq2SeqDualAttnTransformerImpl::pretty_print(std::ostream& stream) const {
+  stream << std::boolalpha
+         << "dual_attention::Seq2SeqDualAttnTransformer(input_spec=" << options.input_spec().dump()
+         << ", output_spec=" << options.output_spec().dump()
+         << ", symbol_retrieval=" << options.symbol_retrieval() << ", d_model=" << options.d_model()
+         << ", out_dim=" << options.out_dim() << ", n_layers_enc=" << options.n_layers_enc() << ")";
+}
+
+std::tuple<torch::Tensor, torch::Tensor> Seq2SeqDualAttnTransformerImpl::forward(
+    const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& targets) {
+  const char* owner = "Seq2SeqDualAttnTransformer";
+  check_inputs(x, y, options.input_spec(), options.output_spec(), options.in_block_size(),
+               options.out_block_size(), owner);
+  auto source = source_pos_embedder(source_embedder.forward(x));  // [b, n, d]
+  auto target = target_pos_embedder(target_embedder.forward(y));  // [b, m, d]
+  for (auto& block : encoder_blocks) {
+    source = block(source, symbol_retriever.forward(source));
+  }
+  for (auto& block : decoder_blocks) {
+    target = block(target, source, symbol_retriever.forward(target));
+  }
+  return logits_and_loss(final_out, target, targets, options.loss_ignore_idx(), owner);
+}
+
+int64_t Seq2SeqDualAttnTransformerImpl::get_num_params() const {
+  return count_unique_parameters(*this);
+}
+
+std::shared_ptr<torch::nn::Module> Seq2SeqDualAttnTransformerImpl::clone(
+    const std::optional<torch::Device>& device) const {
+  return clone_model(*this, device);
+}
+
+void Seq2SeqDualAttnTransformerImpl::save_pretrained(const std::string& folder) const {
+  dual_attention::save_pretrained(*this, options, folder);
+}
+
+Seq2SeqDualAttnTransformer Seq2SeqDualAttnTransformer::from_pretrained(
+    const std::string& name_or_path, const PretrainedOptions& options) {
+  return dual_attention::from_pretrained<Seq2SeqDualAttnTransformer>(name_or_path, options);
+}
+
+}  // namespace dual_attention
