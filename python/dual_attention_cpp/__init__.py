@@ -14,15 +14,21 @@ from . import (
     attention_utils,
     dual_attention,
     dual_attn_blocks,
+    hf,
+    language_models,
     model_utils,
     positional_encoding,
     relational_attention,
+    seq2seq_models,
     symbol_retrieval,
     transformer_blocks,
+    vision_models,
 )
 from .attention import Attention
 from .dual_attention import DualAttention
 from .dual_attn_blocks import DualAttnDecoderBlock, DualAttnEncoderBlock
+from .hf import DualAttnTransformerLM_HFHub, TransformerLM_HFHub
+from .language_models import DualAttnTransformerLM, TransformerLM
 from .positional_encoding import (
     LearnedPositionalEmbeddings,
     RelativePositionalEncoding,
@@ -39,7 +45,9 @@ from .symbol_retrieval import (
     RelationalSymbolicAttention,
     SymbolicAttention,
 )
+from .seq2seq_models import Seq2SeqDualAttnTransformer, Seq2SeqTransformer
 from .transformer_blocks import DecoderBlock, EncoderBlock, FeedForwardBlock, RMSNorm
+from .vision_models import VisionDualAttnTransformer, VisionTransformer
 
 __version__ = "0.1.0"
 
@@ -52,8 +60,12 @@ _submodules = (
     "positional_encoding",
     "transformer_blocks",
     "dual_attn_blocks",
+    "language_models",
+    "seq2seq_models",
+    "vision_models",
     "attention_utils",
     "model_utils",
+    "hf",
 )
 
 __all__ = [
@@ -75,4 +87,12 @@ __all__ = [
     "DecoderBlock",
     "DualAttnEncoderBlock",
     "DualAttnDecoderBlock",
+    "DualAttnTransformerLM",
+    "TransformerLM",
+    "Seq2SeqTransformer",
+    "Seq2SeqDualAttnTransformer",
+    "VisionTransformer",
+    "VisionDualAttnTransformer",
+    "DualAttnTransformerLM_HFHub",
+    "TransformerLM_HFHub",
 ]

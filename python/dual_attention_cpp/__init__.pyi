@@ -8,8 +8,12 @@ from . import symbol_retrieval as symbol_retrieval
 from . import positional_encoding as positional_encoding
 from . import transformer_blocks as transformer_blocks
 from . import dual_attn_blocks as dual_attn_blocks
+from . import language_models as language_models
+from . import seq2seq_models as seq2seq_models
+from . import vision_models as vision_models
 from . import attention_utils as attention_utils
 from . import model_utils as model_utils
+from . import hf as hf
 from .attention import Attention as Attention
 from .relational_attention import RelationalAttention as RelationalAttention
 from .relational_attention import RelationalCrossAttention as RelationalCrossAttention
@@ -28,6 +32,14 @@ from .transformer_blocks import EncoderBlock as EncoderBlock
 from .transformer_blocks import DecoderBlock as DecoderBlock
 from .dual_attn_blocks import DualAttnEncoderBlock as DualAttnEncoderBlock
 from .dual_attn_blocks import DualAttnDecoderBlock as DualAttnDecoderBlock
+from .language_models import DualAttnTransformerLM as DualAttnTransformerLM
+from .language_models import TransformerLM as TransformerLM
+from .seq2seq_models import Seq2SeqTransformer as Seq2SeqTransformer
+from .seq2seq_models import Seq2SeqDualAttnTransformer as Seq2SeqDualAttnTransformer
+from .vision_models import VisionTransformer as VisionTransformer
+from .vision_models import VisionDualAttnTransformer as VisionDualAttnTransformer
+from .hf import DualAttnTransformerLM_HFHub as DualAttnTransformerLM_HFHub
+from .hf import TransformerLM_HFHub as TransformerLM_HFHub
 
 __version__: str
 __all__: List[str]

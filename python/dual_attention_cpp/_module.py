@@ -26,14 +26,14 @@ import contextlib
 import copy
 import inspect
 import warnings
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
 from . import _C
 
-__all__ = ["CppModule"]
+__all__ = ["CppModule", "PretrainedModel"]
 
 # pybind11 class of a C++ module -> the Python class that mirrors it.
 _MIRROR_CLASSES: Dict[type, type] = {}
@@ -91,7 +91,7 @@ def _mirror(module: "CppModule", cpp: Any, tree: _Tree, seen: Dict[int, "CppModu
     tree.pairs.append((module, cpp))
     seen[cpp._id()] = module
 
-    attrs = cpp._attrs()
+    attrs = cpp._attrs() if hasattr(cpp, "_attrs") else {}  # a C++ module type not bound: none
     for name, value in attrs.items():
         d[name] = value
     for name, tensor in cpp._named_parameters():
@@ -424,6 +424,48 @@ class CppModule(nn.Module):
                 new.training = old.training
         memo[id(self)] = result
         return result
+
+
+class PretrainedModel(CppModule):
+    """A model with checkpoints in the layout of huggingface_hub's PyTorchModelHubMixin (the
+    reference's ``hf`` classes and the published models): ``config.json`` (the constructor
+    keywords) and ``model.safetensors``, read and written by the C++ library."""
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str,
+        *,
+        dtype: Optional[torch.dtype] = None,
+        device: Union[torch.device, str, None] = None,
+        map_location: Union[torch.device, str, None] = None,
+    ):
+        """Loads the model saved in a folder (by ``save_pretrained``, ours or the reference's
+        mixin), in eval mode.
+
+        Parameters
+        ----------
+        pretrained_model_name_or_path : str
+            A folder holding ``config.json`` and ``model.safetensors``.
+        dtype : torch.dtype, optional
+            Floating-point dtype of the model; by default the checkpoint's.
+        device, map_location : torch.device or str, optional
+            Where the model is placed (``map_location`` is the mixin's name for it); default CPU.
+        """
+        where = device if device is not None else map_location
+        cpp = cls._cpp_class._from_pretrained(
+            str(pretrained_model_name_or_path), dtype, None if where is None else torch.device(where)
+        )
+        model = cls.__new__(cls)
+        _init_from_cpp(model, cpp)
+        return model
+
+    def save_pretrained(self, save_directory: str, *, push_to_hub: bool = False) -> None:
+        """Writes ``config.json`` and ``model.safetensors`` into ``save_directory`` (created if
+        needed), as the reference's mixin does; the reference loads them."""
+        if push_to_hub:
+            raise NotImplementedError("push_to_hub is not supported; upload the folder instead")
+        self._cpp.save_pretrained(str(save_directory))
 
 
 # ---- mirrors of the LibTorch modules ours are built from ----

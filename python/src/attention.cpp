@@ -7,7 +7,9 @@
 #include "dual_attention/model_utils.h"
 #include "dual_attention/relational_attention.h"
 
-namespace dual_attention::python {
+// Hidden like pybind11's own namespace: nothing here is used outside this module.
+namespace dual_attention {
+namespace python __attribute__((visibility("hidden"))) {
 namespace {
 
 using Tensor = torch::Tensor;
@@ -145,4 +147,5 @@ void bind_attention(py::module_& m) {
   m.def("activation_names", &activation_names);
 }
 
-}  // namespace dual_attention::python
+}  // namespace python
+}  // namespace dual_attention

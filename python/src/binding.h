@@ -16,7 +16,9 @@
 
 #include "dual_attention/kwargs.h"
 
-namespace dual_attention::python {
+// Hidden like pybind11's own namespace: nothing here is used outside this module.
+namespace dual_attention {
+namespace python __attribute__((visibility("hidden"))) {
 
 namespace py = pybind11;
 
@@ -175,5 +177,7 @@ class ModuleBinding {
 void bind_core(py::module_& m);
 void bind_attention(py::module_& m);
 void bind_layers(py::module_& m);
+void bind_models(py::module_& m);
 
-}  // namespace dual_attention::python
+}  // namespace python
+}  // namespace dual_attention

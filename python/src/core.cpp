@@ -5,7 +5,9 @@
 #include "binding.h"
 #include "dual_attention/io/state_dict.h"
 
-namespace dual_attention::python {
+// Hidden like pybind11's own namespace: nothing here is used outside this module.
+namespace dual_attention {
+namespace python __attribute__((visibility("hidden"))) {
 
 Kwargs to_kwargs_value(py::handle value, const std::string& where) {
   PyObject* o = value.ptr();
@@ -206,4 +208,5 @@ void bind_core(py::module_& m) {
   bind_builtin<SequentialImpl>(m, "Sequential", [](const SequentialImpl&) { return py::dict(); });
 }
 
-}  // namespace dual_attention::python
+}  // namespace python
+}  // namespace dual_attention

@@ -5,7 +5,9 @@
 #include "dual_attention/symbol_retrieval.h"
 #include "dual_attention/transformer_blocks.h"
 
-namespace dual_attention::python {
+// Hidden like pybind11's own namespace: nothing here is used outside this module.
+namespace dual_attention {
+namespace python __attribute__((visibility("hidden"))) {
 namespace {
 
 using Tensor = torch::Tensor;
@@ -142,4 +144,5 @@ void bind_layers(py::module_& m) {
           release_gil);
 }
 
-}  // namespace dual_attention::python
+}  // namespace python
+}  // namespace dual_attention
