@@ -44,3 +44,9 @@ cmake -S . -B "$BUILD_DIR" "${gen[@]}" "${launcher[@]}" \
   -DPython_EXECUTABLE="$ROOT/.venv/bin/python" \
   -DDUAL_ATTENTION_BUILD_PYTHON=ON >/dev/null
 cmake --build "$BUILD_DIR" -j "$(nproc)"
+
+# The Python package built in $BUILD_DIR/python is importable from .venv (a .pth file; idempotent).
+if [ -d "$BUILD_DIR/python/dual_attention_cpp" ]; then
+  site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  echo "$(cd "$BUILD_DIR/python" && pwd)" > "$site/dual_attention_cpp.pth"
+fi

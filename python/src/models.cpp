@@ -1,0 +1,133 @@
+// The language, seq2seq and vision models, their checkpoints and the optimizer configuration.
+#include "binding.h"
+#include "dual_attention/language_models.h"
+#include "dual_attention/seq2seq_models.h"
+#include "dual_attention/vision_models.h"
+
+// Hidden like pybind11's own namespace: nothing here is used outside this module.
+namespace dual_attention {
+namespace python __attribute__((visibility("hidden"))) {
+namespace {
+
+using Tensor = torch::Tensor;
+using OptTensor = std::optional<torch::Tensor>;
+using OptInt = std::optional<int64_t>;
+constexpr auto release_gil = py::call_guard<py::gil_scoped_release>();
+
+// from_pretrained / save_pretrained of a model class with a ModuleHolder `Holder`.
+template <class Holder, class Binding>
+void def_pretrained(Binding& binding) {
+  using Impl = typename Binding::Impl;
+  binding.cls().def_static(
+      "_from_pretrained",
+      [](const std::string& name_or_path, std::optional<torch::Dtype> dtype,
+         std::optional<torch::Device> device) -> std::shared_ptr<Impl> {
+        PretrainedOptions options;
+        options.dtype(dtype);
+        if (device) options.device(*device);
+        return Holder::from_pretrained(name_or_path, options).ptr();
+      },
+      py::arg("name_or_path"), py::arg("dtype"), py::arg("device"), release_gil);
+  binding.def(
+      "save_pretrained", [](const Impl& self, const std::string& folder) { self.save_pretrained(folder); },
+      py::arg("save_directory"), release_gil);
+}
+
+// The parameter groups of configure_optimizers (the C++ rule), as [(params, weight_decay)].
+py::list optimizer_groups(const torch::nn::Module& model, double weight_decay) {
+  auto optimizer = configure_optimizers(model, weight_decay, 1.0, {0.9, 0.95});
+  py::list groups;
+  for (auto& group : optimizer.param_groups()) {
+    const auto& o = static_cast<const torch::optim::AdamWOptions&>(group.options());
+    groups.append(py::make_tuple(group.params(), o.weight_decay()));
+  }
+  return groups;
+}
+
+}  // namespace
+
+void bind_models(py::module_& m) {
+  // ---- language_models ----
+  ModuleBinding<DualAttnTransformerLMImpl, DualAttnTransformerLMOptions, int64_t, int64_t, int64_t,
+                int64_t, int64_t, Kwargs, OptInt, double, std::string, bool, int64_t>
+      dat_lm(m, "DualAttnTransformerLM", DualAttnTransformerLMOptions::required_keywords);
+  ModuleBinding<TransformerLMImpl, TransformerLMOptions, int64_t, int64_t, int64_t, int64_t, OptInt,
+                double, std::string, bool, int64_t>
+      t_lm(m, "TransformerLM", TransformerLMOptions::required_keywords);
+  auto bind_lm = [](auto& lm) {
+    using Impl = typename std::decay_t<decltype(lm)>::Impl;
+    lm.def(
+          "forward",
+          [](Impl& self, const Tensor& idx, const OptTensor& targets) {
+            return self.forward(idx, tensor_or_undefined(targets));
+          },
+          py::arg("x"), py::arg("targets"), release_gil)
+        .def(
+            "generate",
+            [](Impl& self, const Tensor& idx, int64_t max_new_tokens, double temperature,
+               OptInt top_k) { return self.generate(idx, max_new_tokens, temperature, top_k); },
+            py::arg("idx"), py::arg("max_new_tokens"), py::arg("temperature"), py::arg("top_k"),
+            release_gil)
+        .def("get_num_params", &Impl::get_num_params, py::arg("non_embedding"));
+  };
+  bind_lm(dat_lm);
+  bind_lm(t_lm);
+  def_pretrained<DualAttnTransformerLM>(dat_lm);
+  def_pretrained<TransformerLM>(t_lm);
+  m.def("optimizer_groups", &optimizer_groups, py::arg("model"), py::arg("weight_decay"));
+
+  // ---- seq2seq_models ----
+  ModuleBinding<Seq2SeqTransformerImpl, Seq2SeqTransformerOptions, Kwargs, Kwargs, int64_t, int64_t,
+                int64_t, int64_t, Kwargs, Kwargs, int64_t, int64_t>
+      s2s(m, "Seq2SeqTransformer", Seq2SeqTransformerOptions::required_keywords);
+  ModuleBinding<Seq2SeqDualAttnTransformerImpl, Seq2SeqDualAttnTransformerOptions, Kwargs, Kwargs,
+                std::string, Kwargs, int64_t, int64_t, int64_t, int64_t, Kwargs, Kwargs, int64_t,
+                int64_t>
+      s2s_dat(m, "Seq2SeqDualAttnTransformer", Seq2SeqDualAttnTransformerOptions::required_keywords);
+  auto bind_s2s = [](auto& model) {
+    using Impl = typename std::decay_t<decltype(model)>::Impl;
+    model
+        .def(
+            "forward",
+            [](Impl& self, const Tensor& x, const Tensor& y, const OptTensor& targets) {
+              return self.forward(x, y, tensor_or_undefined(targets));
+            },
+            py::arg("x"), py::arg("y"), py::arg("targets"), release_gil)
+        .def("get_num_params", &Impl::get_num_params);
+  };
+  bind_s2s(s2s);
+  bind_s2s(s2s_dat);
+  def_pretrained<Seq2SeqTransformer>(s2s);
+  def_pretrained<Seq2SeqDualAttnTransformer>(s2s_dat);
+
+  // ---- vision_models ----
+  ModuleBinding<VisionTransformerImpl, VisionTransformerOptions, std::vector<int64_t>,
+                std::vector<int64_t>, int64_t, int64_t, int64_t, int64_t, OptInt, double,
+                std::string, bool>
+      vit(m, "VisionTransformer", VisionTransformerOptions::required_keywords);
+  ModuleBinding<VisionDualAttnTransformerImpl, VisionDualAttnTransformerOptions, std::vector<int64_t>,
+                std::vector<int64_t>, int64_t, int64_t, int64_t, int64_t, int64_t, OptInt, double,
+                std::string, bool, std::string, Kwargs>
+      vit_dat(m, "VisionDualAttnTransformer", VisionDualAttnTransformerOptions::required_keywords);
+  auto bind_vision = [](auto& model) {
+    using Impl = typename std::decay_t<decltype(model)>::Impl;
+    model.attr("img_channels", &Impl::img_channels)
+        .attr("img_width", &Impl::img_width)
+        .attr("img_height", &Impl::img_height)
+        .attr("patch_width", &Impl::patch_width)
+        .attr("patch_height", &Impl::patch_height)
+        .attr("num_patches", &Impl::num_patches)
+        .attr("patch_dim", &Impl::patch_dim)
+        .def(
+            "forward", [](Impl& self, const Tensor& x) { return self.forward(x); }, py::arg("x"),
+            release_gil)
+        .def("get_num_params", &Impl::get_num_params);
+  };
+  bind_vision(vit);
+  bind_vision(vit_dat);
+  def_pretrained<VisionTransformer>(vit);
+  def_pretrained<VisionDualAttnTransformer>(vit_dat);
+}
+
+}  // namespace python
+}  // namespace dual_attention
