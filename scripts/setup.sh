@@ -4,6 +4,9 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+# ccache: hash paths relative to the checkout, so that another clone of it hits the same cache.
+export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$ROOT}"
+export CCACHE_SLOPPINESS="${CCACHE_SLOPPINESS:-pch_defines,time_macros,include_file_mtime,include_file_ctime}"
 
 APT_PACKAGES=(cmake g++ ninja-build ccache libgtest-dev nlohmann-json3-dev libcurl4-openssl-dev)
 missing=()

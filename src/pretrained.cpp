@@ -17,6 +17,13 @@ std::string resolve_pretrained(const std::string& name_or_path, const Pretrained
   TORCH_CHECK(!fs::exists(name_or_path, ec), "from_pretrained: '", name_or_path,
               "' is a file; expected a folder holding config.json and model.safetensors, or a "
               "Hugging Face Hub repo id");
+  // A path-like name (absolute, relative with ./ or ../, or ~) that does not exist is a missing
+  // folder, not a repo id.
+  const bool path_like = name_or_path.empty() || name_or_path[0] == '/' || name_or_path[0] == '~' ||
+                         name_or_path.rfind("./", 0) == 0 || name_or_path.rfind("../", 0) == 0;
+  TORCH_CHECK(!path_like, "from_pretrained: '", name_or_path,
+              "' is not a local folder (expected a folder holding config.json and "
+              "model.safetensors, or a Hugging Face Hub repo id 'org/name')");
 #ifdef DUAL_ATTENTION_WITH_HUB
   return hub::snapshot_download(name_or_path, {"config.json", "model.safetensors"},
                                 options.download());
