@@ -8,8 +8,8 @@
 #include "dual_attention/relational_attention.h"
 
 // Hidden like pybind11's own namespace: nothing here is used outside this module.
-namespace dual_attention {
-namespace python __attribute__((visibility("hidden"))) {
+#pragma GCC visibility push(hidden)
+namespace dual_attention::python {
 namespace {
 
 using Tensor = torch::Tensor;
@@ -42,7 +42,8 @@ void bind_attention(py::module_& m) {
                                 tensor_or_undefined(freqs_sin), tensor_or_undefined(attn_mask),
                                 is_causal, need_weights);
           },
-          py::arg("query"), py::arg("key"), py::arg("value"), py::arg("freqs_cos"), py::arg("freqs_sin"), py::arg("attn_mask"), py::arg("is_causal"), py::arg("need_weights"),
+          py::arg("query"), py::arg("key"), py::arg("value"), py::arg("freqs_cos"),
+          py::arg("freqs_sin"), py::arg("attn_mask"), py::arg("is_causal"), py::arg("need_weights"),
           release_gil);
 
   ModuleBinding<RelationalAttentionImpl, RelationalAttentionOptions, int64_t, int64_t>(
@@ -65,8 +66,8 @@ void bind_attention(py::module_& m) {
                                 tensor_or_undefined(freqs_sin), tensor_or_undefined(attn_mask),
                                 is_causal, need_weights);
           },
-          py::arg("x"), py::arg("symbols"), py::arg("freqs_cos"), py::arg("freqs_sin"), py::arg("attn_mask"), py::arg("is_causal"), py::arg("need_weights"),
-          release_gil);
+          py::arg("x"), py::arg("symbols"), py::arg("freqs_cos"), py::arg("freqs_sin"),
+          py::arg("attn_mask"), py::arg("is_causal"), py::arg("need_weights"), release_gil);
 
   ModuleBinding<RelationalCrossAttentionImpl, RelationalCrossAttentionOptions, int64_t, int64_t,
                 double>(m, "RelationalCrossAttention", {"d_model", "n_heads", "dropout"})
@@ -84,8 +85,8 @@ void bind_attention(py::module_& m) {
                                 tensor_or_undefined(freqs_sin), tensor_or_undefined(attn_mask),
                                 is_causal);
           },
-          py::arg("x"), py::arg("symbols"), py::arg("freqs_cos"), py::arg("freqs_sin"), py::arg("attn_mask"), py::arg("is_causal"),
-          release_gil);
+          py::arg("x"), py::arg("symbols"), py::arg("freqs_cos"), py::arg("freqs_sin"),
+          py::arg("attn_mask"), py::arg("is_causal"), release_gil);
 
   ModuleBinding<DisentangledRelationalCrossAttentionImpl,
                 DisentangledRelationalCrossAttentionOptions, int64_t, int64_t, double>(
@@ -97,15 +98,15 @@ void bind_attention(py::module_& m) {
       .attr("attn_scale", &DisentangledRelationalCrossAttentionImpl::attn_scale)
       .def(
           "forward",
-          [](DisentangledRelationalCrossAttentionImpl& self, const Tensor& x, const OptTensor& symbols,
-             const OptTensor& freqs_cos, const OptTensor& freqs_sin, const OptTensor& attn_mask,
-             bool is_causal) {
+          [](DisentangledRelationalCrossAttentionImpl& self, const Tensor& x,
+             const OptTensor& symbols, const OptTensor& freqs_cos, const OptTensor& freqs_sin,
+             const OptTensor& attn_mask, bool is_causal) {
             return self.forward(x, tensor_or_undefined(symbols), tensor_or_undefined(freqs_cos),
                                 tensor_or_undefined(freqs_sin), tensor_or_undefined(attn_mask),
                                 is_causal);
           },
-          py::arg("x"), py::arg("symbols"), py::arg("freqs_cos"), py::arg("freqs_sin"), py::arg("attn_mask"), py::arg("is_causal"),
-          release_gil);
+          py::arg("x"), py::arg("symbols"), py::arg("freqs_cos"), py::arg("freqs_sin"),
+          py::arg("attn_mask"), py::arg("is_causal"), release_gil);
 
   ModuleBinding<DualAttentionImpl, DualAttentionOptions, int64_t, int64_t, int64_t, double>(
       m, "DualAttention", {"d_model", "n_heads_sa", "n_heads_ra", "dropout"})
@@ -121,8 +122,8 @@ void bind_attention(py::module_& m) {
                                 is_causal, tensor_or_undefined(freqs_cos),
                                 tensor_or_undefined(freqs_sin), need_weights);
           },
-          py::arg("x"), py::arg("symbols"), py::arg("attn_mask"), py::arg("is_causal"), py::arg("freqs_cos"), py::arg("freqs_sin"), py::arg("need_weights"),
-          release_gil);
+          py::arg("x"), py::arg("symbols"), py::arg("attn_mask"), py::arg("is_causal"),
+          py::arg("freqs_cos"), py::arg("freqs_sin"), py::arg("need_weights"), release_gil);
 
   // ---- attention_utils ----
   m.def("repeat_kv", &repeat_kv, py::arg("x"), py::arg("n_rep"));
@@ -136,7 +137,9 @@ void bind_attention(py::module_& m) {
   // ---- model_utils ----
   py::class_<ActivationFunction>(m, "ActivationFunction", py::module_local())
       .def(py::init([](const std::string& name) {
-             return as_value_error([&] { return ActivationFunction{name, get_activation_function(name, "name")}; });
+             return as_value_error([&] {
+               return ActivationFunction{name, get_activation_function(name, "name")};
+             });
            }),
            py::arg("name"))
       .def_readonly("name", &ActivationFunction::name)
@@ -147,5 +150,5 @@ void bind_attention(py::module_& m) {
   m.def("activation_names", &activation_names);
 }
 
-}  // namespace python
-}  // namespace dual_attention
+}  // namespace dual_attention::python
+#pragma GCC visibility pop

@@ -1,6 +1,6 @@
-// The pybind11 layer's helpers: Python objects <-> Kwargs, error translation, and bind_module(), which
-// binds one LibTorch module class so that the Python package can build it from keywords and mirror it
-// (python/dual_attention_cpp/_module.py). The bindings add no behaviour of their own.
+// The pybind11 layer's helpers: Python objects <-> Kwargs, error translation, and bind_module(),
+// which binds one LibTorch module class so that the Python package can build it from keywords and
+// mirror it (python/dual_attention_cpp/_module.py). The bindings add no behaviour of their own.
 #pragma once
 
 #include <torch/extension.h>
@@ -17,8 +17,8 @@
 #include "dual_attention/kwargs.h"
 
 // Hidden like pybind11's own namespace: nothing here is used outside this module.
-namespace dual_attention {
-namespace python __attribute__((visibility("hidden"))) {
+#pragma GCC visibility push(hidden)
+namespace dual_attention::python {
 
 namespace py = pybind11;
 
@@ -98,8 +98,7 @@ class ModuleBinding {
  public:
   using Impl = Impl_;
 
-  ModuleBinding(py::module_& m, const char* name,
-                std::array<const char*, sizeof...(Args)> required)
+  ModuleBinding(py::module_& m, const char* name, std::array<const char*, sizeof...(Args)> required)
       : cls_(m, name, py::module_local()), getters_(std::make_shared<AttrGetters<Impl>>()) {
     const std::string owner = name;
     cls_.def(py::init([owner, required](const py::dict& kwargs) {
@@ -114,10 +113,9 @@ class ModuleBinding {
       Options defaults = std::make_from_tuple<Options>(std::tuple<Args...>{});
       py::list out;
       defaults.fields([&](const char* key, auto& field) {
-        const bool is_required =
-            std::find_if(required.begin(), required.end(), [&](const char* r) {
-              return std::string(r) == key;
-            }) != required.end();
+        const bool is_required = std::find_if(required.begin(), required.end(), [&](const char* r) {
+                                   return std::string(r) == key;
+                                 }) != required.end();
         py::object dflt = py::module_::import("inspect").attr("Parameter").attr("empty");
         if (!is_required) {
           // A dict keyword defaults to None, as in the reference (None means no keywords).
@@ -179,5 +177,5 @@ void bind_attention(py::module_& m);
 void bind_layers(py::module_& m);
 void bind_models(py::module_& m);
 
-}  // namespace python
-}  // namespace dual_attention
+}  // namespace dual_attention::python
+#pragma GCC visibility pop

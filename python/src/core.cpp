@@ -1,13 +1,13 @@
-// Kwargs conversion, error translation, the base torch::nn::Module binding every mirror reads its tree
-// through, and the LibTorch modules our modules are built from (Linear, Dropout, ...).
+// Kwargs conversion, error translation, the base torch::nn::Module binding every mirror reads its
+// tree through, and the LibTorch modules our modules are built from (Linear, Dropout, ...).
 #include <sstream>
 
 #include "binding.h"
 #include "dual_attention/io/state_dict.h"
 
 // Hidden like pybind11's own namespace: nothing here is used outside this module.
-namespace dual_attention {
-namespace python __attribute__((visibility("hidden"))) {
+#pragma GCC visibility push(hidden)
+namespace dual_attention::python {
 
 Kwargs to_kwargs_value(py::handle value, const std::string& where) {
   PyObject* o = value.ptr();
@@ -16,7 +16,9 @@ Kwargs to_kwargs_value(py::handle value, const std::string& where) {
   if (PyLong_Check(o)) {
     int overflow = 0;
     const long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
-    if (overflow != 0) throw py::value_error(where + ": integer " + py::str(value).cast<std::string>() + " is out of range");
+    if (overflow != 0)
+      throw py::value_error(where + ": integer " + py::str(value).cast<std::string>() +
+                            " is out of range");
     return static_cast<int64_t>(v);
   }
   if (PyFloat_Check(o)) return PyFloat_AsDouble(o);
@@ -36,11 +38,13 @@ Kwargs to_kwargs_value(py::handle value, const std::string& where) {
   if (PyList_Check(o) || PyTuple_Check(o)) {
     Kwargs out = Kwargs::array();
     std::size_t i = 0;
-    for (auto item : value) out.push_back(to_kwargs_value(item, where + "[" + std::to_string(i++) + "]"));
+    for (auto item : value)
+      out.push_back(to_kwargs_value(item, where + "[" + std::to_string(i++) + "]"));
     return out;
   }
   // numpy scalars and other numbers: integers through __index__, reals through __float__.
-  if (PyIndex_Check(o)) return to_kwargs_value(py::reinterpret_steal<py::object>(PyNumber_Index(o)), where);
+  if (PyIndex_Check(o))
+    return to_kwargs_value(py::reinterpret_steal<py::object>(PyNumber_Index(o)), where);
   if (!THPVariable_Check(o) && PyObject_HasAttrString(o, "__float__")) {
     return py::float_(py::reinterpret_borrow<py::object>(value)).cast<double>();
   }
@@ -77,7 +81,8 @@ py::object from_kwargs_value(const Kwargs& value) {
     }
     case Kwargs::value_t::object: {
       py::dict out;
-      for (const auto& item : value.items()) out[py::str(item.key())] = from_kwargs_value(item.value());
+      for (const auto& item : value.items())
+        out[py::str(item.key())] = from_kwargs_value(item.value());
       return out;
     }
     default:
@@ -127,7 +132,8 @@ void bind_core(py::module_& m) {
   // The tree as the mirror reads it: this module's own tensors and children (not recursive).
   py::class_<torch::nn::Module, std::shared_ptr<torch::nn::Module>>(m, "Module", py::module_local())
       .def("_type_name", [](const torch::nn::Module& self) { return self.name(); })
-      .def("_id", [](const torch::nn::Module& self) { return reinterpret_cast<std::uintptr_t>(&self); })
+      .def("_id",
+           [](const torch::nn::Module& self) { return reinterpret_cast<std::uintptr_t>(&self); })
       .def("_named_parameters",
            [](const torch::nn::Module& self) {
              py::list out;
@@ -201,12 +207,13 @@ void bind_core(py::module_& m) {
     return d;
   });
   def_single_input_forward(embedding);
-  auto identity = bind_builtin<IdentityImpl>(m, "Identity", [](const IdentityImpl&) { return py::dict(); });
+  auto identity =
+      bind_builtin<IdentityImpl>(m, "Identity", [](const IdentityImpl&) { return py::dict(); });
   def_single_input_forward(identity);
   bind_builtin<ModuleListImpl>(m, "ModuleList", [](const ModuleListImpl&) { return py::dict(); });
   bind_builtin<ModuleDictImpl>(m, "ModuleDict", [](const ModuleDictImpl&) { return py::dict(); });
   bind_builtin<SequentialImpl>(m, "Sequential", [](const SequentialImpl&) { return py::dict(); });
 }
 
-}  // namespace python
-}  // namespace dual_attention
+}  // namespace dual_attention::python
+#pragma GCC visibility pop

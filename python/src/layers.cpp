@@ -6,8 +6,8 @@
 #include "dual_attention/transformer_blocks.h"
 
 // Hidden like pybind11's own namespace: nothing here is used outside this module.
-namespace dual_attention {
-namespace python __attribute__((visibility("hidden"))) {
+#pragma GCC visibility push(hidden)
+namespace dual_attention::python {
 namespace {
 
 using Tensor = torch::Tensor;
@@ -63,8 +63,8 @@ void bind_layers(py::module_& m) {
       learned(m, "LearnedPositionalEmbeddings", {"d_model"});
   def_single_input_forward(learned);
 
-  ModuleBinding<RelativePositionalEncodingImpl, RelativePositionalEncodingOptions, int64_t, int64_t>(
-      m, "RelativePositionalEncoding", {"dim", "max_rel_pos"})
+  ModuleBinding<RelativePositionalEncodingImpl, RelativePositionalEncodingOptions, int64_t,
+                int64_t>(m, "RelativePositionalEncoding", {"dim", "max_rel_pos"})
       .def(
           "forward",
           [](RelativePositionalEncodingImpl& self, int64_t length_q, OptInt length_k) {
@@ -90,8 +90,7 @@ void bind_layers(py::module_& m) {
 
   ModuleBinding<EncoderBlockImpl, EncoderBlockOptions, int64_t, int64_t, OptInt, double,
                 std::string, bool>(
-      m, "EncoderBlock",
-      {"d_model", "n_heads", "dff", "dropout_rate", "activation", "norm_first"})
+      m, "EncoderBlock", {"d_model", "n_heads", "dff", "dropout_rate", "activation", "norm_first"})
       .def(
           "forward",
           [](EncoderBlockImpl& self, const Tensor& x, const OptTensor& freqs_cos,
@@ -111,8 +110,7 @@ void bind_layers(py::module_& m) {
           [](DecoderBlockImpl& self, const Tensor& x, const Tensor& context) {
             return self.forward(x, context);
           },
-          py::arg("x"), py::arg("context"),
-          release_gil);
+          py::arg("x"), py::arg("context"), release_gil);
 
   // ---- dual_attn_blocks ----
   ModuleBinding<DualAttnEncoderBlockImpl, DualAttnEncoderBlockOptions, int64_t, int64_t, int64_t,
@@ -140,9 +138,8 @@ void bind_layers(py::module_& m) {
              const OptTensor& symbols) {
             return self.forward(x, context, tensor_or_undefined(symbols));
           },
-          py::arg("x"), py::arg("context"), py::arg("symbols"),
-          release_gil);
+          py::arg("x"), py::arg("context"), py::arg("symbols"), release_gil);
 }
 
-}  // namespace python
-}  // namespace dual_attention
+}  // namespace dual_attention::python
+#pragma GCC visibility pop

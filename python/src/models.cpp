@@ -5,8 +5,8 @@
 #include "dual_attention/vision_models.h"
 
 // Hidden like pybind11's own namespace: nothing here is used outside this module.
-namespace dual_attention {
-namespace python __attribute__((visibility("hidden"))) {
+#pragma GCC visibility push(hidden)
+namespace dual_attention::python {
 namespace {
 
 using Tensor = torch::Tensor;
@@ -29,7 +29,8 @@ void def_pretrained(Binding& binding) {
       },
       py::arg("name_or_path"), py::arg("dtype"), py::arg("device"), release_gil);
   binding.def(
-      "save_pretrained", [](const Impl& self, const std::string& folder) { self.save_pretrained(folder); },
+      "save_pretrained",
+      [](const Impl& self, const std::string& folder) { self.save_pretrained(folder); },
       py::arg("save_directory"), release_gil);
 }
 
@@ -83,7 +84,8 @@ void bind_models(py::module_& m) {
   ModuleBinding<Seq2SeqDualAttnTransformerImpl, Seq2SeqDualAttnTransformerOptions, Kwargs, Kwargs,
                 std::string, Kwargs, int64_t, int64_t, int64_t, int64_t, Kwargs, Kwargs, int64_t,
                 int64_t>
-      s2s_dat(m, "Seq2SeqDualAttnTransformer", Seq2SeqDualAttnTransformerOptions::required_keywords);
+      s2s_dat(m, "Seq2SeqDualAttnTransformer",
+              Seq2SeqDualAttnTransformerOptions::required_keywords);
   auto bind_s2s = [](auto& model) {
     using Impl = typename std::decay_t<decltype(model)>::Impl;
     model
@@ -105,9 +107,9 @@ void bind_models(py::module_& m) {
                 std::vector<int64_t>, int64_t, int64_t, int64_t, int64_t, OptInt, double,
                 std::string, bool>
       vit(m, "VisionTransformer", VisionTransformerOptions::required_keywords);
-  ModuleBinding<VisionDualAttnTransformerImpl, VisionDualAttnTransformerOptions, std::vector<int64_t>,
-                std::vector<int64_t>, int64_t, int64_t, int64_t, int64_t, int64_t, OptInt, double,
-                std::string, bool, std::string, Kwargs>
+  ModuleBinding<VisionDualAttnTransformerImpl, VisionDualAttnTransformerOptions,
+                std::vector<int64_t>, std::vector<int64_t>, int64_t, int64_t, int64_t, int64_t,
+                int64_t, OptInt, double, std::string, bool, std::string, Kwargs>
       vit_dat(m, "VisionDualAttnTransformer", VisionDualAttnTransformerOptions::required_keywords);
   auto bind_vision = [](auto& model) {
     using Impl = typename std::decay_t<decltype(model)>::Impl;
@@ -129,5 +131,5 @@ void bind_models(py::module_& m) {
   def_pretrained<VisionDualAttnTransformer>(vit_dat);
 }
 
-}  // namespace python
-}  // namespace dual_attention
+}  // namespace dual_attention::python
+#pragma GCC visibility pop

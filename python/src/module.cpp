@@ -2,7 +2,8 @@
 #include "binding.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "LibTorch modules of dual-attention-cpp; use them through the dual_attention_cpp package.";
+  m.doc() =
+      "LibTorch modules of dual-attention-cpp; use them through the dual_attention_cpp package.";
   dual_attention::python::bind_core(m);
   dual_attention::python::bind_attention(m);
   dual_attention::python::bind_layers(m);

@@ -31,8 +31,12 @@ REFERENCE_MODULES = (
     "positional_encoding",
     "transformer_blocks",
     "dual_attn_blocks",
+    "language_models",
+    "seq2seq_models",
+    "vision_models",
     "attention_utils",
     "model_utils",
+    "hf",
 )
 
 

@@ -143,7 +143,7 @@ def test_checkpoints_load_both_ways(config, tmp_path):
 
 
 @pytest.mark.parametrize("hub_class", ["DualAttnTransformerLM_HFHub", "TransformerLM_HFHub"])
-def test_hf_classes_read_what_the_reference_mixin_writes(hub_class, tmp_path):
+def test_hf_classes_read_what_the_reference_mixin_writes(hub_class, tmp_path, monkeypatch):
     config = "dat_lm_rope_symbolic" if hub_class.startswith("Dual") else "t_lm"
     kwargs = CONFIGS[config][2]
     torch.manual_seed(0)
@@ -158,7 +158,10 @@ def test_hf_classes_read_what_the_reference_mixin_writes(hub_class, tmp_path):
     ours.save_pretrained(tmp_path / "again")
     again = getattr(ref_hf, hub_class).from_pretrained(str(tmp_path / "again"))
     assert_close(again.double()(x, y)[1], ref(x, y)[1], rtol=1e-6)
-    with pytest.raises(RuntimeError, match="not a local folder"):
+    # Not a folder, offline, nothing cached: the C++ error arrives as RuntimeError.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(RuntimeError, match="T-sa24-757M"):
         dac.hf.TransformerLM_HFHub.from_pretrained("awni00/T-sa24-757M")
 
 
