@@ -12,6 +12,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <mutex>
@@ -31,9 +32,9 @@ using Implementation = RelationalAttentionImpl::Implementation;
 constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 
 // Elements of one block tensor ([rows, batch * heads, keys]) beyond which a block gets fewer rows
-// than block_size (8 MiB in float32), down to kMinBlockRows: bounds the memory of long sequences
+// than block_size (4 MiB in float32), down to kMinBlockRows: bounds the memory of long sequences
 // while keeping the matmuls wide enough to be efficient (each packs a key panel for its rows).
-constexpr int64_t kBlockElements = int64_t{1} << 21;
+constexpr int64_t kBlockElements = int64_t{1} << 20;
 constexpr int64_t kMinBlockRows = 32;
 
 // What a blockwise evaluation needs besides tensors. Saved field by field in the autograd context.
@@ -125,23 +126,26 @@ std::vector<Block> make_blocks(int64_t n, int64_t row_width, const BlockwiseConf
   return blocks;
 }
 
-// Runs body(block, thread) for every block. On the CPU the blocks are shared among the intra-op
-// threads in one parallel region (the ops inside then run single-threaded: one synchronisation per
-// pass instead of one per op), in the order 0, last, 1, last - 1, ... so that each thread gets as
-// many cheap early causal blocks as expensive late ones. Elsewhere they run one after another.
+// Runs body(block, thread) for every block. On the CPU the intra-op threads share the blocks in one
+// parallel region (the ops inside then run single-threaded: one synchronisation per pass instead of
+// one per op), each taking the next block as it finishes one, largest first, so that a thread the
+// system holds back delays the others by one block at most. Elsewhere blocks run in order.
 template <class Body>
-void for_each_block(const std::vector<Block>& blocks, const Tensor& like, const Body& body) {
+void for_each_block(std::vector<Block> blocks, const Tensor& like, const Body& body) {
   const int64_t count = static_cast<int64_t>(blocks.size());
   const int64_t threads = at::get_num_threads();
   if (!like.device().is_cpu() || threads < 2 || count < 2 * threads || at::in_parallel_region()) {
     for (const auto& blk : blocks) body(blk, 0);
     return;
   }
-  at::parallel_for(0, count, 1, [&](int64_t begin, int64_t end) {
+  std::stable_sort(blocks.begin(), blocks.end(), [](const Block& x, const Block& y) {
+    return x.rows() * x.keys() > y.rows() * y.keys();
+  });
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
     torch::NoGradGuard no_grad;  // grad mode is thread-local, and on in the worker threads
-    for (int64_t k = begin; k < end; ++k) {
-      body(blocks[k % 2 == 0 ? k / 2 : count - 1 - k / 2], at::get_thread_num());
-    }
+    const int thread = at::get_thread_num();
+    for (int64_t k = next++; k < count; k = next++) body(blocks[k], thread);
   });
 }
 
