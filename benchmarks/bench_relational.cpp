@@ -1,9 +1,11 @@
-// Times one RelationalAttention or DualAttention call of ours and measures its peak memory, for
-// benchmarks/bench_relational.py, which runs the reference the same way in its own process and
-// prints both side by side. Usage:
+// Times one RelationalAttention, DualAttention or DualAttnTransformerLM call of ours and measures
+// its peak memory, for benchmarks/bench_relational.py, which runs the reference the same way in its
+// own process and prints both side by side. Usage:
 //   bench_relational SPEC.json
-// SPEC: {"module": "relational_attention" | "dual_attention", "kwargs": {constructor keywords},
-//        "case": "inputs.pt" (torch.save of {"x", "symbols", "state.<parameter name>"...}),
+// SPEC: {"module": "relational_attention" | "dual_attention" | "language_model",
+//        "kwargs": {constructor keywords},
+//        "case": "inputs.pt" (torch.save of {"state.<name>"..., "x", and "symbols" for a layer or
+//                 "targets" for the language model}),
 //        "mode": "forward" | "train", "implementation": "auto" | "materialize" | "blockwise" |
 //        "sdpa", "threads": 2, "repeats": 3, "device": "cpu" | "cuda", "dtype": "float32" |
 //        "bfloat16" | "float16" | "float64", "causal": true, "output": "out.pt"}
@@ -12,8 +14,10 @@
 // a short warm-up call; the max RSS is first reset to the current RSS through
 // /proc/self/clear_refs, which rss_reset reports), or the rise of the CUDA caching allocator's peak
 // on CUDA; cpu_ms is the process's CPU time per call. Writes the first call's output (and, in train
-// mode, the gradient of x) to "output" so that the driver can compare them with the reference's.
+// mode, the gradient of x, or the language model's loss and embedding gradient) to "output" so that
+// the driver can compare them with the reference's.
 #include <dual_attention/dual_attention.h>
+#include <dual_attention/language_models.h>
 #include <dual_attention/relational_attention.h>
 #include <malloc.h>
 #include <sys/resource.h>
@@ -92,44 +96,86 @@ torch::Dtype parse_dtype(const std::string& name) {
   TORCH_CHECK(false, "bench_relational: dtype '", name, "' is not supported");
 }
 
-// The module under test behind one call signature.
+using Outputs = std::vector<std::pair<std::string, torch::Tensor>>;
+
+// The module under test behind one signature: step(x, second, train) runs a forward (under
+// no_grad) or a forward and backward, and returns what the driver compares with the reference.
 struct Subject {
-  torch::nn::Module* module = nullptr;
-  std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&)> call;
-  RelationalAttentionImpl* relational = nullptr;
-  std::shared_ptr<torch::nn::Module> holder;
+  std::shared_ptr<torch::nn::Module> module;
+  std::function<Outputs(const torch::Tensor&, const torch::Tensor&, bool)> step;
+  bool takes_tokens = false;  // x is token ids, not activations
 };
 
-Subject make_subject(const Json& spec) {
+// A layer called as layer(x, symbols): its output, and in training the gradient of x from the
+// loss out.square().mean().
+template <class Call>
+Subject layer_subject(std::shared_ptr<torch::nn::Module> module, Call call) {
   Subject s;
+  s.module = std::move(module);
+  s.step = [call](const torch::Tensor& x, const torch::Tensor& symbols,
+                  bool train) mutable -> Outputs {
+    if (!train) {
+      torch::NoGradGuard no_grad;
+      return {{"out", call(x, symbols)}};
+    }
+    auto xg = x.detach().requires_grad_(true);
+    auto out = call(xg, symbols);
+    out.to(torch::kFloat).square().mean().backward();
+    return {{"out", out.detach()}, {"x_grad", xg.grad()}};
+  };
+  return s;
+}
+
+Subject make_subject(const Json& spec) {
   const bool causal = spec.value("causal", true);
   const std::string kind = spec.at("module");
   if (kind == "relational_attention") {
     RelationalAttentionOptions opts(1, 1);
     apply_kwargs(opts, spec.at("kwargs"), "bench_relational: RelationalAttention");
     auto m = RelationalAttention(opts);
-    s.holder = m.ptr();
-    s.relational = m.get();
-    s.call = [m, causal](const torch::Tensor& x, const torch::Tensor& symbols) mutable {
-      return std::get<0>(m->forward(x, symbols, {}, {}, {}, causal, /*need_weights=*/false));
-    };
-  } else if (kind == "dual_attention") {
+    return layer_subject(m.ptr(), [m, causal](const torch::Tensor& x, const torch::Tensor& s) mutable {
+      return std::get<0>(m->forward(x, s, {}, {}, {}, causal, /*need_weights=*/false));
+    });
+  }
+  if (kind == "dual_attention") {
     DualAttentionOptions opts(1, 1, 1, 0.0);
     apply_kwargs(opts, spec.at("kwargs"), "bench_relational: DualAttention");
     auto m = DualAttention(opts);
-    s.holder = m.ptr();
-    s.relational = m->relational_attention ? m->relational_attention.get() : nullptr;
-    s.call = [m, causal](const torch::Tensor& x, const torch::Tensor& symbols) mutable {
-      return std::get<0>(m->forward(x, symbols, {}, causal, {}, {}, /*need_weights=*/false));
-    };
-  } else {
-    // Hook for the whole-model benchmark (DualAttnTransformerLM forward and training step): pending
-    // the language model classes (issue 3).
-    TORCH_CHECK(false, "bench_relational: module '", kind,
-                "' is not benchmarked yet (relational_attention, dual_attention)");
+    return layer_subject(m.ptr(), [m, causal](const torch::Tensor& x, const torch::Tensor& s) mutable {
+      return std::get<0>(m->forward(x, s, {}, causal, {}, {}, /*need_weights=*/false));
+    });
   }
-  s.module = s.holder.get();
-  return s;
+  if (kind == "language_model") {
+    auto m = DualAttnTransformerLM(DualAttnTransformerLMOptions::from_kwargs(spec.at("kwargs")));
+    Subject s;
+    s.module = m.ptr();
+    s.takes_tokens = true;
+    s.step = [m](const torch::Tensor& idx, const torch::Tensor& targets,
+                 bool train) mutable -> Outputs {
+      if (!train) {
+        torch::NoGradGuard no_grad;
+        return {{"out", std::get<0>(m->forward(idx))}};
+      }
+      auto [logits, loss] = m->forward(idx, targets);
+      loss.backward();
+      // Tied weights: final_out.weight is token_embedder.weight, as in the reference.
+      return {{"out", logits.detach()},
+              {"loss", loss.detach().reshape({1})},
+              {"embedding_grad", m->named_parameters()["layers.final_out.weight"].grad()}};
+    };
+    return s;
+  }
+  TORCH_CHECK(false, "bench_relational: module '", kind,
+              "' is not one of relational_attention, dual_attention, language_model");
+}
+
+// Every RelationalAttention inside the module (the module itself included).
+std::vector<RelationalAttentionImpl*> relational_layers(torch::nn::Module& module) {
+  std::vector<RelationalAttentionImpl*> found;
+  for (const auto& m : module.modules(/*include_self=*/true)) {
+    if (auto* ra = dynamic_cast<RelationalAttentionImpl*>(m.get())) found.push_back(ra);
+  }
+  return found;
 }
 
 }  // namespace
@@ -148,9 +194,9 @@ int main(int argc, char** argv) {
     const int repeats = spec.value("repeats", 3);
 
     auto subject = make_subject(spec);
-    if (subject.relational) {
-      subject.relational->implementation =
-          parse_implementation(spec.value("implementation", std::string("auto")));
+    const auto relational = relational_layers(*subject.module);
+    for (auto* ra : relational) {
+      ra->implementation = parse_implementation(spec.value("implementation", std::string("auto")));
     }
     auto inputs = torch::pickle_load(read_file(spec.at("case"))).toGenericDict();
     {
@@ -161,19 +207,18 @@ int main(int argc, char** argv) {
     }
     subject.module->to(device, dtype);
     subject.module->train(false);  // dropout off: the timings compare the deterministic maths
-    auto x = inputs.at("x").toTensor().to(device, dtype);
-    auto symbols = inputs.at("symbols").toTensor().to(device, dtype);
+    auto x = inputs.at("x").toTensor().to(device);
+    torch::Tensor second;
+    if (subject.takes_tokens) {
+      second = inputs.at("targets").toTensor().to(device);
+    } else {
+      x = x.to(dtype);
+      second = inputs.at("symbols").toTensor().to(device, dtype);
+    }
 
     auto step = [&](const torch::Tensor& x_in, const torch::Tensor& s_in) {
-      if (!train) {
-        torch::NoGradGuard no_grad;
-        return std::vector<torch::Tensor>{subject.call(x_in, s_in)};
-      }
-      auto xg = x_in.detach().requires_grad_(true);
       subject.module->zero_grad();
-      auto out = subject.call(xg, s_in);
-      out.to(torch::kFloat).square().mean().backward();
-      return std::vector<torch::Tensor>{out.detach(), xg.grad()};
+      return subject.step(x_in, s_in, train);
     };
     auto sync = [&] {
       if (device.is_cuda()) torch::cuda::synchronize();
@@ -181,7 +226,7 @@ int main(int argc, char** argv) {
 
     // Warm-up on a short prefix: thread pools, allocator arenas, kernels.
     const int64_t warm = std::min<int64_t>(x.size(1), 64);
-    step(x.narrow(1, 0, warm), symbols.narrow(1, 0, warm));
+    step(x.narrow(1, 0, warm), second.narrow(1, 0, warm));
     sync();
 
     const bool rss_reset = reset_max_rss();
@@ -198,11 +243,11 @@ int main(int argc, char** argv) {
     }
 #endif
     std::vector<double> times;
-    std::vector<torch::Tensor> first;
+    Outputs first;
     for (int r = 0; r < repeats; ++r) {
       sync();
       const auto t0 = std::chrono::steady_clock::now();
-      auto result = step(x, symbols);
+      auto result = step(x, second);
       sync();
       times.push_back(
           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
@@ -220,8 +265,7 @@ int main(int argc, char** argv) {
 
     if (spec.contains("output")) {
       c10::Dict<std::string, torch::Tensor> saved;
-      saved.insert("out", first[0].to(torch::kCPU, torch::kFloat));
-      if (train) saved.insert("x_grad", first[1].to(torch::kCPU, torch::kFloat));
+      for (const auto& [name, tensor] : first) saved.insert(name, tensor.to(torch::kCPU, torch::kFloat));
       auto bytes = torch::pickle_save(saved);
       std::ofstream(spec.at("output").get<std::string>(), std::ios::binary)
           .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
@@ -230,9 +274,9 @@ int main(int argc, char** argv) {
                    {"cpu_ms", cpu_per_call},
                    {"peak_mb", peak_mb},
                    {"rss_reset", rss_reset}};
-    if (subject.relational) {
+    if (!relational.empty()) {
       std::ostringstream impl;
-      impl << subject.relational->last_implementation;
+      impl << relational.front()->last_implementation;
       result["implementation"] = impl.str();
     }
     std::cout << result.dump() << std::endl;

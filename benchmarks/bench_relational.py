@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Time and peak memory of RelationalAttention and DualAttention: ours against the reference.
+"""Time and peak memory of RelationalAttention, DualAttention and a whole DualAttnTransformerLM:
+ours against the reference.
 
 For every (module, relation activation, mode, sequence length) this script builds the reference
 module (dual-attention 0.0.7) with a fixed seed, saves its weights and random inputs with
@@ -27,8 +28,14 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def module_kwargs(module, activation, d_model, heads_ra, heads_sa, kv_heads):
-    """Constructor keywords of the benchmarked layer (issue 6: d_model 256, 4 relational of 8)."""
+MODULES = ("relational_attention", "dual_attention", "language_model")
+
+
+def module_kwargs(module, activation, args, n):
+    """Constructor keywords of the benchmarked module (issue 6: d_model 256, 4 relational of 8
+    heads, 2 kv heads). The language model has args.lm_layers DualAttention blocks of that shape,
+    symbolic-attention symbols, RoPE, and a context of exactly n tokens."""
+    d_model, heads_ra, heads_sa, kv_heads = args.d_model, args.heads_ra, args.heads_sa, args.kv_heads
     if module == "relational_attention":
         return dict(d_model=d_model, n_heads=heads_ra, total_n_heads=heads_ra + heads_sa,
                     n_kv_heads=kv_heads, rel_activation=activation)
@@ -36,22 +43,49 @@ def module_kwargs(module, activation, d_model, heads_ra, heads_sa, kv_heads):
         return dict(d_model=d_model, n_heads_sa=heads_sa, n_heads_ra=heads_ra, dropout=0.0,
                     sa_kwargs=dict(n_kv_heads=kv_heads),
                     ra_kwargs=dict(n_kv_heads=kv_heads, rel_activation=activation))
+    if module == "language_model":
+        return dict(vocab_size=args.lm_vocab, d_model=d_model, n_layers=args.lm_layers,
+                    n_heads_sa=heads_sa, n_heads_ra=heads_ra,
+                    symbol_retrieval_kwargs=dict(d_model=d_model, n_symbols=64, n_heads=4),
+                    dff=4 * d_model, dropout_rate=0.0, activation="gelu", norm_first=True,
+                    max_block_size=n, sa_kwargs=dict(n_kv_heads=kv_heads),
+                    ra_kwargs=dict(n_kv_heads=kv_heads, rel_activation=activation),
+                    symbol_retrieval="symbolic_attention", pos_enc_type="RoPE")
     raise ValueError(f"unknown module {module!r}")
 
 
 def build_reference(module, kwargs):
     from dual_attention.dual_attention import DualAttention
+    from dual_attention.language_models import DualAttnTransformerLM
     from dual_attention.relational_attention import RelationalAttention
     if module == "relational_attention":
         return RelationalAttention(**kwargs)
-    return DualAttention(**kwargs)
+    if module == "dual_attention":
+        return DualAttention(**kwargs)
+    return DualAttnTransformerLM(**kwargs)
 
 
-def reference_estimate_gb(module, mode, n, heads_ra, batch=1):
+def reference_estimate_gb(module, mode, n, heads_ra, batch=1, layers=1):
     """A rough peak of the reference, which holds several [b, h, n, n] float32 tensors at once
-    (measured: about 3.5 of them in a forward, 6.5 in a training step)."""
+    (measured: about 3.5 of them in a forward, 6.5 in a training step, per layer in training)."""
     per_tensor = batch * heads_ra * n * n * 4
-    return per_tensor * (4 if mode == "forward" else 7) / 2**30
+    return per_tensor * (4 if mode == "forward" else 7 * layers) / 2**30
+
+
+def make_case(module, kwargs, args, n):
+    """The module's weights (torch.manual_seed(0)) and random inputs, as torch.save will store
+    them: "state.<name>" for every state_dict entry, then "x" and "symbols" ([batch, n, d_model])
+    for a layer, or "x" and "targets" (token ids [batch, n]) for the language model."""
+    torch.manual_seed(0)
+    reference = build_reference(module, kwargs)
+    data = {"state." + k: v for k, v in reference.state_dict().items()}
+    if module == "language_model":
+        data["x"] = torch.randint(0, args.lm_vocab, (args.batch, n))
+        data["targets"] = torch.randint(0, args.lm_vocab, (args.batch, n))
+    else:
+        data["x"] = torch.randn(args.batch, n, args.d_model)
+        data["symbols"] = torch.randn(args.batch, n, args.d_model)
+    return data
 
 
 # ---- the reference worker: runs in its own process ---------------------------------------------
@@ -95,26 +129,42 @@ def run_worker(spec_path):
     state = {k[len("state."):]: v for k, v in data.items() if k.startswith("state.")}
     module.load_state_dict(state)
     module.to(device=device, dtype=dtype).eval()
-    x = data["x"].to(device=device, dtype=dtype)
-    symbols = data["symbols"].to(device=device, dtype=dtype)
     train = spec["mode"] == "train"
+    is_lm = spec["module"] == "language_model"
+    x = data["x"].to(device=device)
+    if is_lm:
+        second = data["targets"].to(device=device)
+    else:
+        x = x.to(dtype=dtype)
+        second = data["symbols"].to(device=device, dtype=dtype)
 
     def step(x_in, s_in):
+        """Forward under no_grad, or forward and backward: returns what is compared with ours."""
+        if is_lm:
+            # Weights are tied: final_out.weight is token_embedder.weight.
+            if not train:
+                with torch.no_grad():
+                    return {"out": module(x_in)[0]}
+            module.zero_grad(set_to_none=True)
+            logits, loss = module(x_in, s_in)
+            loss.backward()
+            return {"out": logits.detach(), "loss": loss.detach().reshape(1),
+                    "embedding_grad": module.layers.final_out.weight.grad}
         if not train:
             with torch.no_grad():
-                return [module(x_in, s_in, is_causal=spec["causal"])[0]]
+                return {"out": module(x_in, s_in, is_causal=spec["causal"])[0]}
         xg = x_in.detach().requires_grad_(True)
         module.zero_grad(set_to_none=True)
         out = module(xg, s_in, is_causal=spec["causal"])[0]
         out.float().square().mean().backward()
-        return [out.detach(), xg.grad]
+        return {"out": out.detach(), "x_grad": xg.grad}
 
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize()
 
     warm = min(x.shape[1], 64)
-    step(x[:, :warm], symbols[:, :warm])
+    step(x[:, :warm], second[:, :warm])
     sync()
     gc.collect()
     rss_reset = reset_max_rss()
@@ -127,7 +177,7 @@ def run_worker(spec_path):
     for r in range(spec["repeats"]):
         sync()
         t0 = time.perf_counter()
-        result = step(x, symbols)
+        result = step(x, second)
         sync()
         times.append((time.perf_counter() - t0) * 1000)
         if r == 0:
@@ -136,10 +186,7 @@ def run_worker(spec_path):
     cpu_per_call = (cpu_ms() - cpu_before) / spec["repeats"]
     if device.type == "cuda":
         peak_mb = (torch.cuda.max_memory_allocated(device) - cuda_before) / 2**20
-    saved = {"out": first[0].float().cpu()}
-    if train:
-        saved["x_grad"] = first[1].float().cpu()
-    torch.save(saved, spec["output"])
+    torch.save({k: v.float().cpu() for k, v in first.items()}, spec["output"])
     print(json.dumps({"times_ms": times, "cpu_ms": cpu_per_call, "peak_mb": peak_mb,
                       "rss_reset": rss_reset}))
 
@@ -152,8 +199,9 @@ def run_process(cmd, timeout, env):
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout} s"}
     if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        return {"error": f"exit {proc.returncode}: " + " | ".join(tail)}
+        # The first lines say what went wrong (a C++ error's backtrace follows them).
+        head = (proc.stderr or proc.stdout).strip().splitlines()[:2]
+        return {"error": f"exit {proc.returncode}: " + " | ".join(head)}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -167,21 +215,14 @@ def relative_difference(path_a, path_b):
     return worst
 
 
-def bench_language_model(args):
-    # HOOK: the whole DAT LM forward and training step (DualAttnTransformerLM vs the reference's)
-    # goes here once the language model classes exist in C++ (issue 3): build the reference LM,
-    # save its state and a batch of tokens, and run the same reference/ours worker pair.
-    print("language model benchmark: pending (needs DualAttnTransformerLM, issue 3)")
-    return []
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--n", default="512,1024,2048,4096,8192,16384",
                         help="comma-separated sequence lengths")
-    parser.add_argument("--modules", default="relational_attention,dual_attention")
+    parser.add_argument("--modules", default=",".join(MODULES),
+                        help="comma-separated, of " + ", ".join(MODULES))
     parser.add_argument("--activations", default="identity,tanh")
     parser.add_argument("--modes", default="forward,train")
     parser.add_argument("--implementation", default="auto",
@@ -195,6 +236,10 @@ def main():
     parser.add_argument("--heads-ra", type=int, default=4)
     parser.add_argument("--heads-sa", type=int, default=4)
     parser.add_argument("--kv-heads", type=int, default=2)
+    parser.add_argument("--lm-layers", type=int, default=2,
+                        help="DualAttention blocks of the language model")
+    parser.add_argument("--lm-vocab", type=int, default=1024,
+                        help="vocabulary of the language model")
     parser.add_argument("--max-reference-gb", type=float, default=6.0,
                         help="skip reference runs whose estimated peak is larger")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per process")
@@ -205,11 +250,12 @@ def main():
     parser.add_argument("--binary", default=os.path.join(ROOT, "build", "benchmarks",
                                                          "bench_relational"))
     parser.add_argument("--json", default="bench_relational.json", help="where to write results")
-    parser.add_argument("--language-model", action="store_true",
-                        help="also the whole-LM benchmark (pending, issue 3)")
     args = parser.parse_args()
     if args.worker:
         return run_worker(args.worker)
+    for module in args.modules.split(","):
+        if module not in MODULES:
+            sys.exit(f"--modules: {module!r} is not one of {', '.join(MODULES)}")
     if not os.path.exists(args.binary):
         sys.exit(f"{args.binary} not found: build the project first (scripts/setup.sh)")
 
@@ -231,24 +277,19 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for module in args.modules.split(","):
             for activation in args.activations.split(","):
-                kwargs = module_kwargs(module, activation, args.d_model, args.heads_ra,
-                                       args.heads_sa, args.kv_heads)
                 for n in [int(v) for v in args.n.split(",")]:
+                    kwargs = module_kwargs(module, activation, args, n)
                     case = os.path.join(tmp, "case.pt")
-                    torch.manual_seed(0)
-                    reference = build_reference(module, kwargs)
-                    data = {"state." + k: v for k, v in reference.state_dict().items()}
-                    data["x"] = torch.randn(args.batch, n, args.d_model)
-                    data["symbols"] = torch.randn(args.batch, n, args.d_model)
-                    torch.save(data, case)
-                    del reference, data
+                    torch.save(make_case(module, kwargs, args, n), case)
                     for mode in args.modes.split(","):
                         spec = dict(module=module, kwargs=kwargs, case=case, mode=mode,
                                     threads=args.threads, repeats=args.repeats, device=args.device,
                                     dtype=args.dtype, causal=True)
                         row = dict(module=module, rel_activation=activation, mode=mode, n=n,
                                    kwargs=kwargs)
-                        estimate = reference_estimate_gb(module, mode, n, args.heads_ra, args.batch)
+                        layers = args.lm_layers if module == "language_model" else 1
+                        estimate = reference_estimate_gb(module, mode, n, args.heads_ra,
+                                                         args.batch, layers)
                         outputs = {}
                         for who in ("reference", "ours"):
                             spec_path = os.path.join(tmp, f"{who}.json")
@@ -268,8 +309,6 @@ def main():
                                                                       outputs["ours"])
                         rows.append(row)
                         print(format_row(row), flush=True)
-    if args.language_model:
-        rows += bench_language_model(args)
     with open(args.json, "w") as f:
         json.dump(dict(settings=vars(args), torch=torch.__version__, rows=rows), f, indent=1)
     print(f"wrote {args.json}")

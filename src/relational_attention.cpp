@@ -1,5 +1,6 @@
 #include "dual_attention/relational_attention.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "dual_attention/attention_utils.h"
@@ -134,6 +135,7 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> RelationalAttentionImpl:
   const bool rope = detail::check_rope_inputs(freqs_cos, freqs_sin, n, key_dim, owner);
   const bool relative = options.use_relative_positional_symbols();
 
+  TORCH_CHECK(block_size > 0, owner, ": block_size must be positive, got ", block_size);
   // Without weights to return, nothing n x n needs to exist (src/relational_attention_fast.cpp).
   // (An empty batch or sequence has nothing to save either way: it materialises.)
   last_implementation =
@@ -143,10 +145,16 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> RelationalAttentionImpl:
     const bool sdpa_fits = options.rel_activation() == "identity" && !relative &&
                            x.device().is_cuda() && x.scalar_type() != torch::kDouble &&
                            !attn_mask.defined();
-    last_implementation = sdpa_fits ? Implementation::SDPA : Implementation::Blockwise;
+    // On the CPU, short sequences are cheaper materialised: the blocks' fixed costs (custom
+    // autograd, recomputation, the parallel region) outweigh n x n tensors this small (measured
+    // by benchmarks/bench_relational.py: materialising wins up to n = 256, blockwise from 512).
+    const bool small = x.device().is_cpu() && n <= kMaterializeMaxLength &&
+                       b * std::max(h, n_relations) * n * n <= kMaterializeMaxElements;
+    last_implementation = sdpa_fits ? Implementation::SDPA
+                          : small   ? Implementation::Materialize
+                                    : Implementation::Blockwise;
   }
   if (last_implementation != Implementation::Materialize) {
-    TORCH_CHECK(block_size > 0, owner, ": block_size must be positive, got ", block_size);
     if (attn_mask.defined()) {  // validated here; the blocks read it a piece at a time
       detail::resolve_attn_mask(attn_mask, is_causal, n, n, x.device(), owner);
     }

@@ -72,7 +72,9 @@ class RelationalAttentionImpl : public torch::nn::Cloneable<RelationalAttentionI
   // How forward evaluates the attention when the caller does not ask for the weights
   // (need_weights=false); with need_weights=true the materialising path always runs.
   enum class Implementation {
-    // Blockwise, except SDPA on CUDA for identity relations without relative symbols.
+    // SDPA on CUDA for identity relations without relative symbols; on the CPU, Materialize for
+    // short sequences (n <= kMaterializeMaxLength with at most kMaterializeMaxElements elements
+    // per [b, heads, n, n] tensor), where it is faster; Blockwise otherwise.
     Auto,
     // The reference's computation: [b, h, n, n] scores and [b, n, n, R] relations in memory.
     Materialize,
@@ -96,6 +98,8 @@ class RelationalAttentionImpl : public torch::nn::Cloneable<RelationalAttentionI
 
   // Not constructor keywords (the Options mirror the reference's): set them on the module.
   Implementation implementation = Implementation::Auto;
+  static constexpr int64_t kMaterializeMaxLength = 256;
+  static constexpr int64_t kMaterializeMaxElements = int64_t{1} << 22;  // 16 MiB in float32
   int64_t block_size = 128;  // most query rows per block of the blockwise path
   // The path the last forward took (Auto resolved), for tests and benchmarks.
   Implementation last_implementation = Implementation::Materialize;

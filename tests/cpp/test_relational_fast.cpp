@@ -209,10 +209,20 @@ TEST(RelationalAttentionFast, SdpaRejectsWhatItCannotCompute) {
 
 TEST(RelationalAttentionFast, AutoTakesTheBlockwisePathOnTheCpuWithoutWeights) {
   RelationalAttention module(base().rel_activation("tanh"));
-  auto x = torch::randn({1, 6, 64});
+  const int64_t long_n = RelationalAttentionImpl::kMaterializeMaxLength + 1;
+  auto x = torch::randn({1, long_n, 64});
   EXPECT_EQ(module->implementation, Implementation::Auto);
   module->forward(x, x, {}, {}, {}, true, /*need_weights=*/false);
   EXPECT_EQ(module->last_implementation, Implementation::Blockwise);
+  // Short sequences materialise (faster there), unless the batch makes their [b, h, n, n] tensors
+  // larger than kMaterializeMaxElements (17 * 4 * 256 * 256 > 2^22).
+  auto short_x = torch::randn({2, RelationalAttentionImpl::kMaterializeMaxLength, 64});
+  module->forward(short_x, short_x, {}, {}, {}, true, false);
+  EXPECT_EQ(module->last_implementation, Implementation::Materialize);
+  auto big_batch = torch::randn({17, RelationalAttentionImpl::kMaterializeMaxLength, 64});
+  module->forward(big_batch, big_batch, {}, {}, {}, true, false);
+  EXPECT_EQ(module->last_implementation, Implementation::Blockwise);
+  x = torch::randn({1, 6, 64});
   module->forward(x, x, {}, {}, {}, true, /*need_weights=*/true);
   EXPECT_EQ(module->last_implementation, Implementation::Materialize);
   // need_weights=true materialises whatever is forced, since it returns the n x n tensors.
@@ -227,7 +237,8 @@ TEST(RelationalAttentionFast, DualAttentionWithoutWeightsUsesTheFastPath) {
   DualAttention da(DualAttentionOptions(64, 4, 4, 0.0)
                        .ra_kwargs({{"rel_activation", "tanh"}, {"n_kv_heads", 2}})
                        .sa_kwargs({{"n_kv_heads", 2}}));
-  auto x = torch::randn({2, 21, 64}), symbols = torch::randn({2, 21, 64});
+  const int64_t n = RelationalAttentionImpl::kMaterializeMaxLength + 5;  // Auto: blockwise
+  auto x = torch::randn({2, n, 64}), symbols = torch::randn({2, n, 64});
   auto [fast, sa_none, ra_none] = da->forward(x, symbols, {}, true, {}, {}, /*need_weights=*/false);
   EXPECT_EQ(da->relational_attention->last_implementation, Implementation::Blockwise);
   EXPECT_TRUE(ra_none.empty());
