@@ -30,7 +30,7 @@ void AttentionImpl::reset() {
 }
 
 void AttentionImpl::pretty_print(std::ostream& stream) const {
-  stream << "dual_attention::Attention(d_model=" << options.d_model() << ", n_heads=" << options.n_heads()
+  stream << std::boolalpha << "dual_attention::Attention(d_model=" << options.d_model() << ", n_heads=" << options.n_heads()
          << ", n_kv_heads=" << n_kv_heads << ", head_dim=" << head_dim << ", key_dim=" << key_dim
          << ", dropout=" << options.dropout() << ")";
 }

@@ -89,7 +89,7 @@ void DualAttentionImpl::reset() {
 }
 
 void DualAttentionImpl::pretty_print(std::ostream& stream) const {
-  stream << "dual_attention::DualAttention(d_model=" << options.d_model()
+  stream << std::boolalpha << "dual_attention::DualAttention(d_model=" << options.d_model()
          << ", n_heads_sa=" << options.n_heads_sa() << ", n_heads_ra=" << options.n_heads_ra()
          << ", ra_type=" << options.ra_type() << ", share_attn_params=" << options.share_attn_params()
          << ")";

@@ -53,7 +53,7 @@ void SinusoidalPositionalEncodingImpl::reset() {
 }
 
 void SinusoidalPositionalEncodingImpl::pretty_print(std::ostream& stream) const {
-  stream << "dual_attention::SinusoidalPositionalEncoding(d_model=" << options.d_model()
+  stream << std::boolalpha << "dual_attention::SinusoidalPositionalEncoding(d_model=" << options.d_model()
          << ", scale=" << std::boolalpha << options.scale() << ", dropout=" << options.dropout()
          << ", max_len=" << options.max_len() << ")";
 }
@@ -81,7 +81,7 @@ void LearnedPositionalEmbeddingsImpl::reset() {
 }
 
 void LearnedPositionalEmbeddingsImpl::pretty_print(std::ostream& stream) const {
-  stream << "dual_attention::LearnedPositionalEmbeddings(d_model=" << options.d_model()
+  stream << std::boolalpha << "dual_attention::LearnedPositionalEmbeddings(d_model=" << options.d_model()
          << ", scale=" << std::boolalpha << options.scale() << ", dropout=" << options.dropout()
          << ", max_len=" << options.max_len() << ")";
 }
@@ -112,7 +112,7 @@ void RelativePositionalEncodingImpl::reset() {
 }
 
 void RelativePositionalEncodingImpl::pretty_print(std::ostream& stream) const {
-  stream << "dual_attention::RelativePositionalEncoding(dim=" << options.dim()
+  stream << std::boolalpha << "dual_attention::RelativePositionalEncoding(dim=" << options.dim()
          << ", max_rel_pos=" << options.max_rel_pos() << ")";
 }
 

@@ -108,7 +108,7 @@ void RelationalAttentionImpl::reset_parameters() {
 }
 
 void RelationalAttentionImpl::pretty_print(std::ostream& stream) const {
-  stream << "dual_attention::RelationalAttention(d_model=" << options.d_model()
+  stream << std::boolalpha << "dual_attention::RelationalAttention(d_model=" << options.d_model()
          << ", n_heads=" << options.n_heads() << ", n_relations=" << n_relations
          << ", n_kv_heads=" << n_kv_heads << ", head_dim=" << head_dim
          << ", rel_proj_dim=" << rel_proj_dim << ", rel_activation=" << options.rel_activation()
@@ -218,7 +218,7 @@ void RelationalCrossAttentionImpl::reset() {
 }
 
 void RelationalCrossAttentionImpl::pretty_print(std::ostream& stream) const {
-  stream << "dual_attention::RelationalCrossAttention(d_model=" << options.d_model()
+  stream << std::boolalpha << "dual_attention::RelationalCrossAttention(d_model=" << options.d_model()
          << ", n_heads=" << options.n_heads() << ", n_kv_heads=" << n_kv_heads
          << ", activation=" << options.activation()
          << ", use_relative_positional_symbols=" << options.use_relative_positional_symbols()
@@ -282,7 +282,7 @@ void DisentangledRelationalCrossAttentionImpl::reset() {
 }
 
 void DisentangledRelationalCrossAttentionImpl::pretty_print(std::ostream& stream) const {
-  stream << "dual_attention::DisentangledRelationalCrossAttention(d_model=" << options.d_model()
+  stream << std::boolalpha << "dual_attention::DisentangledRelationalCrossAttention(d_model=" << options.d_model()
          << ", n_heads=" << options.n_heads() << ", n_kv_heads=" << n_kv_heads
          << ", rel_activation=" << options.rel_activation()
          << ", use_relative_positional_symbols=" << options.use_relative_positional_symbols()

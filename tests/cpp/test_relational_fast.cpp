@@ -10,6 +10,7 @@
 #include <atomic>
 #include <iostream>
 #include <map>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -500,3 +501,12 @@ TEST(RelationalAttentionFast, TrainingStepHoldsNoSquareTensor) {
 }
 
 }  // namespace
+
+// Modules print their options as the reference's keywords would read, booleans as true/false.
+TEST(RelationalAttentionFast, PrintsOptionsWithBooleanWords) {
+  std::ostringstream printed;
+  RelationalAttention(base().symmetric_rels(true))->pretty_print(printed);
+  EXPECT_NE(printed.str().find("symmetric_rels=true"), std::string::npos) << printed.str();
+  EXPECT_NE(printed.str().find("use_relative_positional_symbols=false"), std::string::npos)
+      << printed.str();
+}
