@@ -6,6 +6,10 @@
 //
 // Tolerance: |ours - reference| <= tol * max(1, max |reference|) elementwise, tol = 1e-5 in float32
 // and 1e-10 in float64.
+//
+// ParityFastPath repeats the check for every fixture whose module contains a RelationalAttention, with
+// each of them forced onto the blockwise path (need_weights=false, so only the main output and the
+// gradients are compared): the memory-linear path against the reference directly.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -77,6 +81,10 @@ struct Subject {
 
 using Builder = std::function<Subject(const Kwargs&)>;
 
+// Set by ParityFastPath: the RelationalAttention and DualAttention builders then call forward with
+// need_weights=false and return only the main output.
+bool g_without_weights = false;
+
 template <class Holder>
 Subject make_subject(Holder holder,
                      std::function<std::map<std::string, Tensor>(Holder&, const Fixture&, Inputs&)> run) {
@@ -116,7 +124,8 @@ const std::map<std::string, Builder>& builders() {
              RelationalAttention(o), [](RelationalAttention& m, const Fixture& f, Inputs& x) {
                auto [out, scores, relations] =
                    m->forward(in(x, "x"), in(x, "symbols"), in(x, "freqs_cos"), in(x, "freqs_sin"),
-                              in(x, "attn_mask"), f.arg("is_causal", false));
+                              in(x, "attn_mask"), f.arg("is_causal", false), !g_without_weights);
+               if (g_without_weights) return Out{{"0", out}};
                return Out{{"0", out}, {"1", scores}, {"2", relations}};
              });
        }},
@@ -158,6 +167,7 @@ const std::map<std::string, Builder>& builders() {
                                    f.arg("is_causal", false), in(x, "freqs_cos"),
                                    in(x, "freqs_sin"), need_weights);
                };
+               if (g_without_weights) return Out{{"0", std::get<0>(call(false))}};
                const bool need_weights = f.arg("need_weights", false);
                auto [out, sa_scores, ra_scores] = call(need_weights);
                Out o{{"0", out}};
@@ -333,10 +343,31 @@ std::vector<std::string> fixture_names() {
   return names;
 }
 
-class Parity : public ::testing::TestWithParam<std::string> {};
+// Every RelationalAttention in the module, the module itself included.
+std::vector<RelationalAttentionImpl*> relational_layers(torch::nn::Module& module) {
+  std::vector<RelationalAttentionImpl*> found;
+  for (const auto& m : module.modules(/*include_self=*/true)) {
+    if (auto* ra = dynamic_cast<RelationalAttentionImpl*>(m.get())) found.push_back(ra);
+  }
+  return found;
+}
 
-TEST_P(Parity, MatchesReference) {
-  const auto f = load_fixture(kParityDir / (GetParam() + ".safetensors"));
+// The fixtures whose module contains a RelationalAttention (ParityFastPath's cases).
+std::vector<std::string> relational_fixture_names() {
+  std::vector<std::string> names;
+  for (const auto& name : fixture_names()) {
+    const auto f = load_fixture(kParityDir / (name + ".safetensors"));
+    const auto builder = builders().find(f.metadata.at("module"));
+    if (builder == builders().end()) continue;  // Parity reports it
+    if (!relational_layers(*builder->second(f.kwargs).module).empty()) names.push_back(name);
+  }
+  return names;
+}
+
+// Builds the fixture's module with the reference's state and compares its outputs and gradients
+// with the reference's. fast_path: every RelationalAttention inside runs blockwise without weights.
+void check_against_reference(const std::string& fixture_name, bool fast_path) {
+  const auto f = load_fixture(kParityDir / (fixture_name + ".safetensors"));
   const auto module_name = f.metadata.at("module");
   const auto dtype = f.metadata.at("dtype") == "float64" ? torch::kDouble : torch::kFloat;
   const double tol = dtype == torch::kDouble ? 1e-10 : 1e-5;
@@ -383,11 +414,24 @@ TEST_P(Parity, MatchesReference) {
     inputs.tensors["key"] = inputs.tensors["value"] = inputs.tensors["query"];
   }
 
+  if (fast_path) {
+    const auto relational = relational_layers(module);
+    ASSERT_FALSE(relational.empty()) << f.name << " has no RelationalAttention";
+    for (auto* ra : relational) ra->implementation = RelationalAttentionImpl::Implementation::Blockwise;
+  }
+  g_without_weights = fast_path;
   auto outputs = subject.run(f, inputs);
+  g_without_weights = false;
+  if (fast_path) {
+    for (auto* ra : relational_layers(module)) {
+      EXPECT_EQ(ra->last_implementation, RelationalAttentionImpl::Implementation::Blockwise);
+    }
+  }
   int compared = 0;
   for (const auto& [key, ref] : f.tensors) {
     if (key.rfind("output.", 0) != 0) continue;
     const auto index = key.substr(7);
+    if (fast_path && index != "0") continue;  // the weights are not returned
     ASSERT_TRUE(outputs.count(index)) << "output " << index << " missing";
     expect_close(outputs.at(index), ref, tol, f.name + " output " + index);
     ++compared;
@@ -417,7 +461,16 @@ TEST_P(Parity, MatchesReference) {
   }
 }
 
+class Parity : public ::testing::TestWithParam<std::string> {};
+TEST_P(Parity, MatchesReference) { check_against_reference(GetParam(), /*fast_path=*/false); }
 INSTANTIATE_TEST_SUITE_P(Reference, Parity, ::testing::ValuesIn(fixture_names()),
+                         [](const auto& info) { return info.param; });
+
+class ParityFastPath : public ::testing::TestWithParam<std::string> {};
+TEST_P(ParityFastPath, BlockwiseMatchesReference) {
+  check_against_reference(GetParam(), /*fast_path=*/true);
+}
+INSTANTIATE_TEST_SUITE_P(Reference, ParityFastPath, ::testing::ValuesIn(relational_fixture_names()),
                          [](const auto& info) { return info.param; });
 
 // The suite is only as good as its fixtures: they must all be there and every module covered.
@@ -435,6 +488,7 @@ TEST(ParityFixtures, EveryModuleIsCovered) {
   for (const auto& [name, builder] : builders()) EXPECT_TRUE(modules.count(name)) << name;
   EXPECT_GE(f64, 8);
   EXPECT_GE(grads, 15);
+  EXPECT_GE(relational_fixture_names().size(), 30u);
 }
 
 }  // namespace
