@@ -3,27 +3,23 @@
 namespace dual_attention {
 namespace {
 
-torch::nn::AnyModule make_norm(torch::nn::Module& owner, const char* name, int64_t d_model,
-                               const std::string& norm_type) {
-  auto norm = create_norm(d_model, norm_type);
-  owner.register_module(name, norm.ptr());
-  return norm;
-}
-
-DualAttention make_dual_attention(int64_t d_model, int64_t n_heads_sa, int64_t n_heads_ra,
-                                  double dropout, const Kwargs& sa_kwargs, const Kwargs& ra_kwargs,
-                                  const std::string& ra_type, bool share_attn_params) {
-  return DualAttention(DualAttentionOptions(d_model, n_heads_sa, n_heads_ra, dropout)
-                           .sa_kwargs(sa_kwargs.is_null() ? Kwargs::object() : sa_kwargs)
-                           .ra_kwargs(ra_kwargs.is_null() ? Kwargs::object() : ra_kwargs)
-                           .ra_type(ra_type)
-                           .share_attn_params(share_attn_params));
-}
-
-FeedForwardBlock make_ff_block(int64_t d_model, std::optional<int64_t> dff,
-                               const std::string& activation, bool bias) {
-  return FeedForwardBlock(
-      FeedForwardBlockOptions(d_model).dff(dff).activation(activation).use_bias(bias));
+// What both blocks build first, in the reference's order: dropout, norm1, dual_attn, norm2.
+template <class Block>
+void register_dual_attention(Block& block, const char* owner) {
+  const auto& o = block.options;
+  TORCH_CHECK(o.dropout_rate() >= 0.0 && o.dropout_rate() <= 1.0, owner,
+              ": dropout_rate must be in [0, 1], got ", o.dropout_rate());
+  block.dropout = block.register_module("dropout", torch::nn::Dropout(o.dropout_rate()));
+  block.norm1 = detail::register_norm(block, "norm1", o.d_model(), o.norm_type());
+  block.dual_attn = block.register_module(
+      "dual_attn",
+      DualAttention(
+          DualAttentionOptions(o.d_model(), o.n_heads_sa(), o.n_heads_ra(), o.dropout_rate())
+              .sa_kwargs(o.sa_kwargs().is_null() ? Kwargs::object() : o.sa_kwargs())
+              .ra_kwargs(o.ra_kwargs().is_null() ? Kwargs::object() : o.ra_kwargs())
+              .ra_type(o.ra_type())
+              .share_attn_params(o.share_attn_params())));
+  block.norm2 = detail::register_norm(block, "norm2", o.d_model(), o.norm_type());
 }
 
 }  // namespace
@@ -37,17 +33,9 @@ DualAttnEncoderBlockImpl::DualAttnEncoderBlockImpl(const DualAttnEncoderBlockOpt
 
 void DualAttnEncoderBlockImpl::reset() {
   const auto& o = options;
-  TORCH_CHECK(o.dropout_rate() >= 0.0 && o.dropout_rate() <= 1.0,
-              "DualAttnEncoderBlock: dropout_rate must be in [0, 1], got ", o.dropout_rate());
-  dropout = register_module("dropout", torch::nn::Dropout(o.dropout_rate()));
-  norm1 = make_norm(*this, "norm1", o.d_model(), o.norm_type());
-  dual_attn = register_module(
-      "dual_attn", make_dual_attention(o.d_model(), o.n_heads_sa(), o.n_heads_ra(), o.dropout_rate(),
-                                       o.sa_kwargs(), o.ra_kwargs(), o.ra_type(),
-                                       o.share_attn_params()));
-  norm2 = make_norm(*this, "norm2", o.d_model(), o.norm_type());
-  ff_block = register_module("ff_block",
-                             make_ff_block(o.d_model(), o.dff(), o.activation(), o.bias()));
+  register_dual_attention(*this, "DualAttnEncoderBlock");
+  ff_block = register_module(
+      "ff_block", detail::block_feed_forward(o.d_model(), o.dff(), o.activation(), o.bias()));
 }
 
 void DualAttnEncoderBlockImpl::pretty_print(std::ostream& stream) const {
@@ -66,13 +54,8 @@ torch::Tensor DualAttnEncoderBlockImpl::forward(const torch::Tensor& x,
                                               freqs_sin, /*need_weights=*/false));
     return dropout(out);
   };
-  auto feed_forward = [&](const torch::Tensor& h) { return dropout(ff_block(h)); };
-  if (options.norm_first()) {
-    auto h = x + attend(norm1.forward(x));
-    return h + feed_forward(norm2.forward(h));
-  }
-  auto h = dropout(norm1.forward(x + attend(x)));
-  return norm2.forward(h + feed_forward(h));
+  return detail::encoder_residuals(x, options.norm_first(), attend, ff_block, norm1, norm2,
+                                   dropout);
 }
 
 // ---- DualAttnDecoderBlock -------------------------------------------------------------------
@@ -84,23 +67,15 @@ DualAttnDecoderBlockImpl::DualAttnDecoderBlockImpl(const DualAttnDecoderBlockOpt
 
 void DualAttnDecoderBlockImpl::reset() {
   const auto& o = options;
-  TORCH_CHECK(o.dropout_rate() >= 0.0 && o.dropout_rate() <= 1.0,
-              "DualAttnDecoderBlock: dropout_rate must be in [0, 1], got ", o.dropout_rate());
-  dropout = register_module("dropout", torch::nn::Dropout(o.dropout_rate()));
-  norm1 = make_norm(*this, "norm1", o.d_model(), o.norm_type());
-  dual_attn = register_module(
-      "dual_attn", make_dual_attention(o.d_model(), o.n_heads_sa(), o.n_heads_ra(), o.dropout_rate(),
-                                       o.sa_kwargs(), o.ra_kwargs(), o.ra_type(),
-                                       o.share_attn_params()));
-  norm2 = make_norm(*this, "norm2", o.d_model(), o.norm_type());
+  register_dual_attention(*this, "DualAttnDecoderBlock");
   check_no_reserved_kwargs(o.cross_kwargs(), {"d_model", "n_heads", "dropout"},
                            "DualAttnDecoderBlock", "cross_kwargs");
   AttentionOptions cross(o.d_model(), o.n_heads_cross(), o.dropout_rate());
   apply_kwargs(cross, o.cross_kwargs(), "DualAttnDecoderBlock cross_kwargs (Attention)");
   cross_attn = register_module("cross_attn", Attention(cross));
-  norm3 = make_norm(*this, "norm3", o.d_model(), o.norm_type());
-  ff_block = register_module("ff_block",
-                             make_ff_block(o.d_model(), o.dff(), o.activation(), o.bias()));
+  norm3 = detail::register_norm(*this, "norm3", o.d_model(), o.norm_type());
+  ff_block = register_module(
+      "ff_block", detail::block_feed_forward(o.d_model(), o.dff(), o.activation(), o.bias()));
 }
 
 void DualAttnDecoderBlockImpl::pretty_print(std::ostream& stream) const {
@@ -123,14 +98,8 @@ torch::Tensor DualAttnDecoderBlockImpl::forward(const torch::Tensor& x, const to
   auto cross_attend = [&](const torch::Tensor& h) {
     return dropout(std::get<0>(cross_attn->forward(h, context, context)));
   };
-  if (options.norm_first()) {
-    auto h = x + attend(norm1.forward(x));
-    h = h + cross_attend(norm2.forward(h));
-    return h + ff_block(norm3.forward(h));
-  }
-  auto h = norm1.forward(x + attend(x));
-  h = norm2.forward(h + cross_attend(h));
-  return norm3.forward(h + ff_block(h));
+  return detail::decoder_residuals(x, options.norm_first(), attend, cross_attend, ff_block, norm1,
+                                   norm2, norm3);
 }
 
 }  // namespace dual_attention

@@ -2,7 +2,6 @@
 
 #include <cmath>
 #include <limits>
-#include <unordered_set>
 #include <utility>
 
 #include "dual_attention/attention_utils.h"
@@ -15,24 +14,6 @@ namespace {
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() &&
          s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-// Each tensor once, in named_parameters() order (Python's parameters() skips repeats the same way).
-std::vector<torch::Tensor> unique_parameters(const torch::nn::Module& model) {
-  std::vector<torch::Tensor> unique;
-  std::unordered_set<const void*> seen;
-  for (const auto& p : model.named_parameters()) {
-    if (seen.insert(p.value().unsafeGetTensorImpl()).second) unique.push_back(p.value());
-  }
-  return unique;
-}
-
-int64_t count_parameters(const torch::nn::Module& model, const torch::nn::Embedding& positional,
-                         bool non_embedding) {
-  int64_t n = 0;
-  for (const auto& p : unique_parameters(model)) n += p.numel();
-  if (non_embedding && positional) n -= positional->weight.numel();
-  return n;
 }
 
 // The checks both models make before running: idx is [batch, seq_len] of integer ids in
@@ -76,31 +57,6 @@ torch::Tensor lm_loss(const torch::Tensor& logits, const torch::Tensor& targets,
                           F::CrossEntropyFuncOptions().ignore_index(-1));
 }
 
-// The reference's generate loop, shared by both models.
-template <class Model>
-torch::Tensor generate_tokens(Model& model, torch::Tensor idx, int64_t max_new_tokens,
-                              double temperature, std::optional<int64_t> top_k, const char* owner) {
-  check_token_ids(idx, model.options.vocab_size(), owner);
-  TORCH_CHECK(max_new_tokens >= 0, owner, ": max_new_tokens must be >= 0, got ", max_new_tokens);
-  TORCH_CHECK(temperature > 0.0 && std::isfinite(temperature), owner,
-              ": temperature must be positive and finite, got ", temperature);
-  TORCH_CHECK(!top_k || *top_k >= 1, owner, ": top_k must be >= 1, got ", top_k.value_or(0));
-  torch::NoGradGuard no_grad;
-  const int64_t block_size = model.options.max_block_size();
-  for (int64_t step = 0; step < max_new_tokens; ++step) {
-    const int64_t t = idx.size(1);
-    auto context = t <= block_size ? idx : idx.slice(1, t - block_size);
-    auto logits = std::get<0>(model.forward(context)).select(1, -1) / temperature;  // [b, vocab]
-    if (top_k) {
-      auto kth = std::get<0>(torch::topk(logits, std::min(*top_k, logits.size(-1)))).slice(1, -1);
-      logits = logits.masked_fill(logits < kth, -std::numeric_limits<double>::infinity());
-    }
-    auto next = torch::multinomial(torch::softmax(logits, -1), 1);  // [b, 1]
-    idx = torch::cat({idx, next.to(idx.scalar_type())}, 1);
-  }
-  return idx;
-}
-
 // The reference's _init_weights over every module, then the scaled init of the weights that add to
 // the residual stream.
 void init_lm_weights(torch::nn::Module& model, const std::string& activation, int64_t n_layers) {
@@ -124,56 +80,12 @@ void init_lm_weights(torch::nn::Module& model, const std::string& activation, in
   }
 }
 
-// A fresh model of the same options holding copies of `source`'s parameters and buffers (on
-// `device` if given); the fresh model's constructor re-creates the ties.
-template <class Impl>
-std::shared_ptr<torch::nn::Module> clone_model(const Impl& source,
-                                               const std::optional<torch::Device>& device) {
-  torch::NoGradGuard no_grad;
-  auto copy = std::make_shared<Impl>(source.options);
-  auto copy_into = [&](const auto& from, const auto& to) {
-    for (const auto& item : from) {
-      const auto& value = item.value();
-      to[item.key()].set_data(device ? value.to(*device, /*non_blocking=*/false, /*copy=*/true)
-                                     : value.clone());
-    }
-  };
-  copy_into(source.named_parameters(), copy->named_parameters());
-  copy_into(source.named_buffers(), copy->named_buffers());
-  copy->train(source.is_training());
-  return copy;
-}
-
-void check_common_options(const char* owner, int64_t vocab_size, int64_t d_model, int64_t n_layers,
-                          int64_t max_block_size, double dropout_rate,
-                          const std::string& pos_enc_type) {
-  TORCH_CHECK(vocab_size > 0, owner, ": vocab_size must be positive, got ", vocab_size);
-  TORCH_CHECK(d_model > 0, owner, ": d_model must be positive, got ", d_model);
-  TORCH_CHECK(n_layers >= 0, owner, ": n_layers must be >= 0, got ", n_layers);
-  TORCH_CHECK(max_block_size > 0, owner, ": max_block_size must be positive, got ", max_block_size);
-  TORCH_CHECK(dropout_rate >= 0.0 && dropout_rate <= 1.0, owner,
-              ": dropout_rate must be in [0, 1], got ", dropout_rate);
-  TORCH_CHECK(pos_enc_type == "pos_emb" || pos_enc_type == "RoPE", owner,
-              ": pos_enc_type must be 'pos_emb' or 'RoPE', got '", pos_enc_type, "'");
-}
-
-// The output layer and the token embedding that shares its weight (one tensor, two names).
-std::pair<torch::nn::Embedding, torch::nn::Linear> tied_embedding(int64_t vocab_size,
-                                                                  int64_t d_model) {
-  torch::nn::Linear final_out(torch::nn::LinearOptions(d_model, vocab_size).bias(false));
-  torch::nn::Embedding token_embedder(
-      torch::nn::EmbeddingOptions(vocab_size, d_model)._weight(final_out->weight));
-  return {token_embedder, final_out};
-}
-
-using NamedModules = std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>>;
-
 }  // namespace
 
 torch::optim::AdamW configure_optimizers(const torch::nn::Module& model, double weight_decay,
                                          double learning_rate, std::tuple<double, double> betas) {
   std::vector<torch::Tensor> decay, no_decay;
-  for (const auto& p : unique_parameters(model)) {
+  for (const auto& p : detail::unique_parameters(model)) {
     if (!p.requires_grad()) continue;
     (p.dim() >= 2 ? decay : no_decay).push_back(p);
   }
@@ -188,6 +100,141 @@ torch::optim::AdamW configure_optimizers(const torch::nn::Module& model, double 
                              torch::optim::AdamWOptions(learning_rate).betas(betas));
 }
 
+// ---- What both models share ----------------------------------------------------------------
+
+namespace detail {
+
+template <class Derived, class Options>
+void LanguageModelImpl<Derived, Options>::check_options() const {
+  const auto& o = options;
+  TORCH_CHECK(o.vocab_size() > 0, owner_, ": vocab_size must be positive, got ", o.vocab_size());
+  TORCH_CHECK(o.d_model() > 0, owner_, ": d_model must be positive, got ", o.d_model());
+  TORCH_CHECK(o.n_layers() >= 0, owner_, ": n_layers must be >= 0, got ", o.n_layers());
+  TORCH_CHECK(o.max_block_size() > 0, owner_, ": max_block_size must be positive, got ",
+              o.max_block_size());
+  TORCH_CHECK(o.dropout_rate() >= 0.0 && o.dropout_rate() <= 1.0, owner_,
+              ": dropout_rate must be in [0, 1], got ", o.dropout_rate());
+  TORCH_CHECK(o.pos_enc_type() == "pos_emb" || o.pos_enc_type() == "RoPE", owner_,
+              ": pos_enc_type must be 'pos_emb' or 'RoPE', got '", o.pos_enc_type(), "'");
+}
+
+template <class Derived, class Options>
+void LanguageModelImpl<Derived, Options>::register_layers(const NamedModules& middle,
+                                                          int64_t n_heads,
+                                                          const char* heads_argument) {
+  const auto& o = options;
+  // The output layer and the token embedding share one weight (one tensor, two names).
+  final_out = torch::nn::Linear(torch::nn::LinearOptions(o.d_model(), o.vocab_size()).bias(false));
+  token_embedder = torch::nn::Embedding(
+      torch::nn::EmbeddingOptions(o.vocab_size(), o.d_model())._weight(final_out->weight));
+  dropout = torch::nn::Dropout(o.dropout_rate());
+  norm = create_norm(o.d_model(), o.norm_type());
+  NamedModules named = {{"token_embedder", token_embedder.ptr()}, {"dropout", dropout.ptr()}};
+  named.insert(named.end(), middle.begin(), middle.end());
+  named.emplace_back("norm", norm.ptr());
+  named.emplace_back("final_out", final_out.ptr());
+  if (o.pos_enc_type() == "pos_emb") {
+    positional_embedder = torch::nn::Embedding(o.max_block_size(), o.d_model());
+    named.emplace_back("positional_embedder", positional_embedder.ptr());
+  } else {
+    TORCH_CHECK(n_heads > 0, owner_, ": ", heads_argument, " must be positive, got ", n_heads);
+    std::tie(freqs_cos, freqs_sin) =
+        precompute_freqs_cis(o.d_model() / n_heads, o.max_block_size());
+    freqs_cos = this->register_buffer("freqs_cos", freqs_cos);
+    freqs_sin = this->register_buffer("freqs_sin", freqs_sin);
+  }
+  layers = this->register_module("layers", torch::nn::ModuleDict(named));
+}
+
+template <class Derived, class Options>
+std::tuple<torch::Tensor, torch::Tensor> LanguageModelImpl<Derived, Options>::forward_blocks(
+    const torch::Tensor& idx, const torch::Tensor& targets,
+    const std::function<torch::Tensor(torch::Tensor, const torch::Tensor&, const torch::Tensor&)>&
+        run_blocks) {
+  auto ids = check_token_ids(idx, options.vocab_size(), owner_);
+  check_sequence_length(ids, options.max_block_size(), owner_);
+  const int64_t t = ids.size(1);
+
+  auto x = token_embedder(ids);  // [b, t, d_model]
+  torch::Tensor cos, sin;        // RoPE angles of the first t positions, [t, head_dim / 2]
+  if (positional_embedder) {
+    x = x + positional_embedder(torch::arange(t, ids.options()));
+  } else {
+    cos = freqs_cos.slice(0, 0, t);
+    sin = freqs_sin.slice(0, 0, t);
+  }
+  auto logits = final_out(norm.forward(run_blocks(x, cos, sin)));  // [b, t, vocab_size]
+  return {logits, lm_loss(logits, targets, owner_)};
+}
+
+template <class Derived, class Options>
+void LanguageModelImpl<Derived, Options>::reset_parameters() {
+  init_lm_weights(*this, options.activation(), options.n_layers());
+}
+
+template <class Derived, class Options>
+std::shared_ptr<torch::nn::Module> LanguageModelImpl<Derived, Options>::clone(
+    const std::optional<torch::Device>& device) const {
+  return clone_model(static_cast<const Derived&>(*this), device);
+}
+
+// The reference's generate loop.
+template <class Derived, class Options>
+torch::Tensor LanguageModelImpl<Derived, Options>::generate(torch::Tensor idx,
+                                                            int64_t max_new_tokens,
+                                                            double temperature,
+                                                            std::optional<int64_t> top_k) {
+  const std::string owner = std::string(owner_) + ".generate";
+  check_token_ids(idx, options.vocab_size(), owner.c_str());
+  TORCH_CHECK(max_new_tokens >= 0, owner, ": max_new_tokens must be >= 0, got ", max_new_tokens);
+  TORCH_CHECK(temperature > 0.0 && std::isfinite(temperature), owner,
+              ": temperature must be positive and finite, got ", temperature);
+  TORCH_CHECK(!top_k || *top_k >= 1, owner, ": top_k must be >= 1, got ", top_k.value_or(0));
+  torch::NoGradGuard no_grad;
+  auto& model = static_cast<Derived&>(*this);
+  const int64_t block_size = options.max_block_size();
+  for (int64_t step = 0; step < max_new_tokens; ++step) {
+    const int64_t t = idx.size(1);
+    auto context = t <= block_size ? idx : idx.slice(1, t - block_size);
+    auto logits = std::get<0>(model.forward(context)).select(1, -1) / temperature;  // [b, vocab]
+    if (top_k) {
+      auto kth = std::get<0>(torch::topk(logits, std::min(*top_k, logits.size(-1)))).slice(1, -1);
+      logits = logits.masked_fill(logits < kth, -std::numeric_limits<double>::infinity());
+    }
+    auto next = torch::multinomial(torch::softmax(logits, -1), 1);  // [b, 1]
+    idx = torch::cat({idx, next.to(idx.scalar_type())}, 1);
+  }
+  return idx;
+}
+
+template <class Derived, class Options>
+int64_t LanguageModelImpl<Derived, Options>::get_num_params(bool non_embedding) const {
+  int64_t n = count_unique_parameters(*this);
+  if (non_embedding && positional_embedder) n -= positional_embedder->weight.numel();
+  return n;
+}
+
+template <class Derived, class Options>
+torch::optim::AdamW LanguageModelImpl<Derived, Options>::configure_optimizers(
+    double weight_decay, double learning_rate, std::tuple<double, double> betas) const {
+  return dual_attention::configure_optimizers(*this, weight_decay, learning_rate, betas);
+}
+
+template <class Derived, class Options>
+void LanguageModelImpl<Derived, Options>::save_pretrained(const std::string& folder) const {
+  dual_attention::save_pretrained(*this, options, folder);
+}
+
+template <class Derived, class Options>
+std::vector<std::string> LanguageModelImpl<Derived, Options>::non_persistent_buffers() const {
+  return {"freqs_cos", "freqs_sin"};
+}
+
+template class LanguageModelImpl<DualAttnTransformerLMImpl, DualAttnTransformerLMOptions>;
+template class LanguageModelImpl<TransformerLMImpl, TransformerLMOptions>;
+
+}  // namespace detail
+
 // ---- DualAttnTransformerLM -----------------------------------------------------------------
 
 DualAttnTransformerLMOptions DualAttnTransformerLMOptions::from_kwargs(const Kwargs& kwargs) {
@@ -197,29 +244,26 @@ DualAttnTransformerLMOptions DualAttnTransformerLMOptions::from_kwargs(const Kwa
 }
 
 DualAttnTransformerLMImpl::DualAttnTransformerLMImpl(const DualAttnTransformerLMOptions& options_)
-    : options(options_) {
+    : LanguageModelImpl(options_, "DualAttnTransformerLM") {
   reset();
 }
 
 void DualAttnTransformerLMImpl::reset() {
   const auto& o = options;
-  const char* owner = "DualAttnTransformerLM";
-  check_common_options(owner, o.vocab_size(), o.d_model(), o.n_layers(), o.max_block_size(),
-                       o.dropout_rate(), o.pos_enc_type());
-
+  check_options();
   // symbol_retriever_config: {shared_symbol_retriever: true, weight_tie_symbol_library: false}.
   bool shared = true, tie_library = false;
   const Kwargs config = o.symbol_retriever_config();
-  TORCH_CHECK(config.is_null() || config.is_object(), owner,
+  TORCH_CHECK(config.is_null() || config.is_object(), owner_,
               ": symbol_retriever_config must be a dict or None, got ", config.dump());
   if (config.is_object()) {
     for (const auto& item : config.items()) {
       TORCH_CHECK(
           item.key() == "shared_symbol_retriever" || item.key() == "weight_tie_symbol_library",
-          owner, ": unexpected key '", item.key(),
+          owner_, ": unexpected key '", item.key(),
           "' in symbol_retriever_config; valid keys are: shared_symbol_retriever, "
           "weight_tie_symbol_library");
-      TORCH_CHECK(item.value().is_boolean(), owner, ": symbol_retriever_config['", item.key(),
+      TORCH_CHECK(item.value().is_boolean(), owner_, ": symbol_retriever_config['", item.key(),
                   "'] must be a bool, got ", item.value().dump());
     }
     shared = config.value("shared_symbol_retriever", true);
@@ -243,7 +287,7 @@ void DualAttnTransformerLMImpl::reset() {
     symbol_retrievers->push_back(symbol_retriever.back().ptr());
   }
   if (!shared && tie_library) {
-    TORCH_CHECK(o.symbol_retrieval() != "position_relative", owner,
+    TORCH_CHECK(o.symbol_retrieval() != "position_relative", owner_,
                 ": weight_tie_symbol_library is not implemented for 'position_relative' symbol "
                 "retrieval (as in the reference)");
     for (int64_t i = 1; i < o.n_layers(); ++i) {
@@ -272,37 +316,10 @@ void DualAttnTransformerLMImpl::reset() {
             .causal(true)));
   }
 
-  std::tie(token_embedder, final_out) = tied_embedding(o.vocab_size(), o.d_model());
-  dropout = torch::nn::Dropout(o.dropout_rate());
-  norm = create_norm(o.d_model(), o.norm_type());
-  NamedModules named = {{"token_embedder", token_embedder.ptr()},
-                        {"dropout", dropout.ptr()},
-                        {"symbol_retrievers", symbol_retrievers.ptr()},
-                        {"blocks", blocks.ptr()},
-                        {"norm", norm.ptr()},
-                        {"final_out", final_out.ptr()}};
-  if (o.pos_enc_type() == "pos_emb") {
-    positional_embedder = torch::nn::Embedding(o.max_block_size(), o.d_model());
-    named.emplace_back("positional_embedder", positional_embedder.ptr());
-  } else {
-    // The reference sizes the tables by d_model / (n_heads_sa + n_heads_ra).
-    const int64_t n_heads = o.n_heads_sa() + o.n_heads_ra();
-    TORCH_CHECK(n_heads > 0, owner, ": n_heads_sa + n_heads_ra must be positive, got ", n_heads);
-    std::tie(freqs_cos, freqs_sin) =
-        precompute_freqs_cis(o.d_model() / n_heads, o.max_block_size());
-    freqs_cos = register_buffer("freqs_cos", freqs_cos);
-    freqs_sin = register_buffer("freqs_sin", freqs_sin);
-  }
-  layers = register_module("layers", torch::nn::ModuleDict(named));
+  // The reference sizes the RoPE tables by d_model / (n_heads_sa + n_heads_ra).
+  register_layers({{"symbol_retrievers", symbol_retrievers.ptr()}, {"blocks", blocks.ptr()}},
+                  o.n_heads_sa() + o.n_heads_ra(), "n_heads_sa + n_heads_ra");
   reset_parameters();
-}
-
-void DualAttnTransformerLMImpl::reset_parameters() {
-  init_lm_weights(*this, options.activation(), options.n_layers());
-}
-
-std::vector<std::string> DualAttnTransformerLMImpl::non_persistent_buffers() const {
-  return {"freqs_cos", "freqs_sin"};
 }
 
 void DualAttnTransformerLMImpl::pretty_print(std::ostream& stream) const {
@@ -315,57 +332,16 @@ void DualAttnTransformerLMImpl::pretty_print(std::ostream& stream) const {
          << ")";
 }
 
-std::shared_ptr<torch::nn::Module> DualAttnTransformerLMImpl::clone(
-    const std::optional<torch::Device>& device) const {
-  return clone_model(*this, device);
-}
-
 std::tuple<torch::Tensor, torch::Tensor> DualAttnTransformerLMImpl::forward(
     const torch::Tensor& idx, const torch::Tensor& targets) {
-  const char* owner = "DualAttnTransformerLM";
-  auto ids = check_token_ids(idx, options.vocab_size(), owner);
-  check_sequence_length(ids, options.max_block_size(), owner);
-  const int64_t t = ids.size(1);
-
-  auto x = token_embedder(ids);  // [b, t, d_model]
-  torch::Tensor cos, sin;        // RoPE angles of the first t positions, [t, head_dim / 2]
-  if (positional_embedder) {
-    x = x + positional_embedder(torch::arange(t, ids.options()));
-  } else {
-    cos = freqs_cos.slice(0, 0, t);
-    sin = freqs_sin.slice(0, 0, t);
-  }
-  for (size_t i = 0; i < blocks->size(); ++i) {
-    auto symbols = symbol_retriever[i].forward(x);  // [b, t, d] or [t, t, d]
-    x = blocks->ptr<DualAttnEncoderBlockImpl>(i)->forward(x, symbols, cos, sin);
-  }
-  auto logits = final_out(norm.forward(x));  // [b, t, vocab_size]
-  return {logits, lm_loss(logits, targets, owner)};
-}
-
-torch::Tensor DualAttnTransformerLMImpl::generate(torch::Tensor idx, int64_t max_new_tokens,
-                                                  double temperature,
-                                                  std::optional<int64_t> top_k) {
-  return generate_tokens(*this, std::move(idx), max_new_tokens, temperature, top_k,
-                         "DualAttnTransformerLM.generate");
-}
-
-int64_t DualAttnTransformerLMImpl::get_num_params(bool non_embedding) const {
-  return count_parameters(*this, positional_embedder, non_embedding);
-}
-
-torch::optim::AdamW DualAttnTransformerLMImpl::configure_optimizers(
-    double weight_decay, double learning_rate, std::tuple<double, double> betas) const {
-  return dual_attention::configure_optimizers(*this, weight_decay, learning_rate, betas);
-}
-
-void DualAttnTransformerLMImpl::save_pretrained(const std::string& folder) const {
-  dual_attention::save_pretrained(*this, options, folder);
-}
-
-DualAttnTransformerLM DualAttnTransformerLM::from_pretrained(const std::string& name_or_path,
-                                                             const PretrainedOptions& options) {
-  return dual_attention::from_pretrained<DualAttnTransformerLM>(name_or_path, options);
+  return forward_blocks(
+      idx, targets, [this](torch::Tensor x, const torch::Tensor& cos, const torch::Tensor& sin) {
+        for (size_t i = 0; i < blocks->size(); ++i) {
+          auto symbols = symbol_retriever[i].forward(x);  // [b, t, d] or [t, t, d]
+          x = blocks->ptr<DualAttnEncoderBlockImpl>(i)->forward(x, symbols, cos, sin);
+        }
+        return x;
+      });
 }
 
 // ---- TransformerLM -------------------------------------------------------------------------
@@ -376,19 +352,18 @@ TransformerLMOptions TransformerLMOptions::from_kwargs(const Kwargs& kwargs) {
       kwargs, "TransformerLM", required_keywords);
 }
 
-TransformerLMImpl::TransformerLMImpl(const TransformerLMOptions& options_) : options(options_) {
+TransformerLMImpl::TransformerLMImpl(const TransformerLMOptions& options_)
+    : LanguageModelImpl(options_, "TransformerLM") {
   reset();
 }
 
 void TransformerLMImpl::reset() {
   const auto& o = options;
-  const char* owner = "TransformerLM";
-  check_common_options(owner, o.vocab_size(), o.d_model(), o.n_layers(), o.max_block_size(),
-                       o.dropout_rate(), o.pos_enc_type());
+  check_options();
   check_no_reserved_kwargs(o.block_kwargs(),
                            {"d_model", "n_heads", "dff", "dropout_rate", "activation", "norm_first",
                             "norm_type", "bias", "causal"},
-                           owner, "block_kwargs");
+                           owner_, "block_kwargs");
 
   blocks = torch::nn::ModuleList();
   for (int64_t i = 0; i < o.n_layers(); ++i) {
@@ -399,34 +374,8 @@ void TransformerLMImpl::reset() {
     blocks->push_back(EncoderBlock(block));
   }
 
-  std::tie(token_embedder, final_out) = tied_embedding(o.vocab_size(), o.d_model());
-  dropout = torch::nn::Dropout(o.dropout_rate());
-  norm = create_norm(o.d_model(), o.norm_type());
-  NamedModules named = {{"token_embedder", token_embedder.ptr()},
-                        {"dropout", dropout.ptr()},
-                        {"blocks", blocks.ptr()},
-                        {"norm", norm.ptr()},
-                        {"final_out", final_out.ptr()}};
-  if (o.pos_enc_type() == "pos_emb") {
-    positional_embedder = torch::nn::Embedding(o.max_block_size(), o.d_model());
-    named.emplace_back("positional_embedder", positional_embedder.ptr());
-  } else {
-    TORCH_CHECK(o.n_heads() > 0, owner, ": n_heads must be positive, got ", o.n_heads());
-    std::tie(freqs_cos, freqs_sin) =
-        precompute_freqs_cis(o.d_model() / o.n_heads(), o.max_block_size());
-    freqs_cos = register_buffer("freqs_cos", freqs_cos);
-    freqs_sin = register_buffer("freqs_sin", freqs_sin);
-  }
-  layers = register_module("layers", torch::nn::ModuleDict(named));
+  register_layers({{"blocks", blocks.ptr()}}, o.n_heads(), "n_heads");
   reset_parameters();
-}
-
-void TransformerLMImpl::reset_parameters() {
-  init_lm_weights(*this, options.activation(), options.n_layers());
-}
-
-std::vector<std::string> TransformerLMImpl::non_persistent_buffers() const {
-  return {"freqs_cos", "freqs_sin"};
 }
 
 void TransformerLMImpl::pretty_print(std::ostream& stream) const {
@@ -437,56 +386,17 @@ void TransformerLMImpl::pretty_print(std::ostream& stream) const {
          << ", pos_enc_type=" << o.pos_enc_type() << ")";
 }
 
-std::shared_ptr<torch::nn::Module> TransformerLMImpl::clone(
-    const std::optional<torch::Device>& device) const {
-  return clone_model(*this, device);
-}
-
 std::tuple<torch::Tensor, torch::Tensor> TransformerLMImpl::forward(const torch::Tensor& idx,
                                                                     const torch::Tensor& targets) {
-  const char* owner = "TransformerLM";
-  auto ids = check_token_ids(idx, options.vocab_size(), owner);
-  check_sequence_length(ids, options.max_block_size(), owner);
-  const int64_t t = ids.size(1);
-
-  auto x = token_embedder(ids);  // [b, t, d_model]
-  torch::Tensor cos, sin;
-  if (positional_embedder) {
-    x = x + positional_embedder(torch::arange(t, ids.options()));
-  } else {
-    cos = freqs_cos.slice(0, 0, t);
-    sin = freqs_sin.slice(0, 0, t);
-  }
   const bool need_weights = !options.use_flash_attention();
-  for (size_t i = 0; i < blocks->size(); ++i) {
-    x = blocks->ptr<EncoderBlockImpl>(i)->forward(x, cos, sin, need_weights);
-  }
-  auto logits = final_out(norm.forward(x));  // [b, t, vocab_size]
-  return {logits, lm_loss(logits, targets, owner)};
-}
-
-torch::Tensor TransformerLMImpl::generate(torch::Tensor idx, int64_t max_new_tokens,
-                                          double temperature, std::optional<int64_t> top_k) {
-  return generate_tokens(*this, std::move(idx), max_new_tokens, temperature, top_k,
-                         "TransformerLM.generate");
-}
-
-int64_t TransformerLMImpl::get_num_params(bool non_embedding) const {
-  return count_parameters(*this, positional_embedder, non_embedding);
-}
-
-torch::optim::AdamW TransformerLMImpl::configure_optimizers(
-    double weight_decay, double learning_rate, std::tuple<double, double> betas) const {
-  return dual_attention::configure_optimizers(*this, weight_decay, learning_rate, betas);
-}
-
-void TransformerLMImpl::save_pretrained(const std::string& folder) const {
-  dual_attention::save_pretrained(*this, options, folder);
-}
-
-TransformerLM TransformerLM::from_pretrained(const std::string& name_or_path,
-                                             const PretrainedOptions& options) {
-  return dual_attention::from_pretrained<TransformerLM>(name_or_path, options);
+  return forward_blocks(
+      idx, targets,
+      [this, need_weights](torch::Tensor x, const torch::Tensor& cos, const torch::Tensor& sin) {
+        for (size_t i = 0; i < blocks->size(); ++i) {
+          x = blocks->ptr<EncoderBlockImpl>(i)->forward(x, cos, sin, need_weights);
+        }
+        return x;
+      });
 }
 
 }  // namespace dual_attention

@@ -1,14 +1,11 @@
 #include "dual_attention/seq2seq_models.h"
 
-#include <unordered_set>
 #include <utility>
 
 #include "dual_attention/symbol_retrieval.h"
 
 namespace dual_attention {
 namespace {
-
-using NamedModules = std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>>;
 
 // An input_spec / output_spec dict, validated.
 struct Spec {
@@ -41,17 +38,6 @@ torch::nn::AnyModule make_embedder(const Spec& spec, int64_t d_model) {
 SinusoidalPositionalEncoding make_positions(int64_t d_model, int64_t block_size) {
   return SinusoidalPositionalEncoding(
       SinusoidalPositionalEncodingOptions(d_model).dropout(0.0).max_len(block_size));
-}
-
-void check_model_options(int64_t d_model, int64_t out_dim, int64_t n_layers_enc,
-                         int64_t n_layers_dec, int64_t in_block_size, int64_t out_block_size,
-                         const char* owner) {
-  TORCH_CHECK(d_model > 0, owner, ": d_model must be positive, got ", d_model);
-  TORCH_CHECK(out_dim > 0, owner, ": out_dim must be positive, got ", out_dim);
-  TORCH_CHECK(n_layers_enc >= 0, owner, ": n_layers_enc must be >= 0, got ", n_layers_enc);
-  TORCH_CHECK(n_layers_dec >= 0, owner, ": n_layers_dec must be >= 0, got ", n_layers_dec);
-  TORCH_CHECK(in_block_size > 0, owner, ": in_block_size must be positive, got ", in_block_size);
-  TORCH_CHECK(out_block_size > 0, owner, ": out_block_size must be positive, got ", out_block_size);
 }
 
 // The block keywords with d_model added, as the reference calls Block(d_model, **block_kwargs).
@@ -136,37 +122,75 @@ std::tuple<torch::Tensor, torch::Tensor> logits_and_loss(torch::nn::Linear& fina
   return {logits, loss};
 }
 
-int64_t count_unique_parameters(const torch::nn::Module& module) {
-  std::unordered_set<const void*> seen;
-  int64_t n = 0;
-  for (const auto& p : module.parameters()) {
-    if (seen.insert(p.unsafeGetTensorImpl()).second) n += p.numel();
-  }
-  return n;
-}
-
-// Rebuilds the model from its options (so that final_out is registered twice again) and copies
-// every parameter and buffer, converted to `device` when given.
-template <class Impl>
-std::shared_ptr<torch::nn::Module> clone_model(const Impl& self,
-                                               const std::optional<torch::Device>& device) {
-  torch::NoGradGuard no_grad;
-  auto copy = std::make_shared<Impl>(self.options);
-  auto copy_into = [&](torch::OrderedDict<std::string, torch::Tensor> to,
-                       const torch::OrderedDict<std::string, torch::Tensor>& from) {
-    for (const auto& item : from) {
-      const auto& t = item.value();
-      to[item.key()].set_data(device ? t.to(*device, /*non_blocking=*/false, /*copy=*/true)
-                                     : t.clone());
-    }
-  };
-  copy_into(copy->named_parameters(), self.named_parameters());
-  copy_into(copy->named_buffers(), self.named_buffers());
-  copy->train(self.is_training());
-  return copy;
-}
-
 }  // namespace
+
+// ---- What both models share ----------------------------------------------------------------
+
+namespace detail {
+
+template <class Derived, class Options>
+void Seq2SeqModelImpl<Derived, Options>::build_embeddings() {
+  const auto& o = options;
+  TORCH_CHECK(o.d_model() > 0, owner_, ": d_model must be positive, got ", o.d_model());
+  TORCH_CHECK(o.out_dim() > 0, owner_, ": out_dim must be positive, got ", o.out_dim());
+  TORCH_CHECK(o.n_layers_enc() >= 0, owner_, ": n_layers_enc must be >= 0, got ", o.n_layers_enc());
+  TORCH_CHECK(o.n_layers_dec() >= 0, owner_, ": n_layers_dec must be >= 0, got ", o.n_layers_dec());
+  TORCH_CHECK(o.in_block_size() > 0, owner_, ": in_block_size must be positive, got ",
+              o.in_block_size());
+  TORCH_CHECK(o.out_block_size() > 0, owner_, ": out_block_size must be positive, got ",
+              o.out_block_size());
+  source_embedder = make_embedder(parse_spec(o.input_spec(), "input_spec", owner_), o.d_model());
+  target_embedder = make_embedder(parse_spec(o.output_spec(), "output_spec", owner_), o.d_model());
+  source_pos_embedder = make_positions(o.d_model(), o.in_block_size());
+  target_pos_embedder = make_positions(o.d_model(), o.out_block_size());
+}
+
+template <class Derived, class Options>
+void Seq2SeqModelImpl<Derived, Options>::register_layers(const NamedModules& middle) {
+  final_out = torch::nn::Linear(options.d_model(), options.out_dim());
+  NamedModules named = {{"source_embedder", source_embedder.ptr()},
+                        {"target_embedder", target_embedder.ptr()},
+                        {"source_pos_embedder", source_pos_embedder.ptr()},
+                        {"target_pos_embedder", target_pos_embedder.ptr()}};
+  named.insert(named.end(), middle.begin(), middle.end());
+  named.emplace_back("final_out", final_out.ptr());
+  layers = this->register_module("layers", torch::nn::ModuleDict(named));
+  // The reference's `target_embedder.weights = final_out` (see the header comment).
+  if (options.tie_weights()) target_embedder.ptr()->register_module("weights", final_out.ptr());
+}
+
+template <class Derived, class Options>
+std::tuple<torch::Tensor, torch::Tensor> Seq2SeqModelImpl<Derived, Options>::forward_blocks(
+    const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& targets,
+    const std::function<torch::Tensor(torch::Tensor, torch::Tensor)>& run_blocks) {
+  check_inputs(x, y, options.input_spec(), options.output_spec(), options.in_block_size(),
+               options.out_block_size(), owner_);
+  auto source = source_pos_embedder(source_embedder.forward(x));  // [b, n, d]
+  auto target = target_pos_embedder(target_embedder.forward(y));  // [b, m, d]
+  return logits_and_loss(final_out, run_blocks(source, target), targets, options.loss_ignore_idx(),
+                         owner_);
+}
+
+template <class Derived, class Options>
+int64_t Seq2SeqModelImpl<Derived, Options>::get_num_params() const {
+  return count_unique_parameters(*this);
+}
+
+template <class Derived, class Options>
+std::shared_ptr<torch::nn::Module> Seq2SeqModelImpl<Derived, Options>::clone(
+    const std::optional<torch::Device>& device) const {
+  return clone_model(static_cast<const Derived&>(*this), device);
+}
+
+template <class Derived, class Options>
+void Seq2SeqModelImpl<Derived, Options>::save_pretrained(const std::string& folder) const {
+  dual_attention::save_pretrained(*this, options, folder);
+}
+
+template class Seq2SeqModelImpl<Seq2SeqTransformerImpl, Seq2SeqTransformerOptions>;
+template class Seq2SeqModelImpl<Seq2SeqDualAttnTransformerImpl, Seq2SeqDualAttnTransformerOptions>;
+
+}  // namespace detail
 
 // ---- Seq2SeqTransformer --------------------------------------------------------------------
 
@@ -177,22 +201,16 @@ Seq2SeqTransformerOptions Seq2SeqTransformerOptions::from_kwargs(const Kwargs& k
 }
 
 Seq2SeqTransformerImpl::Seq2SeqTransformerImpl(const Seq2SeqTransformerOptions& options_)
-    : options(options_) {
+    : Seq2SeqModelImpl(options_, "Seq2SeqTransformer") {
   reset();
 }
 
 void Seq2SeqTransformerImpl::reset() {
   const auto& o = options;
-  const char* owner = "Seq2SeqTransformer";
-  check_model_options(o.d_model(), o.out_dim(), o.n_layers_enc(), o.n_layers_dec(),
-                      o.in_block_size(), o.out_block_size(), owner);
-  source_embedder = make_embedder(parse_spec(o.input_spec(), "input_spec", owner), o.d_model());
-  target_embedder = make_embedder(parse_spec(o.output_spec(), "output_spec", owner), o.d_model());
-  source_pos_embedder = make_positions(o.d_model(), o.in_block_size());
-  target_pos_embedder = make_positions(o.d_model(), o.out_block_size());
+  build_embeddings();
 
-  const Kwargs enc_kwargs = block_kwargs(o.encoder_kwargs(), o.d_model(), owner, "encoder_kwargs");
-  const Kwargs dec_kwargs = block_kwargs(o.decoder_kwargs(), o.d_model(), owner, "decoder_kwargs");
+  const Kwargs enc_kwargs = block_kwargs(o.encoder_kwargs(), o.d_model(), owner_, "encoder_kwargs");
+  const Kwargs dec_kwargs = block_kwargs(o.decoder_kwargs(), o.d_model(), owner_, "decoder_kwargs");
   torch::nn::ModuleList encoder_list, decoder_list;
   encoder_blocks.clear();
   decoder_blocks.clear();
@@ -213,19 +231,7 @@ void Seq2SeqTransformerImpl::reset() {
              "norm_first"}));
     decoder_list->push_back(decoder_blocks.back());
   }
-  final_out = torch::nn::Linear(o.d_model(), o.out_dim());
-
-  layers = register_module("layers", torch::nn::ModuleDict(NamedModules{
-                                         {"source_embedder", source_embedder.ptr()},
-                                         {"target_embedder", target_embedder.ptr()},
-                                         {"source_pos_embedder", source_pos_embedder.ptr()},
-                                         {"target_pos_embedder", target_pos_embedder.ptr()},
-                                         {"encoder_blocks", encoder_list.ptr()},
-                                         {"decoder_blocks", decoder_list.ptr()},
-                                         {"final_out", final_out.ptr()},
-                                     }));
-  // The reference's `target_embedder.weights = final_out` (see the header comment).
-  if (o.tie_weights()) target_embedder.ptr()->register_module("weights", final_out.ptr());
+  register_layers({{"encoder_blocks", encoder_list.ptr()}, {"decoder_blocks", decoder_list.ptr()}});
 }
 
 void Seq2SeqTransformerImpl::pretty_print(std::ostream& stream) const {
@@ -238,30 +244,11 @@ void Seq2SeqTransformerImpl::pretty_print(std::ostream& stream) const {
 
 std::tuple<torch::Tensor, torch::Tensor> Seq2SeqTransformerImpl::forward(
     const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& targets) {
-  const char* owner = "Seq2SeqTransformer";
-  check_inputs(x, y, options.input_spec(), options.output_spec(), options.in_block_size(),
-               options.out_block_size(), owner);
-  auto source = source_pos_embedder(source_embedder.forward(x));  // [b, n, d]
-  auto target = target_pos_embedder(target_embedder.forward(y));  // [b, m, d]
-  for (auto& block : encoder_blocks) source = block(source);
-  for (auto& block : decoder_blocks) target = block(target, source);
-  return logits_and_loss(final_out, target, targets, options.loss_ignore_idx(), owner);
-}
-
-int64_t Seq2SeqTransformerImpl::get_num_params() const { return count_unique_parameters(*this); }
-
-std::shared_ptr<torch::nn::Module> Seq2SeqTransformerImpl::clone(
-    const std::optional<torch::Device>& device) const {
-  return clone_model(*this, device);
-}
-
-void Seq2SeqTransformerImpl::save_pretrained(const std::string& folder) const {
-  dual_attention::save_pretrained(*this, options, folder);
-}
-
-Seq2SeqTransformer Seq2SeqTransformer::from_pretrained(const std::string& name_or_path,
-                                                       const PretrainedOptions& options) {
-  return dual_attention::from_pretrained<Seq2SeqTransformer>(name_or_path, options);
+  return forward_blocks(x, y, targets, [this](torch::Tensor source, torch::Tensor target) {
+    for (auto& block : encoder_blocks) source = block(source);
+    for (auto& block : decoder_blocks) target = block(target, source);
+    return target;
+  });
 }
 
 // ---- Seq2SeqDualAttnTransformer ------------------------------------------------------------
@@ -275,24 +262,18 @@ Seq2SeqDualAttnTransformerOptions Seq2SeqDualAttnTransformerOptions::from_kwargs
 
 Seq2SeqDualAttnTransformerImpl::Seq2SeqDualAttnTransformerImpl(
     const Seq2SeqDualAttnTransformerOptions& options_)
-    : options(options_) {
+    : Seq2SeqModelImpl(options_, "Seq2SeqDualAttnTransformer") {
   reset();
 }
 
 void Seq2SeqDualAttnTransformerImpl::reset() {
   const auto& o = options;
-  const char* owner = "Seq2SeqDualAttnTransformer";
-  check_model_options(o.d_model(), o.out_dim(), o.n_layers_enc(), o.n_layers_dec(),
-                      o.in_block_size(), o.out_block_size(), owner);
-  source_embedder = make_embedder(parse_spec(o.input_spec(), "input_spec", owner), o.d_model());
-  target_embedder = make_embedder(parse_spec(o.output_spec(), "output_spec", owner), o.d_model());
-  source_pos_embedder = make_positions(o.d_model(), o.in_block_size());
-  target_pos_embedder = make_positions(o.d_model(), o.out_block_size());
+  build_embeddings();
   symbol_retriever = make_symbol_retriever(o.symbol_retrieval(), o.symbol_retrieval_kwargs(),
                                            /*allow_rel_sym_attn=*/true);
 
-  const Kwargs enc_kwargs = block_kwargs(o.encoder_kwargs(), o.d_model(), owner, "encoder_kwargs");
-  const Kwargs dec_kwargs = block_kwargs(o.decoder_kwargs(), o.d_model(), owner, "decoder_kwargs");
+  const Kwargs enc_kwargs = block_kwargs(o.encoder_kwargs(), o.d_model(), owner_, "encoder_kwargs");
+  const Kwargs dec_kwargs = block_kwargs(o.decoder_kwargs(), o.d_model(), owner_, "decoder_kwargs");
   torch::nn::ModuleList encoder_list, decoder_list;
   encoder_blocks.clear();
   decoder_blocks.clear();
@@ -315,20 +296,9 @@ void Seq2SeqDualAttnTransformerImpl::reset() {
              "dropout_rate", "norm_first"}));
     decoder_list->push_back(decoder_blocks.back());
   }
-  final_out = torch::nn::Linear(o.d_model(), o.out_dim());
-
-  layers = register_module("layers", torch::nn::ModuleDict(NamedModules{
-                                         {"source_embedder", source_embedder.ptr()},
-                                         {"target_embedder", target_embedder.ptr()},
-                                         {"source_pos_embedder", source_pos_embedder.ptr()},
-                                         {"target_pos_embedder", target_pos_embedder.ptr()},
-                                         {"symbol_retriever", symbol_retriever.ptr()},
-                                         {"encoder_blocks", encoder_list.ptr()},
-                                         {"decoder_blocks", decoder_list.ptr()},
-                                         {"final_out", final_out.ptr()},
-                                     }));
-  // The reference's `target_embedder.weights = final_out` (see the header comment).
-  if (o.tie_weights()) target_embedder.ptr()->register_module("weights", final_out.ptr());
+  register_layers({{"symbol_retriever", symbol_retriever.ptr()},
+                   {"encoder_blocks", encoder_list.ptr()},
+                   {"decoder_blocks", decoder_list.ptr()}});
 }
 
 void Seq2SeqDualAttnTransformerImpl::pretty_print(std::ostream& stream) const {
@@ -341,36 +311,15 @@ void Seq2SeqDualAttnTransformerImpl::pretty_print(std::ostream& stream) const {
 
 std::tuple<torch::Tensor, torch::Tensor> Seq2SeqDualAttnTransformerImpl::forward(
     const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& targets) {
-  const char* owner = "Seq2SeqDualAttnTransformer";
-  check_inputs(x, y, options.input_spec(), options.output_spec(), options.in_block_size(),
-               options.out_block_size(), owner);
-  auto source = source_pos_embedder(source_embedder.forward(x));  // [b, n, d]
-  auto target = target_pos_embedder(target_embedder.forward(y));  // [b, m, d]
-  for (auto& block : encoder_blocks) {
-    source = block(source, symbol_retriever.forward(source));
-  }
-  for (auto& block : decoder_blocks) {
-    target = block(target, source, symbol_retriever.forward(target));
-  }
-  return logits_and_loss(final_out, target, targets, options.loss_ignore_idx(), owner);
-}
-
-int64_t Seq2SeqDualAttnTransformerImpl::get_num_params() const {
-  return count_unique_parameters(*this);
-}
-
-std::shared_ptr<torch::nn::Module> Seq2SeqDualAttnTransformerImpl::clone(
-    const std::optional<torch::Device>& device) const {
-  return clone_model(*this, device);
-}
-
-void Seq2SeqDualAttnTransformerImpl::save_pretrained(const std::string& folder) const {
-  dual_attention::save_pretrained(*this, options, folder);
-}
-
-Seq2SeqDualAttnTransformer Seq2SeqDualAttnTransformer::from_pretrained(
-    const std::string& name_or_path, const PretrainedOptions& options) {
-  return dual_attention::from_pretrained<Seq2SeqDualAttnTransformer>(name_or_path, options);
+  return forward_blocks(x, y, targets, [this](torch::Tensor source, torch::Tensor target) {
+    for (auto& block : encoder_blocks) {
+      source = block(source, symbol_retriever.forward(source));
+    }
+    for (auto& block : decoder_blocks) {
+      target = block(target, source, symbol_retriever.forward(target));
+    }
+    return target;
+  });
 }
 
 }  // namespace dual_attention

@@ -103,13 +103,6 @@ norm_table() {
   return table;
 }
 
-// Registers `norm` under `name` so its parameters appear as `name.weight` etc.
-torch::nn::AnyModule register_norm(torch::nn::Module& owner, const std::string& name,
-                                   torch::nn::AnyModule norm) {
-  owner.register_module(name, norm.ptr());
-  return norm;
-}
-
 // Attention keywords of a block: the reference's defaults updated by the user's dict, on top of the
 // arguments the block passes itself.
 AttentionOptions block_attention_options(int64_t d_model, int64_t n_heads, double dropout,
@@ -156,6 +149,50 @@ torch::nn::AnyModule create_norm(int64_t d_model, const std::string& norm_type) 
               valid.str());
 }
 
+// ---- what the blocks share ------------------------------------------------------------------
+
+namespace detail {
+
+torch::nn::AnyModule register_norm(torch::nn::Module& block, const std::string& name,
+                                   int64_t d_model, const std::string& norm_type) {
+  auto norm = create_norm(d_model, norm_type);
+  block.register_module(name, norm.ptr());
+  return norm;
+}
+
+FeedForwardBlock block_feed_forward(int64_t d_model, std::optional<int64_t> dff,
+                                    const std::string& activation, bool bias) {
+  return FeedForwardBlock(
+      FeedForwardBlockOptions(d_model).dff(dff).activation(activation).use_bias(bias));
+}
+
+torch::Tensor encoder_residuals(const torch::Tensor& x, bool norm_first, const Sublayer& attend,
+                                const Sublayer& feed_forward, torch::nn::AnyModule& norm1,
+                                torch::nn::AnyModule& norm2, torch::nn::Dropout& dropout) {
+  if (norm_first) {
+    auto h = x + attend(norm1.forward(x));
+    return h + dropout(feed_forward(norm2.forward(h)));
+  }
+  auto h = dropout(norm1.forward(x + attend(x)));
+  return norm2.forward(h + dropout(feed_forward(h)));
+}
+
+torch::Tensor decoder_residuals(const torch::Tensor& x, bool norm_first, const Sublayer& attend,
+                                const Sublayer& cross_attend, const Sublayer& feed_forward,
+                                torch::nn::AnyModule& norm1, torch::nn::AnyModule& norm2,
+                                torch::nn::AnyModule& norm3) {
+  if (norm_first) {
+    auto h = x + attend(norm1.forward(x));
+    h = h + cross_attend(norm2.forward(h));
+    return h + feed_forward(norm3.forward(h));
+  }
+  auto h = norm1.forward(x + attend(x));
+  h = norm2.forward(h + cross_attend(h));
+  return norm3.forward(h + feed_forward(h));
+}
+
+}  // namespace detail
+
 // ---- EncoderBlock --------------------------------------------------------------------------
 
 EncoderBlockImpl::EncoderBlockImpl(const EncoderBlockOptions& options_) : options(options_) {
@@ -170,13 +207,11 @@ void EncoderBlockImpl::reset() {
                                               o.attn_kwargs(), owner);
 
   dropout = register_module("dropout", torch::nn::Dropout(o.dropout_rate()));
-  norm1 = register_norm(*this, "norm1", create_norm(o.d_model(), o.norm_type()));
+  norm1 = detail::register_norm(*this, "norm1", o.d_model(), o.norm_type());
   self_attn = register_module("self_attn", Attention(attn_options));
-  norm2 = register_norm(*this, "norm2", create_norm(o.d_model(), o.norm_type()));
-  ff_block = register_module("ff_block", FeedForwardBlock(FeedForwardBlockOptions(o.d_model())
-                                                              .dff(o.dff())
-                                                              .activation(o.activation())
-                                                              .use_bias(o.bias())));
+  norm2 = detail::register_norm(*this, "norm2", o.d_model(), o.norm_type());
+  ff_block = register_module(
+      "ff_block", detail::block_feed_forward(o.d_model(), o.dff(), o.activation(), o.bias()));
 }
 
 void EncoderBlockImpl::pretty_print(std::ostream& stream) const {
@@ -195,15 +230,8 @@ torch::Tensor EncoderBlockImpl::forward(const torch::Tensor& x, const torch::Ten
                                               options.causal(), need_weights));
     return dropout(out);
   };
-  torch::Tensor out;
-  if (options.norm_first()) {
-    out = x + attend(norm1.forward(x));
-    out = out + dropout(ff_block(norm2.forward(out)));
-  } else {
-    out = dropout(norm1.forward(x + attend(x)));
-    out = norm2.forward(out + dropout(ff_block(out)));
-  }
-  return out;
+  return detail::encoder_residuals(x, options.norm_first(), attend, ff_block, norm1, norm2,
+                                   dropout);
 }
 
 // ---- DecoderBlock --------------------------------------------------------------------------
@@ -222,16 +250,14 @@ void DecoderBlockImpl::reset() {
                           .add_bias_out(o.bias());
 
   dropout = register_module("dropout", torch::nn::Dropout(o.dropout_rate()));
-  norm1 = register_norm(*this, "norm1", create_norm(o.d_model(), o.norm_type()));
+  norm1 = detail::register_norm(*this, "norm1", o.d_model(), o.norm_type());
   self_attn = register_module("self_attn", Attention(attn_options));
-  norm2 = register_norm(*this, "norm2", create_norm(o.d_model(), o.norm_type()));
+  norm2 = detail::register_norm(*this, "norm2", o.d_model(), o.norm_type());
   // n_heads, not n_heads_cross: the reference's choice, kept for checkpoint compatibility.
   cross_attn = register_module("cross_attn", Attention(attn_options));
-  norm3 = register_norm(*this, "norm3", create_norm(o.d_model(), o.norm_type()));
-  ff_block = register_module("ff_block", FeedForwardBlock(FeedForwardBlockOptions(o.d_model())
-                                                              .dff(o.dff())
-                                                              .activation(o.activation())
-                                                              .use_bias(o.bias())));
+  norm3 = detail::register_norm(*this, "norm3", o.d_model(), o.norm_type());
+  ff_block = register_module(
+      "ff_block", detail::block_feed_forward(o.d_model(), o.dff(), o.activation(), o.bias()));
 }
 
 void DecoderBlockImpl::pretty_print(std::ostream& stream) const {
@@ -256,17 +282,8 @@ torch::Tensor DecoderBlockImpl::forward(const torch::Tensor& x, const torch::Ten
   auto cross_attend = [&](const torch::Tensor& input) {
     return dropout(std::get<0>(cross_attn->forward(input, context, context)));
   };
-  torch::Tensor out;
-  if (options.norm_first()) {
-    out = x + self_attend(norm1.forward(x));
-    out = out + cross_attend(norm2.forward(out));
-    out = out + ff_block(norm3.forward(out));
-  } else {
-    out = norm1.forward(x + self_attend(x));
-    out = norm2.forward(out + cross_attend(out));
-    out = norm3.forward(out + ff_block(out));
-  }
-  return out;
+  return detail::decoder_residuals(x, options.norm_first(), self_attend, cross_attend, ff_block,
+                                   norm1, norm2, norm3);
 }
 
 }  // namespace dual_attention

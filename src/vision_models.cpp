@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <sstream>
-#include <unordered_set>
 
 #include "dual_attention/symbol_retrieval.h"
 
@@ -19,44 +18,6 @@ std::string join_ints(const std::vector<int64_t>& values) {
 
 bool all_positive(const std::vector<int64_t>& values) {
   return std::all_of(values.begin(), values.end(), [](int64_t v) { return v > 0; });
-}
-
-// Validates the options shared by both models and sets the model's resolved sizes (img_channels,
-// ..., num_patches, patch_dim).
-template <class Options, class Model>
-void resolve_vision_options(const Options& o, Model& model, const char* owner) {
-  const auto& image_shape = o.image_shape();
-  const auto& patch_size = o.patch_size();
-  TORCH_CHECK(image_shape.size() == 3 && all_positive(image_shape), owner,
-              ": image_shape must be three positive ints (channels, width, height), got ",
-              join_ints(image_shape));
-  TORCH_CHECK(patch_size.size() == 2 && all_positive(patch_size), owner,
-              ": patch_size must be two positive ints (patch_width, patch_height), got ",
-              join_ints(patch_size));
-  TORCH_CHECK(image_shape[1] % patch_size[0] == 0 && image_shape[2] % patch_size[1] == 0, owner,
-              ": image_shape ", join_ints(image_shape),
-              " (channels, width, height) is not divisible by patch_size ", join_ints(patch_size),
-              " (patch_width, patch_height)");
-  TORCH_CHECK(o.num_classes() > 0, owner, ": num_classes must be positive, got ", o.num_classes());
-  TORCH_CHECK(o.d_model() > 0, owner, ": d_model must be positive, got ", o.d_model());
-  TORCH_CHECK(o.n_layers() >= 0, owner, ": n_layers must be >= 0, got ", o.n_layers());
-  TORCH_CHECK(o.dropout_rate() >= 0.0 && o.dropout_rate() <= 1.0, owner,
-              ": dropout_rate must be in [0, 1], got ", o.dropout_rate());
-  const auto& pools = vision_pool_names();
-  if (std::find(pools.begin(), pools.end(), o.pool()) == pools.end()) {
-    std::ostringstream valid;
-    for (const auto& name : pools) valid << (valid.tellp() ? ", " : "") << "'" << name << "'";
-    TORCH_CHECK(false, owner, ": pool '", o.pool(), "' is not valid; expected one of ",
-                valid.str());
-  }
-  model.img_channels = image_shape[0];
-  model.img_width = image_shape[1];
-  model.img_height = image_shape[2];
-  model.patch_width = patch_size[0];
-  model.patch_height = patch_size[1];
-  model.num_patches =
-      (model.img_width / model.patch_width) * (model.img_height / model.patch_height);
-  model.patch_dim = model.patch_width * model.patch_height * model.img_channels;
 }
 
 // 0: 'b c (h p1) (w p2) -> b (h w) (p1 p2 c)' with p1 = patch_height, p2 = patch_width;
@@ -111,21 +72,93 @@ torch::Tensor pool_tokens(const torch::Tensor& h, const std::string& pool) {
   return pool == "cls" ? h.select(/*dim=*/1, 0) : h.mean(/*dim=*/1);  // [b, d]
 }
 
-int64_t count_unique_parameters(const torch::nn::Module& module) {
-  std::unordered_set<const void*> seen;
-  int64_t n = 0;
-  for (const auto& p : module.parameters()) {
-    if (seen.insert(p.unsafeGetTensorImpl()).second) n += p.numel();
-  }
-  return n;
-}
-
 }  // namespace
 
 const std::vector<std::string>& vision_pool_names() {
   static const std::vector<std::string> names = {"cls", "mean"};
   return names;
 }
+
+// ---- What both models share ----------------------------------------------------------------
+
+namespace detail {
+
+template <class Derived, class Options>
+void VisionModelImpl<Derived, Options>::resolve_options() {
+  const auto& o = options;
+  const auto& image_shape = o.image_shape();
+  const auto& patch_size = o.patch_size();
+  TORCH_CHECK(image_shape.size() == 3 && all_positive(image_shape), owner_,
+              ": image_shape must be three positive ints (channels, width, height), got ",
+              join_ints(image_shape));
+  TORCH_CHECK(patch_size.size() == 2 && all_positive(patch_size), owner_,
+              ": patch_size must be two positive ints (patch_width, patch_height), got ",
+              join_ints(patch_size));
+  TORCH_CHECK(image_shape[1] % patch_size[0] == 0 && image_shape[2] % patch_size[1] == 0, owner_,
+              ": image_shape ", join_ints(image_shape),
+              " (channels, width, height) is not divisible by patch_size ", join_ints(patch_size),
+              " (patch_width, patch_height)");
+  TORCH_CHECK(o.num_classes() > 0, owner_, ": num_classes must be positive, got ", o.num_classes());
+  TORCH_CHECK(o.d_model() > 0, owner_, ": d_model must be positive, got ", o.d_model());
+  TORCH_CHECK(o.n_layers() >= 0, owner_, ": n_layers must be >= 0, got ", o.n_layers());
+  TORCH_CHECK(o.dropout_rate() >= 0.0 && o.dropout_rate() <= 1.0, owner_,
+              ": dropout_rate must be in [0, 1], got ", o.dropout_rate());
+  const auto& pools = vision_pool_names();
+  if (std::find(pools.begin(), pools.end(), o.pool()) == pools.end()) {
+    std::ostringstream valid;
+    for (const auto& name : pools) valid << (valid.tellp() ? ", " : "") << "'" << name << "'";
+    TORCH_CHECK(false, owner_, ": pool '", o.pool(), "' is not valid; expected one of ",
+                valid.str());
+  }
+  img_channels = image_shape[0];
+  img_width = image_shape[1];
+  img_height = image_shape[2];
+  patch_width = patch_size[0];
+  patch_height = patch_size[1];
+  num_patches = (img_width / patch_width) * (img_height / patch_height);
+  patch_dim = patch_width * patch_height * img_channels;
+}
+
+template <class Derived, class Options>
+void VisionModelImpl<Derived, Options>::register_embeddings() {
+  const int64_t d_model = options.d_model();
+  to_patch_embedding =
+      this->register_module("to_patch_embedding", make_patch_embedding(*this, d_model));
+  pos_embedding =
+      this->register_parameter("pos_embedding", torch::randn({1, num_patches + 1, d_model}));
+  cls_token = this->register_parameter("cls_token", torch::randn({1, 1, d_model}));
+  dropout = this->register_module("dropout", torch::nn::Dropout(options.dropout_rate()));
+}
+
+template <class Derived, class Options>
+void VisionModelImpl<Derived, Options>::register_blocks(const torch::nn::ModuleList& blocks) {
+  this->register_module("encoder_blocks", blocks);
+  final_out = this->register_module("final_out",
+                                    torch::nn::Linear(options.d_model(), options.num_classes()));
+}
+
+template <class Derived, class Options>
+torch::Tensor VisionModelImpl<Derived, Options>::forward_blocks(
+    const torch::Tensor& x, const std::function<torch::Tensor(torch::Tensor)>& run_blocks) {
+  check_image(x, *this, owner_);
+  auto h = run_blocks(embed_image(x, *this));        // [b, n+1, d]
+  return final_out(pool_tokens(h, options.pool()));  // [b, num_classes]
+}
+
+template <class Derived, class Options>
+int64_t VisionModelImpl<Derived, Options>::get_num_params() const {
+  return count_unique_parameters(*this);
+}
+
+template <class Derived, class Options>
+void VisionModelImpl<Derived, Options>::save_pretrained(const std::string& folder) const {
+  dual_attention::save_pretrained(*this, options, folder);
+}
+
+template class VisionModelImpl<VisionTransformerImpl, VisionTransformerOptions>;
+template class VisionModelImpl<VisionDualAttnTransformerImpl, VisionDualAttnTransformerOptions>;
+
+}  // namespace detail
 
 // ---- VisionTransformer ---------------------------------------------------------------------
 
@@ -136,20 +169,14 @@ VisionTransformerOptions VisionTransformerOptions::from_kwargs(const Kwargs& kwa
 }
 
 VisionTransformerImpl::VisionTransformerImpl(const VisionTransformerOptions& options_)
-    : options(options_) {
+    : VisionModelImpl(options_, "VisionTransformer") {
   reset();
 }
 
 void VisionTransformerImpl::reset() {
   const auto& o = options;
-  resolve_vision_options(o, *this, "VisionTransformer");
-
-  to_patch_embedding =
-      register_module("to_patch_embedding", make_patch_embedding(*this, o.d_model()));
-  pos_embedding =
-      register_parameter("pos_embedding", torch::randn({1, num_patches + 1, o.d_model()}));
-  cls_token = register_parameter("cls_token", torch::randn({1, 1, o.d_model()}));
-  dropout = register_module("dropout", torch::nn::Dropout(o.dropout_rate()));
+  resolve_options();
+  register_embeddings();
   torch::nn::ModuleList blocks;
   encoder_blocks.clear();
   for (int64_t i = 0; i < o.n_layers(); ++i) {
@@ -161,8 +188,7 @@ void VisionTransformerImpl::reset() {
                                     .causal(false));
     blocks->push_back(encoder_blocks.back());
   }
-  register_module("encoder_blocks", blocks);
-  final_out = register_module("final_out", torch::nn::Linear(o.d_model(), o.num_classes()));
+  register_blocks(blocks);
 }
 
 void VisionTransformerImpl::pretty_print(std::ostream& stream) const {
@@ -175,21 +201,10 @@ void VisionTransformerImpl::pretty_print(std::ostream& stream) const {
 }
 
 torch::Tensor VisionTransformerImpl::forward(const torch::Tensor& x) {
-  check_image(x, *this, "VisionTransformer");
-  auto h = embed_image(x, *this);  // [b, n+1, d]
-  for (auto& block : encoder_blocks) h = block(h);
-  return final_out(pool_tokens(h, options.pool()));  // [b, num_classes]
-}
-
-int64_t VisionTransformerImpl::get_num_params() const { return count_unique_parameters(*this); }
-
-void VisionTransformerImpl::save_pretrained(const std::string& folder) const {
-  dual_attention::save_pretrained(*this, options, folder);
-}
-
-VisionTransformer VisionTransformer::from_pretrained(const std::string& name_or_path,
-                                                     const PretrainedOptions& options) {
-  return dual_attention::from_pretrained<VisionTransformer>(name_or_path, options);
+  return forward_blocks(x, [this](torch::Tensor h) {
+    for (auto& block : encoder_blocks) h = block(h);
+    return h;
+  });
 }
 
 // ---- VisionDualAttnTransformer -------------------------------------------------------------
@@ -204,23 +219,17 @@ VisionDualAttnTransformerOptions VisionDualAttnTransformerOptions::from_kwargs(
 
 VisionDualAttnTransformerImpl::VisionDualAttnTransformerImpl(
     const VisionDualAttnTransformerOptions& options_)
-    : options(options_) {
+    : VisionModelImpl(options_, "VisionDualAttnTransformer") {
   reset();
 }
 
 void VisionDualAttnTransformerImpl::reset() {
   const auto& o = options;
-  resolve_vision_options(o, *this, "VisionDualAttnTransformer");
-
+  resolve_options();
   symbol_retriever = make_symbol_retriever(o.symbol_retrieval(), o.symbol_retrieval_kwargs(),
                                            /*allow_rel_sym_attn=*/true);
   register_module("symbol_retriever", symbol_retriever.ptr());
-  to_patch_embedding =
-      register_module("to_patch_embedding", make_patch_embedding(*this, o.d_model()));
-  pos_embedding =
-      register_parameter("pos_embedding", torch::randn({1, num_patches + 1, o.d_model()}));
-  cls_token = register_parameter("cls_token", torch::randn({1, 1, o.d_model()}));
-  dropout = register_module("dropout", torch::nn::Dropout(o.dropout_rate()));
+  register_embeddings();
   torch::nn::ModuleList blocks;
   encoder_blocks.clear();
   for (int64_t i = 0; i < o.n_layers(); ++i) {
@@ -235,8 +244,7 @@ void VisionDualAttnTransformerImpl::reset() {
             .sa_kwargs(o.sa_kwargs().is_null() ? Kwargs::object() : o.sa_kwargs()));
     blocks->push_back(encoder_blocks.back());
   }
-  register_module("encoder_blocks", blocks);
-  final_out = register_module("final_out", torch::nn::Linear(o.d_model(), o.num_classes()));
+  register_blocks(blocks);
 }
 
 void VisionDualAttnTransformerImpl::pretty_print(std::ostream& stream) const {
@@ -250,23 +258,10 @@ void VisionDualAttnTransformerImpl::pretty_print(std::ostream& stream) const {
 }
 
 torch::Tensor VisionDualAttnTransformerImpl::forward(const torch::Tensor& x) {
-  check_image(x, *this, "VisionDualAttnTransformer");
-  auto h = embed_image(x, *this);  // [b, n+1, d]
-  for (auto& block : encoder_blocks) h = block(h, symbol_retriever.forward(h));
-  return final_out(pool_tokens(h, options.pool()));  // [b, num_classes]
-}
-
-int64_t VisionDualAttnTransformerImpl::get_num_params() const {
-  return count_unique_parameters(*this);
-}
-
-void VisionDualAttnTransformerImpl::save_pretrained(const std::string& folder) const {
-  dual_attention::save_pretrained(*this, options, folder);
-}
-
-VisionDualAttnTransformer VisionDualAttnTransformer::from_pretrained(
-    const std::string& name_or_path, const PretrainedOptions& options) {
-  return dual_attention::from_pretrained<VisionDualAttnTransformer>(name_or_path, options);
+  return forward_blocks(x, [this](torch::Tensor h) {
+    for (auto& block : encoder_blocks) h = block(h, symbol_retriever.forward(h));
+    return h;
+  });
 }
 
 }  // namespace dual_attention

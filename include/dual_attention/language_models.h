@@ -11,11 +11,14 @@
 #include <torch/torch.h>
 
 #include <array>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
 
+#include "dual_attention/detail/model_common.h"
 #include "dual_attention/dual_attn_blocks.h"
 #include "dual_attention/io/state_dict.h"
 #include "dual_attention/kwargs.h"
@@ -122,32 +125,28 @@ struct DualAttnTransformerLMOptions {
   static DualAttnTransformerLMOptions from_kwargs(const Kwargs& kwargs);
 };
 
-class DualAttnTransformerLM;
+namespace detail {
 
-class DualAttnTransformerLMImpl : public torch::nn::Cloneable<DualAttnTransformerLMImpl>,
-                                  public io::NonPersistentBuffers {
+// What DualAttnTransformerLM and TransformerLM share: the token embedding tied to the output layer,
+// the positions (a learned embedding or RoPE tables), the final norm, and everything done with a
+// built model. `Derived` builds its blocks in reset() (through check_options and register_layers)
+// and runs them in forward() (through forward_blocks). Instantiated for the two models only.
+template <class Derived, class Options>
+class LanguageModelImpl : public torch::nn::Cloneable<Derived>, public io::NonPersistentBuffers {
  public:
-  explicit DualAttnTransformerLMImpl(const DualAttnTransformerLMOptions& options);
+  // `owner` ("DualAttnTransformerLM" or "TransformerLM") starts the model's error messages.
+  LanguageModelImpl(const Options& options, const char* owner) : options(options), owner_(owner) {}
 
-  // Builds the layers and draws the reference's initialisation (see reset_parameters).
-  void reset() override;
   // N(0, 0.02) for every Linear and Embedding weight and every relational `wr`, zero Linear
   // biases; then N(0, 0.02 / sqrt(2 n_layers)) for the weights that add to the residual stream:
   // every `wo.weight`, and `linear3.weight` for swiglu (`linear2.weight` otherwise), as the
   // reference does. Symbol libraries, template features and norms keep their own initialisation.
   void reset_parameters();
-  void pretty_print(std::ostream& stream) const override;
   // A deep copy that keeps the ties of the original (token_embedder/final_out, shared symbol
   // retrievers, tied symbol libraries, shared attention parameters), which Cloneable's
   // member-wise copy would break.
   std::shared_ptr<torch::nn::Module> clone(
       const std::optional<torch::Device>& device = std::nullopt) const override;
-
-  // idx [b, t] integer token ids in [0, vocab_size), t <= max_block_size. Returns (logits
-  // [b, t, vocab_size], loss): the mean cross-entropy of the next-token predictions against
-  // `targets` ([b, t], -1 = ignore), or an undefined tensor when no targets are given.
-  std::tuple<torch::Tensor, torch::Tensor> forward(const torch::Tensor& idx,
-                                                   const torch::Tensor& targets = {});
 
   // Appends max_new_tokens tokens to idx ([b, t]), each sampled (torch::multinomial, the global
   // generator) from softmax(logits / temperature) of the last position, keeping only the top_k
@@ -169,28 +168,65 @@ class DualAttnTransformerLMImpl : public torch::nn::Cloneable<DualAttnTransforme
   // The RoPE tables are rebuilt from the options, not saved (persistent=False in the reference).
   std::vector<std::string> non_persistent_buffers() const override;
 
-  DualAttnTransformerLMOptions options;
+  Options options;
   // Registered as "layers", holding the modules below under their reference names.
   torch::nn::ModuleDict layers{nullptr};
   torch::nn::Embedding token_embedder{nullptr};  // its weight IS final_out->weight
   torch::nn::Dropout dropout{nullptr};
-  torch::nn::ModuleList symbol_retrievers{nullptr};
-  std::vector<torch::nn::AnyModule> symbol_retriever;  // the retriever of each layer
-  torch::nn::ModuleList blocks{nullptr};               // DualAttnEncoderBlock, causal
+  torch::nn::ModuleList blocks{nullptr};  // the model's encoder blocks, causal
   torch::nn::AnyModule norm;
   torch::nn::Linear final_out{nullptr};
   torch::nn::Embedding positional_embedder{nullptr};  // 'pos_emb' only
   torch::Tensor freqs_cos, freqs_sin;                 // 'RoPE' only: [max_block_size, head_dim / 2]
+
+ protected:
+  // The checks of the options both models have; reset() makes them before building anything.
+  void check_options() const;
+  // Builds the embeddings, norm and output layer, and registers them with `middle` (the model's
+  // blocks, and what it keeps beside them) as "layers" in the reference's order: token_embedder,
+  // dropout, middle..., norm, final_out[, positional_embedder]. RoPE tables get head_dim
+  // d_model / n_heads; `heads_argument` names n_heads in the error when it is not positive.
+  void register_layers(const NamedModules& middle, int64_t n_heads, const char* heads_argument);
+  // idx [b, t] -> (logits [b, t, vocab_size], loss), with `run_blocks(x, cos, sin)` between the
+  // embedding and the final norm (cos, sin: RoPE angles of the first t positions, or undefined).
+  std::tuple<torch::Tensor, torch::Tensor> forward_blocks(
+      const torch::Tensor& idx, const torch::Tensor& targets,
+      const std::function<torch::Tensor(torch::Tensor, const torch::Tensor&, const torch::Tensor&)>&
+          run_blocks);
+
+  const char* owner_;
 };
 
-class DualAttnTransformerLM : public torch::nn::ModuleHolder<DualAttnTransformerLMImpl> {
- public:
-  using torch::nn::ModuleHolder<DualAttnTransformerLMImpl>::ModuleHolder;
-  using Impl = DualAttnTransformerLMImpl;
+}  // namespace detail
 
-  // The model saved in a folder by save_pretrained (ours or the reference's mixin), in eval mode.
-  static DualAttnTransformerLM from_pretrained(const std::string& name_or_path,
-                                               const PretrainedOptions& options = {});
+class DualAttnTransformerLMImpl
+    : public detail::LanguageModelImpl<DualAttnTransformerLMImpl, DualAttnTransformerLMOptions> {
+ public:
+  explicit DualAttnTransformerLMImpl(const DualAttnTransformerLMOptions& options);
+
+  // Builds the layers and draws the reference's initialisation (see reset_parameters).
+  void reset() override;
+  void pretty_print(std::ostream& stream) const override;
+
+  // idx [b, t] integer token ids in [0, vocab_size), t <= max_block_size. Returns (logits
+  // [b, t, vocab_size], loss): the mean cross-entropy of the next-token predictions against
+  // `targets` ([b, t], -1 = ignore), or an undefined tensor when no targets are given.
+  std::tuple<torch::Tensor, torch::Tensor> forward(const torch::Tensor& idx,
+                                                   const torch::Tensor& targets = {});
+
+  // `blocks` holds DualAttnEncoderBlocks; symbol_retrievers the retrievers below, once each.
+  torch::nn::ModuleList symbol_retrievers{nullptr};
+  std::vector<torch::nn::AnyModule> symbol_retriever;  // the retriever of each layer
+};
+
+// Defined, for the two models, in language_models.cpp.
+extern template class detail::LanguageModelImpl<DualAttnTransformerLMImpl,
+                                                DualAttnTransformerLMOptions>;
+
+class DualAttnTransformerLM
+    : public detail::PretrainedModelHolder<DualAttnTransformerLM, DualAttnTransformerLMImpl> {
+ public:
+  using PretrainedModelHolder::PretrainedModelHolder;
 };
 
 // ---- TransformerLM -------------------------------------------------------------------------
@@ -254,48 +290,23 @@ struct TransformerLMOptions {
   static TransformerLMOptions from_kwargs(const Kwargs& kwargs);
 };
 
-class TransformerLMImpl : public torch::nn::Cloneable<TransformerLMImpl>,
-                          public io::NonPersistentBuffers {
+class TransformerLMImpl
+    : public detail::LanguageModelImpl<TransformerLMImpl, TransformerLMOptions> {
  public:
   explicit TransformerLMImpl(const TransformerLMOptions& options);
 
+  // As DualAttnTransformerLMImpl; `blocks` holds EncoderBlocks.
   void reset() override;
-  // As DualAttnTransformerLMImpl::reset_parameters (without the relational `wr`).
-  void reset_parameters();
   void pretty_print(std::ostream& stream) const override;
-  std::shared_ptr<torch::nn::Module> clone(
-      const std::optional<torch::Device>& device = std::nullopt) const override;
-
-  // As DualAttnTransformerLMImpl::forward.
   std::tuple<torch::Tensor, torch::Tensor> forward(const torch::Tensor& idx,
                                                    const torch::Tensor& targets = {});
-  // As DualAttnTransformerLMImpl::generate.
-  torch::Tensor generate(torch::Tensor idx, int64_t max_new_tokens, double temperature = 1.0,
-                         std::optional<int64_t> top_k = std::nullopt);
-  int64_t get_num_params(bool non_embedding = true) const;
-  torch::optim::AdamW configure_optimizers(double weight_decay, double learning_rate,
-                                           std::tuple<double, double> betas) const;
-  void save_pretrained(const std::string& folder) const;
-  std::vector<std::string> non_persistent_buffers() const override;
-
-  TransformerLMOptions options;
-  torch::nn::ModuleDict layers{nullptr};
-  torch::nn::Embedding token_embedder{nullptr};  // its weight IS final_out->weight
-  torch::nn::Dropout dropout{nullptr};
-  torch::nn::ModuleList blocks{nullptr};  // EncoderBlock, causal
-  torch::nn::AnyModule norm;
-  torch::nn::Linear final_out{nullptr};
-  torch::nn::Embedding positional_embedder{nullptr};  // 'pos_emb' only
-  torch::Tensor freqs_cos, freqs_sin;                 // 'RoPE' only
 };
 
-class TransformerLM : public torch::nn::ModuleHolder<TransformerLMImpl> {
- public:
-  using torch::nn::ModuleHolder<TransformerLMImpl>::ModuleHolder;
-  using Impl = TransformerLMImpl;
+extern template class detail::LanguageModelImpl<TransformerLMImpl, TransformerLMOptions>;
 
-  static TransformerLM from_pretrained(const std::string& name_or_path,
-                                       const PretrainedOptions& options = {});
+class TransformerLM : public detail::PretrainedModelHolder<TransformerLM, TransformerLMImpl> {
+ public:
+  using PretrainedModelHolder::PretrainedModelHolder;
 };
 
 }  // namespace dual_attention

@@ -24,12 +24,14 @@
 #include <torch/torch.h>
 
 #include <array>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
 
+#include "dual_attention/detail/model_common.h"
 #include "dual_attention/dual_attn_blocks.h"
 #include "dual_attention/kwargs.h"
 #include "dual_attention/positional_encoding.h"
@@ -37,6 +39,54 @@
 #include "dual_attention/transformer_blocks.h"
 
 namespace dual_attention {
+
+namespace detail {
+
+// What Seq2SeqTransformer and Seq2SeqDualAttnTransformer share: the source and target embeddings
+// with their sinusoidal positions, the output layer, and everything done with a built model.
+// `Derived` builds its blocks in reset() (through build_embeddings and register_layers) and runs
+// them in forward() (through forward_blocks). Instantiated for the two models only.
+template <class Derived, class Options>
+class Seq2SeqModelImpl : public torch::nn::Cloneable<Derived> {
+ public:
+  // `owner` ("Seq2SeqTransformer" or "Seq2SeqDualAttnTransformer") starts the error messages.
+  Seq2SeqModelImpl(const Options& options, const char* owner) : options(options), owner_(owner) {}
+
+  // Number of parameters, each shared tensor counted once (final_out once despite its two names).
+  int64_t get_num_params() const;
+
+  // Writes config.json and model.safetensors into `folder` (see pretrained.h).
+  void save_pretrained(const std::string& folder) const;
+
+  // A deep copy that keeps final_out's second registration under target_embedder (LibTorch's
+  // Cloneable clones each child on its own and cannot rebuild it).
+  std::shared_ptr<torch::nn::Module> clone(
+      const std::optional<torch::Device>& device = std::nullopt) const override;
+
+  Options options;
+  // Everything below is registered inside `layers`, under these names, as in the reference.
+  torch::nn::ModuleDict layers{nullptr};
+  torch::nn::AnyModule source_embedder, target_embedder;  // Embedding (token) or Linear (vector)
+  SinusoidalPositionalEncoding source_pos_embedder{nullptr}, target_pos_embedder{nullptr};
+  torch::nn::Linear final_out{nullptr};  // d_model -> out_dim
+
+ protected:
+  // Checks the options both models have and builds the embeddings and their positions.
+  void build_embeddings();
+  // Builds final_out and registers the embeddings, `middle` (the model's blocks, and what it keeps
+  // beside them) and final_out as "layers", in the reference's order; for tie_weights, final_out
+  // again under target_embedder (see the file comment).
+  void register_layers(const NamedModules& middle);
+  // (x, y, targets) -> (logits, loss) with `run_blocks(source, target)` between the embeddings
+  // (source [b, n, d], target [b, m, d]) and final_out; it returns the decoded target.
+  std::tuple<torch::Tensor, torch::Tensor> forward_blocks(
+      const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& targets,
+      const std::function<torch::Tensor(torch::Tensor, torch::Tensor)>& run_blocks);
+
+  const char* owner_;
+};
+
+}  // namespace detail
 
 // ---- Seq2SeqTransformer --------------------------------------------------------------------
 
@@ -103,7 +153,8 @@ struct Seq2SeqTransformerOptions {
   static Seq2SeqTransformerOptions from_kwargs(const Kwargs& kwargs);
 };
 
-class Seq2SeqTransformerImpl : public torch::nn::Cloneable<Seq2SeqTransformerImpl> {
+class Seq2SeqTransformerImpl
+    : public detail::Seq2SeqModelImpl<Seq2SeqTransformerImpl, Seq2SeqTransformerOptions> {
  public:
   explicit Seq2SeqTransformerImpl(const Seq2SeqTransformerOptions& options);
 
@@ -118,35 +169,17 @@ class Seq2SeqTransformerImpl : public torch::nn::Cloneable<Seq2SeqTransformerImp
   std::tuple<torch::Tensor, torch::Tensor> forward(const torch::Tensor& x, const torch::Tensor& y,
                                                    const torch::Tensor& targets = {});
 
-  // Number of parameters, each shared tensor counted once (final_out once despite its two names).
-  int64_t get_num_params() const;
-
-  // Writes config.json and model.safetensors into `folder` (see pretrained.h).
-  void save_pretrained(const std::string& folder) const;
-
-  // A deep copy that keeps final_out's second registration under target_embedder (LibTorch's
-  // Cloneable clones each child on its own and cannot rebuild it).
-  std::shared_ptr<torch::nn::Module> clone(
-      const std::optional<torch::Device>& device = std::nullopt) const override;
-
-  Seq2SeqTransformerOptions options;
-  // Everything below is registered inside `layers`, under these names, as in the reference.
-  torch::nn::ModuleDict layers{nullptr};
-  torch::nn::AnyModule source_embedder, target_embedder;  // Embedding (token) or Linear (vector)
-  SinusoidalPositionalEncoding source_pos_embedder{nullptr}, target_pos_embedder{nullptr};
   std::vector<EncoderBlock> encoder_blocks;  // layers.encoder_blocks (a ModuleList)
   std::vector<DecoderBlock> decoder_blocks;  // layers.decoder_blocks (a ModuleList)
-  torch::nn::Linear final_out{nullptr};      // d_model -> out_dim
 };
-class Seq2SeqTransformer : public torch::nn::ModuleHolder<Seq2SeqTransformerImpl> {
- public:
-  using torch::nn::ModuleHolder<Seq2SeqTransformerImpl>::ModuleHolder;
-  using Impl = Seq2SeqTransformerImpl;
 
-  // The model saved in a folder by save_pretrained (or by the reference: safetensors' save_model
-  // plus a config.json of its constructor keywords), in eval mode.
-  static Seq2SeqTransformer from_pretrained(const std::string& name_or_path,
-                                            const PretrainedOptions& options = {});
+// Defined, for the two models, in seq2seq_models.cpp.
+extern template class detail::Seq2SeqModelImpl<Seq2SeqTransformerImpl, Seq2SeqTransformerOptions>;
+
+class Seq2SeqTransformer
+    : public detail::PretrainedModelHolder<Seq2SeqTransformer, Seq2SeqTransformerImpl> {
+ public:
+  using PretrainedModelHolder::PretrainedModelHolder;
 };
 
 // ---- Seq2SeqDualAttnTransformer ------------------------------------------------------------
@@ -220,7 +253,9 @@ struct Seq2SeqDualAttnTransformerOptions {
   static Seq2SeqDualAttnTransformerOptions from_kwargs(const Kwargs& kwargs);
 };
 
-class Seq2SeqDualAttnTransformerImpl : public torch::nn::Cloneable<Seq2SeqDualAttnTransformerImpl> {
+class Seq2SeqDualAttnTransformerImpl
+    : public detail::Seq2SeqModelImpl<Seq2SeqDualAttnTransformerImpl,
+                                      Seq2SeqDualAttnTransformerOptions> {
  public:
   explicit Seq2SeqDualAttnTransformerImpl(const Seq2SeqDualAttnTransformerOptions& options);
 
@@ -232,36 +267,20 @@ class Seq2SeqDualAttnTransformerImpl : public torch::nn::Cloneable<Seq2SeqDualAt
   std::tuple<torch::Tensor, torch::Tensor> forward(const torch::Tensor& x, const torch::Tensor& y,
                                                    const torch::Tensor& targets = {});
 
-  // Number of parameters, each shared tensor counted once.
-  int64_t get_num_params() const;
-
-  // Writes config.json and model.safetensors into `folder` (see pretrained.h).
-  void save_pretrained(const std::string& folder) const;
-
-  // A deep copy that keeps final_out's second registration under target_embedder (LibTorch's
-  // Cloneable clones each child on its own and cannot rebuild it).
-  std::shared_ptr<torch::nn::Module> clone(
-      const std::optional<torch::Device>& device = std::nullopt) const override;
-
-  Seq2SeqDualAttnTransformerOptions options;
-  // Everything below is registered inside `layers`, under these names, as in the reference.
-  torch::nn::ModuleDict layers{nullptr};
-  torch::nn::AnyModule source_embedder, target_embedder;  // Embedding (token) or Linear (vector)
-  SinusoidalPositionalEncoding source_pos_embedder{nullptr}, target_pos_embedder{nullptr};
+  // Also registered inside `layers`.
   torch::nn::AnyModule symbol_retriever;  // x [b, n, d] -> symbols (make_symbol_retriever)
   std::vector<DualAttnEncoderBlock> encoder_blocks;  // layers.encoder_blocks (a ModuleList)
   std::vector<DualAttnDecoderBlock> decoder_blocks;  // n_layers_enc of them, as in the reference
-  torch::nn::Linear final_out{nullptr};
 };
-class Seq2SeqDualAttnTransformer : public torch::nn::ModuleHolder<Seq2SeqDualAttnTransformerImpl> {
- public:
-  using torch::nn::ModuleHolder<Seq2SeqDualAttnTransformerImpl>::ModuleHolder;
-  using Impl = Seq2SeqDualAttnTransformerImpl;
 
-  // The model saved in a folder by save_pretrained (or by the reference: safetensors' save_model
-  // plus a config.json of its constructor keywords), in eval mode.
-  static Seq2SeqDualAttnTransformer from_pretrained(const std::string& name_or_path,
-                                                    const PretrainedOptions& options = {});
+extern template class detail::Seq2SeqModelImpl<Seq2SeqDualAttnTransformerImpl,
+                                               Seq2SeqDualAttnTransformerOptions>;
+
+class Seq2SeqDualAttnTransformer
+    : public detail::PretrainedModelHolder<Seq2SeqDualAttnTransformer,
+                                           Seq2SeqDualAttnTransformerImpl> {
+ public:
+  using PretrainedModelHolder::PretrainedModelHolder;
 };
 
 }  // namespace dual_attention

@@ -4,6 +4,7 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -98,6 +99,40 @@ const std::vector<std::string>& norm_names();
 // 'none': Identity (no parameters). An unknown name is an error listing the valid ones.
 // Every norm maps [..., d_model] -> [..., d_model].
 torch::nn::AnyModule create_norm(int64_t d_model, const std::string& norm_type);
+
+namespace detail {
+
+// What the encoder and decoder blocks (EncoderBlock, DecoderBlock and their dual-attention twins in
+// dual_attn_blocks.h) build and compute alike.
+
+// create_norm(d_model, norm_type), registered in `block` under `name` (so its parameters are
+// `name.weight`, ...).
+torch::nn::AnyModule register_norm(torch::nn::Module& block, const std::string& name,
+                                   int64_t d_model, const std::string& norm_type);
+
+// The blocks' feed-forward layer: FeedForwardBlock(d_model) with their dff, activation and bias.
+FeedForwardBlock block_feed_forward(int64_t d_model, std::optional<int64_t> dff,
+                                    const std::string& activation, bool bias);
+
+using Sublayer = std::function<torch::Tensor(const torch::Tensor&)>;
+
+// An encoder block's residual wiring around its attention and feed-forward sublayers:
+// pre-norm:  x = x + attend(norm1 x);  x = x + drop(ff(norm2 x)).
+// post-norm: x = drop(norm1(x + attend x));  x = norm2(x + drop(ff x)).
+torch::Tensor encoder_residuals(const torch::Tensor& x, bool norm_first, const Sublayer& attend,
+                                const Sublayer& feed_forward, torch::nn::AnyModule& norm1,
+                                torch::nn::AnyModule& norm2, torch::nn::Dropout& dropout);
+
+// A decoder block's: pre-norm:  x = x + attend(norm1 x);  x = x + cross_attend(norm2 x);
+//                                x = x + ff(norm3 x).
+//                    post-norm: x = norm1(x + attend x);  x = norm2(x + cross_attend x);
+//                                x = norm3(x + ff x).
+torch::Tensor decoder_residuals(const torch::Tensor& x, bool norm_first, const Sublayer& attend,
+                                const Sublayer& cross_attend, const Sublayer& feed_forward,
+                                torch::nn::AnyModule& norm1, torch::nn::AnyModule& norm2,
+                                torch::nn::AnyModule& norm3);
+
+}  // namespace detail
 
 // ---- EncoderBlock --------------------------------------------------------------------------
 

@@ -22,10 +22,12 @@
 #include <torch/torch.h>
 
 #include <array>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "dual_attention/detail/model_common.h"
 #include "dual_attention/dual_attn_blocks.h"
 #include "dual_attention/kwargs.h"
 #include "dual_attention/pretrained.h"
@@ -35,6 +37,57 @@ namespace dual_attention {
 
 // The one table of pooling names: 'cls', 'mean'.
 const std::vector<std::string>& vision_pool_names();
+
+namespace detail {
+
+// What VisionTransformer and VisionDualAttnTransformer share: the sizes resolved from the options,
+// the patch embedding, class token and positions, the output layer, and everything done with a
+// built model. `Derived` builds its blocks in reset() (through resolve_options,
+// register_embeddings and register_blocks) and runs them in forward() (through forward_blocks).
+// Instantiated for the two models only.
+template <class Derived, class Options>
+class VisionModelImpl : public torch::nn::Cloneable<Derived> {
+ public:
+  // `owner` ("VisionTransformer" or "VisionDualAttnTransformer") starts the error messages.
+  VisionModelImpl(const Options& options, const char* owner) : options(options), owner_(owner) {}
+
+  // Number of parameters, each shared tensor counted once.
+  int64_t get_num_params() const;
+
+  // Writes config.json and model.safetensors into `folder` (see pretrained.h).
+  void save_pretrained(const std::string& folder) const;
+
+  Options options;
+  // Resolved from the options, as the reference's attributes of the same names.
+  int64_t img_channels = 0, img_width = 0, img_height = 0;  // image_shape
+  int64_t patch_width = 0, patch_height = 0;                // patch_size
+  int64_t num_patches = 0;  // (img_width / patch_width) * (img_height / patch_height)
+  int64_t patch_dim = 0;    // patch_width * patch_height * img_channels
+
+  torch::Tensor pos_embedding;  // [1, num_patches + 1, d_model], N(0, 1)
+  torch::Tensor cls_token;      // [1, 1, d_model], N(0, 1)
+  // 0: the patch rearrangement (no parameters), 1: LayerNorm(patch_dim), 2: Linear(patch_dim,
+  // d_model), 3: LayerNorm(d_model).
+  torch::nn::Sequential to_patch_embedding{nullptr};
+  torch::nn::Dropout dropout{nullptr};
+  torch::nn::Linear final_out{nullptr};  // d_model -> num_classes
+
+ protected:
+  // Checks the options both models have and sets the resolved sizes above.
+  void resolve_options();
+  // Builds and registers to_patch_embedding, pos_embedding, cls_token and dropout, in this order.
+  void register_embeddings();
+  // Registers `blocks` as "encoder_blocks", then builds and registers final_out.
+  void register_blocks(const torch::nn::ModuleList& blocks);
+  // x [b, channels, H, W] -> logits [b, num_classes], with `run_blocks(h)` between the embedding
+  // (h [b, n + 1, d_model]) and the pooling.
+  torch::Tensor forward_blocks(const torch::Tensor& x,
+                               const std::function<torch::Tensor(torch::Tensor)>& run_blocks);
+
+  const char* owner_;
+};
+
+}  // namespace detail
 
 // ---- VisionTransformer ---------------------------------------------------------------------
 
@@ -104,7 +157,8 @@ struct VisionTransformerOptions {
   static VisionTransformerOptions from_kwargs(const Kwargs& kwargs);
 };
 
-class VisionTransformerImpl : public torch::nn::Cloneable<VisionTransformerImpl> {
+class VisionTransformerImpl
+    : public detail::VisionModelImpl<VisionTransformerImpl, VisionTransformerOptions> {
  public:
   explicit VisionTransformerImpl(const VisionTransformerOptions& options);
 
@@ -114,37 +168,16 @@ class VisionTransformerImpl : public torch::nn::Cloneable<VisionTransformerImpl>
   // x [b, channels, H, W] (see the file comment) -> logits [b, num_classes].
   torch::Tensor forward(const torch::Tensor& x);
 
-  // Number of parameters.
-  int64_t get_num_params() const;
-
-  // Writes config.json and model.safetensors into `folder` (see pretrained.h).
-  void save_pretrained(const std::string& folder) const;
-
-  VisionTransformerOptions options;
-  // Resolved from the options, as the reference's attributes of the same names.
-  int64_t img_channels = 0, img_width = 0, img_height = 0;  // image_shape
-  int64_t patch_width = 0, patch_height = 0;                // patch_size
-  int64_t num_patches = 0;  // (img_width / patch_width) * (img_height / patch_height)
-  int64_t patch_dim = 0;    // patch_width * patch_height * img_channels
-
-  torch::Tensor pos_embedding;  // [1, num_patches + 1, d_model], N(0, 1)
-  torch::Tensor cls_token;      // [1, 1, d_model], N(0, 1)
-  // 0: the patch rearrangement (no parameters), 1: LayerNorm(patch_dim), 2: Linear(patch_dim,
-  // d_model), 3: LayerNorm(d_model).
-  torch::nn::Sequential to_patch_embedding{nullptr};
-  torch::nn::Dropout dropout{nullptr};
   std::vector<EncoderBlock> encoder_blocks;  // registered as the ModuleList "encoder_blocks"
-  torch::nn::Linear final_out{nullptr};      // d_model -> num_classes
 };
-class VisionTransformer : public torch::nn::ModuleHolder<VisionTransformerImpl> {
- public:
-  using torch::nn::ModuleHolder<VisionTransformerImpl>::ModuleHolder;
-  using Impl = VisionTransformerImpl;
 
-  // The model saved in a folder by save_pretrained (or by the reference: safetensors' save_model
-  // plus a config.json of its constructor keywords), in eval mode.
-  static VisionTransformer from_pretrained(const std::string& name_or_path,
-                                           const PretrainedOptions& options = {});
+// Defined, for the two models, in vision_models.cpp.
+extern template class detail::VisionModelImpl<VisionTransformerImpl, VisionTransformerOptions>;
+
+class VisionTransformer
+    : public detail::PretrainedModelHolder<VisionTransformer, VisionTransformerImpl> {
+ public:
+  using PretrainedModelHolder::PretrainedModelHolder;
 };
 
 // ---- VisionDualAttnTransformer -------------------------------------------------------------
@@ -237,7 +270,9 @@ struct VisionDualAttnTransformerOptions {
   static VisionDualAttnTransformerOptions from_kwargs(const Kwargs& kwargs);
 };
 
-class VisionDualAttnTransformerImpl : public torch::nn::Cloneable<VisionDualAttnTransformerImpl> {
+class VisionDualAttnTransformerImpl
+    : public detail::VisionModelImpl<VisionDualAttnTransformerImpl,
+                                     VisionDualAttnTransformerOptions> {
  public:
   explicit VisionDualAttnTransformerImpl(const VisionDualAttnTransformerOptions& options);
 
@@ -247,36 +282,18 @@ class VisionDualAttnTransformerImpl : public torch::nn::Cloneable<VisionDualAttn
   // As VisionTransformer::forward; each block first retrieves its symbols from its input.
   torch::Tensor forward(const torch::Tensor& x);
 
-  // Number of parameters, each shared tensor counted once.
-  int64_t get_num_params() const;
-
-  // Writes config.json and model.safetensors into `folder` (see pretrained.h).
-  void save_pretrained(const std::string& folder) const;
-
-  VisionDualAttnTransformerOptions options;
-  // See VisionTransformer.
-  int64_t img_channels = 0, img_width = 0, img_height = 0;
-  int64_t patch_width = 0, patch_height = 0;
-  int64_t num_patches = 0;
-  int64_t patch_dim = 0;
-
-  torch::Tensor pos_embedding;            // [1, num_patches + 1, d_model]
-  torch::Tensor cls_token;                // [1, 1, d_model]
   torch::nn::AnyModule symbol_retriever;  // x [b, n, d] -> symbols (make_symbol_retriever)
-  torch::nn::Sequential to_patch_embedding{nullptr};
-  torch::nn::Dropout dropout{nullptr};
   std::vector<DualAttnEncoderBlock> encoder_blocks;  // the ModuleList "encoder_blocks"
-  torch::nn::Linear final_out{nullptr};
 };
-class VisionDualAttnTransformer : public torch::nn::ModuleHolder<VisionDualAttnTransformerImpl> {
- public:
-  using torch::nn::ModuleHolder<VisionDualAttnTransformerImpl>::ModuleHolder;
-  using Impl = VisionDualAttnTransformerImpl;
 
-  // The model saved in a folder by save_pretrained (or by the reference: safetensors' save_model
-  // plus a config.json of its constructor keywords), in eval mode.
-  static VisionDualAttnTransformer from_pretrained(const std::string& name_or_path,
-                                                   const PretrainedOptions& options = {});
+extern template class detail::VisionModelImpl<VisionDualAttnTransformerImpl,
+                                              VisionDualAttnTransformerOptions>;
+
+class VisionDualAttnTransformer
+    : public detail::PretrainedModelHolder<VisionDualAttnTransformer,
+                                           VisionDualAttnTransformerImpl> {
+ public:
+  using PretrainedModelHolder::PretrainedModelHolder;
 };
 
 }  // namespace dual_attention

@@ -149,9 +149,11 @@ class ModuleBinding {
     });
   }
 
-  // Exposes a resolved member (e.g. head_dim) as a read-only attribute and in _attrs().
-  template <class T>
-  ModuleBinding& attr(const char* name, T Impl::*member) {
+  // Exposes a resolved member (e.g. head_dim) as a read-only attribute and in _attrs(); `Owner`
+  // is Impl or the base class that declares the member (as the vision models' sizes).
+  template <class T, class Owner>
+  ModuleBinding& attr(const char* name, T Owner::*member) {
+    static_assert(std::is_base_of_v<Owner, Impl>, "attr: the member must be one of Impl's");
     cls_.def_readonly(name, member);
     getters_->emplace_back(name, [member](const Impl& self) { return py::cast(self.*member); });
     return *this;
