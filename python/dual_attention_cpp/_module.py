@@ -26,14 +26,14 @@ import contextlib
 import copy
 import inspect
 import warnings
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
 from . import _C
 
-__all__ = ["CppModule", "PretrainedModel"]
+__all__ = ["CppModule", "PretrainedModel", "cpp_forward"]
 
 # pybind11 class of a C++ module -> the Python class that mirrors it.
 _MIRROR_CLASSES: Dict[type, type] = {}
@@ -426,6 +426,17 @@ class CppModule(nn.Module):
         return result
 
 
+def cpp_forward(doc: str) -> Callable[..., torch.Tensor]:
+    """A ``forward(self, x)`` that runs the C++ module's forward on the one tensor ``x``, with the
+    docstring `doc`: ``forward = cpp_forward("...")`` in a class body."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._cpp_call("forward", x)
+
+    forward.__doc__ = doc
+    return forward
+
+
 class PretrainedModel(CppModule):
     """A model with checkpoints in the layout of huggingface_hub's PyTorchModelHubMixin (the
     reference's ``hf`` classes and the published models): ``config.json`` (the constructor
@@ -473,39 +484,36 @@ class PretrainedModel(CppModule):
 # the same; their forward runs the C++ module.
 
 
+class _LibTorchModule(CppModule):
+    # The forward of the modules that compute (the containers below have none of their own).
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return self._cpp_call("forward", input)
+
+
 def _refuse_structure_change(self, *args, **kwargs):
     raise TypeError(
         f"{type(self).__name__} mirrors a container of a C++ module; its entries cannot change"
     )
 
 
-class Linear(CppModule, nn.Linear, cpp=_C.Linear):
+class Linear(_LibTorchModule, nn.Linear, cpp=_C.Linear):
     _optional_parameters = ("bias",)
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return self._cpp_call("forward", input)
+
+class Dropout(_LibTorchModule, nn.Dropout, cpp=_C.Dropout):
+    pass
 
 
-class Dropout(CppModule, nn.Dropout, cpp=_C.Dropout):
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return self._cpp_call("forward", input)
-
-
-class LayerNorm(CppModule, nn.LayerNorm, cpp=_C.LayerNorm):
+class LayerNorm(_LibTorchModule, nn.LayerNorm, cpp=_C.LayerNorm):
     _optional_parameters = ("weight", "bias")
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return self._cpp_call("forward", input)
+
+class Embedding(_LibTorchModule, nn.Embedding, cpp=_C.Embedding):
+    pass
 
 
-class Embedding(CppModule, nn.Embedding, cpp=_C.Embedding):
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return self._cpp_call("forward", input)
-
-
-class Identity(CppModule, nn.Identity, cpp=_C.Identity):
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return self._cpp_call("forward", input)
+class Identity(_LibTorchModule, nn.Identity, cpp=_C.Identity):
+    pass
 
 
 class ModuleList(CppModule, nn.ModuleList, cpp=_C.ModuleList):

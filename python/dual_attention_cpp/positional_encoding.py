@@ -8,7 +8,7 @@ from typing import Optional
 import torch
 
 from . import _C
-from ._module import CppModule
+from ._module import CppModule, cpp_forward
 
 __all__ = [
     "SinusoidalPositionalEncoding",
@@ -32,9 +32,9 @@ class SinusoidalPositionalEncoding(CppModule, cpp=_C.SinusoidalPositionalEncodin
         Longest sequence encoded. Default 2048.
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    forward = cpp_forward(
         """``dropout(scale * x + pe[:len])`` for ``x`` ``[batch, len, d_model]``."""
-        return self._cpp_call("forward", x)
+    )
 
 
 class LearnedPositionalEmbeddings(CppModule, cpp=_C.LearnedPositionalEmbeddings):
@@ -52,10 +52,10 @@ class LearnedPositionalEmbeddings(CppModule, cpp=_C.LearnedPositionalEmbeddings)
         Longest sequence embedded. Default 2048.
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    forward = cpp_forward(
         """``dropout(scale * x + position_embeddings(arange(len)))`` for ``x``
         ``[batch, len, d_model]``."""
-        return self._cpp_call("forward", x)
+    )
 
 
 class RelativePositionalEncoding(CppModule, cpp=_C.RelativePositionalEncoding):

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Union
 
 import torch
 
 from . import _C
-from ._module import CppModule
+from ._module import CppModule, cpp_forward
 
 __all__ = [
     "SymbolicAttention",
@@ -39,9 +39,9 @@ class SymbolicAttention(CppModule, cpp=_C.SymbolicAttention):
         Whether the symbol library is trained (requires grad). Default True.
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    forward = cpp_forward(
         """Retrieves symbols for ``x`` ``[batch, len, d_model]``; returns ``[batch, len, d_model]``."""
-        return self._cpp_call("forward", x)
+    )
 
 
 class PositionalSymbolRetriever(CppModule, cpp=_C.PositionalSymbolRetriever):
@@ -57,10 +57,10 @@ class PositionalSymbolRetriever(CppModule, cpp=_C.PositionalSymbolRetriever):
         Accepted and stored; no effect (as in the reference). Default False.
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    forward = cpp_forward(
         """The symbols of positions ``0..len-1`` for ``x`` ``[batch, len, ...]``; returns
         ``[batch, len, symbol_dim]``."""
-        return self._cpp_call("forward", x)
+    )
 
 
 class PositionRelativeSymbolRetriever(CppModule, cpp=_C.PositionRelativeSymbolRetriever):
@@ -74,10 +74,10 @@ class PositionRelativeSymbolRetriever(CppModule, cpp=_C.PositionRelativeSymbolRe
         Largest offset encoded; longer offsets are clipped to it.
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    forward = cpp_forward(
         """Symbols for a sequence of the length of ``x`` (``x.shape[1]``); returns
         ``[len, len, symbol_dim]``."""
-        return self._cpp_call("forward", x)
+    )
 
 
 class RelationalSymbolicAttention(CppModule, cpp=_C.RelationalSymbolicAttention):
@@ -110,9 +110,9 @@ class RelationalSymbolicAttention(CppModule, cpp=_C.RelationalSymbolicAttention)
         Softmax scale of the symbolic attention (see ``SymbolicAttention``).
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    forward = cpp_forward(
         """Symbols for ``x`` ``[batch, len, d_model]``; returns ``[batch, len, d_model]``."""
-        return self._cpp_call("forward", x)
+    )
 
     @staticmethod
     def compute_neighbor_mask(

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from . import _C
-from ._module import CppModule, _init_from_cpp, _MIRROR_CLASSES
+from ._module import CppModule, _init_from_cpp, _MIRROR_CLASSES, cpp_forward
 
 __all__ = ["EncoderBlock", "DecoderBlock", "FeedForwardBlock", "RMSNorm", "create_norm"]
 
@@ -105,9 +105,7 @@ class FeedForwardBlock(CppModule, cpp=_C.FeedForwardBlock):
         Bias in the linear layers. Default False.
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Applies the block to ``x`` ``[..., embed_dim]``."""
-        return self._cpp_call("forward", x)
+    forward = cpp_forward("""Applies the block to ``x`` ``[..., embed_dim]``.""")
 
 
 class RMSNorm(CppModule, cpp=_C.RMSNorm):
@@ -121,9 +119,7 @@ class RMSNorm(CppModule, cpp=_C.RMSNorm):
         Added to the mean square. Default 1e-5.
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalises ``x`` ``[..., dim]``."""
-        return self._cpp_call("forward", x)
+    forward = cpp_forward("""Normalises ``x`` ``[..., dim]``.""")
 
 
 def create_norm(d_model: int, norm_type: str) -> nn.Module:

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import torch
-
 from . import _C
-from ._module import PretrainedModel
+from ._module import PretrainedModel, cpp_forward
 from .language_models import configure_optimizers
 
 __all__ = ["VisionTransformer", "VisionDualAttnTransformer", "configure_optimizers"]
 
 
 class _VisionModel(PretrainedModel):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    forward = cpp_forward(
         """Class logits ``[batch, num_classes]`` for images ``x`` ``[batch, channels, H, W]``."""
-        return self._cpp_call("forward", x)
+    )
 
     def get_num_params(self) -> int:
         """Number of parameters."""

@@ -12,10 +12,6 @@
 namespace dual_attention::python {
 namespace {
 
-using Tensor = torch::Tensor;
-using OptTensor = std::optional<torch::Tensor>;
-constexpr auto release_gil = py::call_guard<py::gil_scoped_release>();
-
 // An activation looked up by name, callable on a tensor (model_utils.get_activation_function).
 struct ActivationFunction {
   std::string name;
@@ -33,18 +29,9 @@ void bind_attention(py::module_& m) {
       .attr("head_dim", &AttentionImpl::head_dim)
       .attr("n_rep_kv", &AttentionImpl::n_rep_kv)
       .attr("attn_scale", &AttentionImpl::attn_scale)
-      .def(
-          "forward",
-          [](AttentionImpl& self, const Tensor& query, const Tensor& key, const Tensor& value,
-             const OptTensor& freqs_cos, const OptTensor& freqs_sin, const OptTensor& attn_mask,
-             bool is_causal, bool need_weights) {
-            return self.forward(query, key, value, tensor_or_undefined(freqs_cos),
-                                tensor_or_undefined(freqs_sin), tensor_or_undefined(attn_mask),
-                                is_causal, need_weights);
-          },
-          py::arg("query"), py::arg("key"), py::arg("value"), py::arg("freqs_cos"),
-          py::arg("freqs_sin"), py::arg("attn_mask"), py::arg("is_causal"), py::arg("need_weights"),
-          release_gil);
+      .forward<Tensor, Tensor, Tensor, OptTensor, OptTensor, OptTensor, bool, bool>(
+          "query", "key", "value", "freqs_cos", "freqs_sin", "attn_mask", "is_causal",
+          "need_weights");
 
   ModuleBinding<RelationalAttentionImpl, RelationalAttentionOptions, int64_t, int64_t>(
       m, "RelationalAttention", {"d_model", "n_heads"})
@@ -57,73 +44,35 @@ void bind_attention(py::module_& m) {
       .attr("n_rep_kv", &RelationalAttentionImpl::n_rep_kv)
       .attr("attn_scale", &RelationalAttentionImpl::attn_scale)
       .attr("rel_scale", &RelationalAttentionImpl::rel_scale)
-      .def(
-          "forward",
-          [](RelationalAttentionImpl& self, const Tensor& x, const OptTensor& symbols,
-             const OptTensor& freqs_cos, const OptTensor& freqs_sin, const OptTensor& attn_mask,
-             bool is_causal, bool need_weights) {
-            return self.forward(x, tensor_or_undefined(symbols), tensor_or_undefined(freqs_cos),
-                                tensor_or_undefined(freqs_sin), tensor_or_undefined(attn_mask),
-                                is_causal, need_weights);
-          },
-          py::arg("x"), py::arg("symbols"), py::arg("freqs_cos"), py::arg("freqs_sin"),
-          py::arg("attn_mask"), py::arg("is_causal"), py::arg("need_weights"), release_gil);
+      .forward<Tensor, OptTensor, OptTensor, OptTensor, OptTensor, bool, bool>(
+          "x", "symbols", "freqs_cos", "freqs_sin", "attn_mask", "is_causal", "need_weights");
 
-  ModuleBinding<RelationalCrossAttentionImpl, RelationalCrossAttentionOptions, int64_t, int64_t,
-                double>(m, "RelationalCrossAttention", {"d_model", "n_heads", "dropout"})
-      .attr("n_kv_heads", &RelationalCrossAttentionImpl::n_kv_heads)
-      .attr("total_n_heads", &RelationalCrossAttentionImpl::total_n_heads)
-      .attr("head_dim", &RelationalCrossAttentionImpl::head_dim)
-      .attr("n_rep_kv", &RelationalCrossAttentionImpl::n_rep_kv)
-      .attr("attn_scale", &RelationalCrossAttentionImpl::attn_scale)
-      .def(
-          "forward",
-          [](RelationalCrossAttentionImpl& self, const Tensor& x, const OptTensor& symbols,
-             const OptTensor& freqs_cos, const OptTensor& freqs_sin, const OptTensor& attn_mask,
-             bool is_causal) {
-            return self.forward(x, tensor_or_undefined(symbols), tensor_or_undefined(freqs_cos),
-                                tensor_or_undefined(freqs_sin), tensor_or_undefined(attn_mask),
-                                is_causal);
-          },
-          py::arg("x"), py::arg("symbols"), py::arg("freqs_cos"), py::arg("freqs_sin"),
-          py::arg("attn_mask"), py::arg("is_causal"), release_gil);
-
-  ModuleBinding<DisentangledRelationalCrossAttentionImpl,
-                DisentangledRelationalCrossAttentionOptions, int64_t, int64_t, double>(
-      m, "DisentangledRelationalCrossAttention", {"d_model", "n_heads", "dropout"})
-      .attr("n_kv_heads", &DisentangledRelationalCrossAttentionImpl::n_kv_heads)
-      .attr("total_n_heads", &DisentangledRelationalCrossAttentionImpl::total_n_heads)
-      .attr("head_dim", &DisentangledRelationalCrossAttentionImpl::head_dim)
-      .attr("n_rep_kv", &DisentangledRelationalCrossAttentionImpl::n_rep_kv)
-      .attr("attn_scale", &DisentangledRelationalCrossAttentionImpl::attn_scale)
-      .def(
-          "forward",
-          [](DisentangledRelationalCrossAttentionImpl& self, const Tensor& x,
-             const OptTensor& symbols, const OptTensor& freqs_cos, const OptTensor& freqs_sin,
-             const OptTensor& attn_mask, bool is_causal) {
-            return self.forward(x, tensor_or_undefined(symbols), tensor_or_undefined(freqs_cos),
-                                tensor_or_undefined(freqs_sin), tensor_or_undefined(attn_mask),
-                                is_causal);
-          },
-          py::arg("x"), py::arg("symbols"), py::arg("freqs_cos"), py::arg("freqs_sin"),
-          py::arg("attn_mask"), py::arg("is_causal"), release_gil);
+  // The two relational cross-attention ablations have the same attributes and forward.
+  auto bind_cross_attention = [](auto&& binding) {
+    using Impl = typename std::decay_t<decltype(binding)>::Impl;
+    binding.attr("n_kv_heads", &Impl::n_kv_heads)
+        .attr("total_n_heads", &Impl::total_n_heads)
+        .attr("head_dim", &Impl::head_dim)
+        .attr("n_rep_kv", &Impl::n_rep_kv)
+        .attr("attn_scale", &Impl::attn_scale)
+        .template forward<Tensor, OptTensor, OptTensor, OptTensor, OptTensor, bool>(
+            "x", "symbols", "freqs_cos", "freqs_sin", "attn_mask", "is_causal");
+  };
+  bind_cross_attention(
+      ModuleBinding<RelationalCrossAttentionImpl, RelationalCrossAttentionOptions, int64_t, int64_t,
+                    double>(m, "RelationalCrossAttention", {"d_model", "n_heads", "dropout"}));
+  bind_cross_attention(
+      ModuleBinding<DisentangledRelationalCrossAttentionImpl,
+                    DisentangledRelationalCrossAttentionOptions, int64_t, int64_t, double>(
+          m, "DisentangledRelationalCrossAttention", {"d_model", "n_heads", "dropout"}));
 
   ModuleBinding<DualAttentionImpl, DualAttentionOptions, int64_t, int64_t, int64_t, double>(
       m, "DualAttention", {"d_model", "n_heads_sa", "n_heads_ra", "dropout"})
       .attr("use_self_attn", &DualAttentionImpl::use_self_attn)
       .attr("use_rel_attn", &DualAttentionImpl::use_rel_attn)
       .attr("total_n_heads", &DualAttentionImpl::total_n_heads)
-      .def(
-          "forward",
-          [](DualAttentionImpl& self, const Tensor& x, const OptTensor& symbols,
-             const OptTensor& attn_mask, bool is_causal, const OptTensor& freqs_cos,
-             const OptTensor& freqs_sin, bool need_weights) {
-            return self.forward(x, tensor_or_undefined(symbols), tensor_or_undefined(attn_mask),
-                                is_causal, tensor_or_undefined(freqs_cos),
-                                tensor_or_undefined(freqs_sin), need_weights);
-          },
-          py::arg("x"), py::arg("symbols"), py::arg("attn_mask"), py::arg("is_causal"),
-          py::arg("freqs_cos"), py::arg("freqs_sin"), py::arg("need_weights"), release_gil);
+      .forward<Tensor, OptTensor, OptTensor, bool, OptTensor, OptTensor, bool>(
+          "x", "symbols", "attn_mask", "is_causal", "freqs_cos", "freqs_sin", "need_weights");
 
   // ---- attention_utils ----
   m.def("repeat_kv", &repeat_kv, py::arg("x"), py::arg("n_rep"));

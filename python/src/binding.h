@@ -8,6 +8,7 @@
 #include <array>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -41,9 +42,19 @@ auto as_value_error(F&& build) -> decltype(build()) {
   }
 }
 
-// A torch.Tensor argument that may be None.
-inline torch::Tensor tensor_or_undefined(const std::optional<torch::Tensor>& t) {
-  return t.has_value() ? *t : torch::Tensor();
+// The argument types of the bound methods: a tensor, a tensor or None, an int or None.
+using Tensor = torch::Tensor;
+using OptTensor = std::optional<torch::Tensor>;
+using OptInt = std::optional<int64_t>;
+// Every bound method that computes runs without the GIL.
+inline constexpr auto release_gil = py::call_guard<py::gil_scoped_release>();
+
+// A Python argument as the C++ methods take it: a tensor that is None is an undefined tensor, any
+// other value is passed on as it is.
+inline Tensor cpp_argument(const OptTensor& t) { return t.has_value() ? *t : Tensor(); }
+template <class T>
+const T& cpp_argument(const T& value) {
+  return value;
 }
 
 // The Python annotation of a keyword of C++ type T (for signatures, help() and the .pyi stubs).
@@ -85,6 +96,16 @@ struct PythonType<std::optional<T>> {
 //   _kwargs()           the keywords that rebuild this module (for copy and pickle)
 template <class Impl>
 using ModuleClass = py::class_<Impl, torch::nn::Module, std::shared_ptr<Impl>>;
+
+// Binds Impl::forward taking Python arguments of types Py (OptTensor: a tensor or None), named
+// `names`, in the order of the C++ forward's parameters.
+template <class... Py, class Impl, class... Names>
+void def_forward(ModuleClass<Impl>& cls, Names... names) {
+  static_assert(sizeof...(Names) == sizeof...(Py), "def_forward: one name per argument");
+  cls.def(
+      "forward", [](Impl& self, Py... args) { return self.forward(cpp_argument(args)...); },
+      py::arg(names)..., release_gil);
+}
 
 // Attribute getters recorded per bound class, read by _attrs().
 template <class Impl>
@@ -129,21 +150,10 @@ class ModuleBinding {
       });
       return out;
     });
-    cls_.def("_kwargs", [](const Impl& self) {
-      py::dict out;
-      Options o = self.options;
-      o.fields([&](const char* key, auto& field) {
-        out[key] = from_kwargs_value(detail::write_kwarg(field));
-      });
-      return out;
-    });
+    cls_.def("_kwargs", &ModuleBinding::kwargs_of);
     auto getters = getters_;
     cls_.def("_attrs", [getters](const Impl& self) {
-      py::dict out;
-      Options o = self.options;
-      o.fields([&](const char* key, auto& field) {
-        out[key] = from_kwargs_value(detail::write_kwarg(field));
-      });
+      py::dict out = kwargs_of(self);
       for (const auto& [key, get] : *getters) out[key.c_str()] = get(self);
       return out;
     });
@@ -159,7 +169,14 @@ class ModuleBinding {
     return *this;
   }
 
-  // cls.def(...), for forward and other methods.
+  // def_forward(): binds Impl::forward.
+  template <class... Py, class... Names>
+  ModuleBinding& forward(Names... names) {
+    def_forward<Py...>(cls_, names...);
+    return *this;
+  }
+
+  // cls.def(...), for other methods.
   template <class... A>
   ModuleBinding& def(A&&... args) {
     cls_.def(std::forward<A>(args)...);
@@ -169,6 +186,16 @@ class ModuleBinding {
   ModuleClass<Impl>& cls() { return cls_; }
 
  private:
+  // The keywords that rebuild `self`: its Options as a dict.
+  static py::dict kwargs_of(const Impl& self) {
+    py::dict out;
+    Options o = self.options;
+    o.fields([&](const char* key, auto& field) {
+      out[key] = from_kwargs_value(detail::write_kwarg(field));
+    });
+    return out;
+  }
+
   ModuleClass<Impl> cls_;
   std::shared_ptr<AttrGetters<Impl>> getters_;
 };

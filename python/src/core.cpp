@@ -102,11 +102,12 @@ ModuleClass<Impl> bind_builtin(py::module_& m, const char* name,
   return cls;
 }
 
-template <class Impl>
-void def_single_input_forward(ModuleClass<Impl>& cls) {
-  cls.def(
-      "forward", [](Impl& self, const torch::Tensor& input) { return self.forward(input); },
-      py::arg("input"), py::call_guard<py::gil_scoped_release>());
+// [(name, value)] of a module's own tensors or children, in the order they were registered.
+template <class Value>
+py::list items(const torch::OrderedDict<std::string, Value>& dict) {
+  py::list out;
+  for (const auto& item : dict) out.append(py::make_tuple(item.key(), item.value()));
+  return out;
 }
 
 }  // namespace
@@ -136,28 +137,14 @@ void bind_core(py::module_& m) {
            [](const torch::nn::Module& self) { return reinterpret_cast<std::uintptr_t>(&self); })
       .def("_named_parameters",
            [](const torch::nn::Module& self) {
-             py::list out;
-             for (const auto& item : self.named_parameters(/*recurse=*/false)) {
-               out.append(py::make_tuple(item.key(), item.value()));
-             }
-             return out;
+             return items(self.named_parameters(/*recurse=*/false));
            })
       .def("_named_buffers",
            [](const torch::nn::Module& self) {
-             py::list out;
-             for (const auto& item : self.named_buffers(/*recurse=*/false)) {
-               out.append(py::make_tuple(item.key(), item.value()));
-             }
-             return out;
+             return items(self.named_buffers(/*recurse=*/false));
            })
       .def("_named_children",
-           [](const torch::nn::Module& self) {
-             py::list out;
-             for (const auto& item : self.named_children()) {
-               out.append(py::make_tuple(item.key(), item.value()));
-             }
-             return out;
-           })
+           [](const torch::nn::Module& self) { return items(self.named_children()); })
       .def("_non_persistent_buffers",
            [](const torch::nn::Module& self) {
              const auto* declared = dynamic_cast<const io::NonPersistentBuffers*>(&self);
@@ -173,43 +160,35 @@ void bind_core(py::module_& m) {
       });
 
   using namespace torch::nn;
+  using namespace pybind11::literals;
   auto linear = bind_builtin<LinearImpl>(m, "Linear", [](const LinearImpl& self) {
-    py::dict d;
-    d["in_features"] = self.options.in_features();
-    d["out_features"] = self.options.out_features();
-    return d;
+    return py::dict("in_features"_a = self.options.in_features(),
+                    "out_features"_a = self.options.out_features());
   });
-  def_single_input_forward(linear);
+  def_forward<Tensor>(linear, "input");
   auto dropout = bind_builtin<DropoutImpl>(m, "Dropout", [](const DropoutImpl& self) {
-    py::dict d;
-    d["p"] = self.options.p();
-    d["inplace"] = self.options.inplace();
-    return d;
+    return py::dict("p"_a = self.options.p(), "inplace"_a = self.options.inplace());
   });
-  def_single_input_forward(dropout);
+  def_forward<Tensor>(dropout, "input");
   auto layer_norm = bind_builtin<LayerNormImpl>(m, "LayerNorm", [](const LayerNormImpl& self) {
-    py::dict d;
-    d["normalized_shape"] = py::tuple(py::cast(self.options.normalized_shape()));
-    d["eps"] = self.options.eps();
-    d["elementwise_affine"] = self.options.elementwise_affine();
-    return d;
+    return py::dict("normalized_shape"_a = py::tuple(py::cast(self.options.normalized_shape())),
+                    "eps"_a = self.options.eps(),
+                    "elementwise_affine"_a = self.options.elementwise_affine());
   });
-  def_single_input_forward(layer_norm);
+  def_forward<Tensor>(layer_norm, "input");
   auto embedding = bind_builtin<EmbeddingImpl>(m, "Embedding", [](const EmbeddingImpl& self) {
-    py::dict d;
-    d["num_embeddings"] = self.options.num_embeddings();
-    d["embedding_dim"] = self.options.embedding_dim();
-    d["padding_idx"] = py::cast(self.options.padding_idx());
-    d["max_norm"] = py::cast(self.options.max_norm());
-    d["norm_type"] = self.options.norm_type();
-    d["scale_grad_by_freq"] = self.options.scale_grad_by_freq();
-    d["sparse"] = self.options.sparse();
-    return d;
+    return py::dict("num_embeddings"_a = self.options.num_embeddings(),
+                    "embedding_dim"_a = self.options.embedding_dim(),
+                    "padding_idx"_a = self.options.padding_idx(),
+                    "max_norm"_a = self.options.max_norm(),
+                    "norm_type"_a = self.options.norm_type(),
+                    "scale_grad_by_freq"_a = self.options.scale_grad_by_freq(),
+                    "sparse"_a = self.options.sparse());
   });
-  def_single_input_forward(embedding);
+  def_forward<Tensor>(embedding, "input");
   auto identity =
       bind_builtin<IdentityImpl>(m, "Identity", [](const IdentityImpl&) { return py::dict(); });
-  def_single_input_forward(identity);
+  def_forward<Tensor>(identity, "input");
   bind_builtin<ModuleListImpl>(m, "ModuleList", [](const ModuleListImpl&) { return py::dict(); });
   bind_builtin<ModuleDictImpl>(m, "ModuleDict", [](const ModuleDictImpl&) { return py::dict(); });
   bind_builtin<SequentialImpl>(m, "Sequential", [](const SequentialImpl&) { return py::dict(); });

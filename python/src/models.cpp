@@ -9,11 +9,6 @@
 namespace dual_attention::python {
 namespace {
 
-using Tensor = torch::Tensor;
-using OptTensor = std::optional<torch::Tensor>;
-using OptInt = std::optional<int64_t>;
-constexpr auto release_gil = py::call_guard<py::gil_scoped_release>();
-
 // from_pretrained / save_pretrained of a model class with a ModuleHolder `Holder`.
 template <class Holder, class Binding>
 void def_pretrained(Binding& binding) {
@@ -57,12 +52,7 @@ void bind_models(py::module_& m) {
       t_lm(m, "TransformerLM", TransformerLMOptions::required_keywords);
   auto bind_lm = [](auto& lm) {
     using Impl = typename std::decay_t<decltype(lm)>::Impl;
-    lm.def(
-          "forward",
-          [](Impl& self, const Tensor& idx, const OptTensor& targets) {
-            return self.forward(idx, tensor_or_undefined(targets));
-          },
-          py::arg("x"), py::arg("targets"), release_gil)
+    lm.template forward<Tensor, OptTensor>("x", "targets")
         .def(
             "generate",
             [](Impl& self, const Tensor& idx, int64_t max_new_tokens, double temperature,
@@ -88,13 +78,7 @@ void bind_models(py::module_& m) {
               Seq2SeqDualAttnTransformerOptions::required_keywords);
   auto bind_s2s = [](auto& model) {
     using Impl = typename std::decay_t<decltype(model)>::Impl;
-    model
-        .def(
-            "forward",
-            [](Impl& self, const Tensor& x, const Tensor& y, const OptTensor& targets) {
-              return self.forward(x, y, tensor_or_undefined(targets));
-            },
-            py::arg("x"), py::arg("y"), py::arg("targets"), release_gil)
+    model.template forward<Tensor, Tensor, OptTensor>("x", "y", "targets")
         .def("get_num_params", &Impl::get_num_params);
   };
   bind_s2s(s2s);
@@ -120,9 +104,7 @@ void bind_models(py::module_& m) {
         .attr("patch_height", &Impl::patch_height)
         .attr("num_patches", &Impl::num_patches)
         .attr("patch_dim", &Impl::patch_dim)
-        .def(
-            "forward", [](Impl& self, const Tensor& x) { return self.forward(x); }, py::arg("x"),
-            release_gil)
+        .template forward<Tensor>("x")
         .def("get_num_params", &Impl::get_num_params);
   };
   bind_vision(vit);
