@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
+import os
 import warnings
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
@@ -175,6 +176,11 @@ class CppModule(nn.Module):
 
     def __init_subclass__(cls, cpp: Any = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        forward = cls.__dict__.get("forward")
+        if getattr(forward, "_from_cpp_forward", False):
+            # Made by cpp_forward (one function per class): named as if written in the class.
+            forward.__qualname__ = f"{cls.__qualname__}.forward"
+            forward.__module__ = cls.__module__
         if cpp is None:
             return
         cls._cpp_class = cpp
@@ -434,6 +440,7 @@ def cpp_forward(doc: str) -> Callable[..., torch.Tensor]:
         return self._cpp_call("forward", x)
 
     forward.__doc__ = doc
+    forward._from_cpp_forward = True  # type: ignore[attr-defined]
     return forward
 
 
@@ -445,27 +452,52 @@ class PretrainedModel(CppModule):
     @classmethod
     def from_pretrained(
         cls,
-        pretrained_model_name_or_path: str,
+        pretrained_model_name_or_path: Union[str, os.PathLike],
         *,
+        force_download: bool = False,
+        token: Union[str, bool, None] = None,
+        cache_dir: Union[str, os.PathLike, None] = None,
+        local_files_only: bool = False,
+        revision: Optional[str] = None,
         dtype: Optional[torch.dtype] = None,
         device: Union[torch.device, str, None] = None,
         map_location: Union[torch.device, str, None] = None,
     ):
-        """Loads the model saved in a folder (by ``save_pretrained``, ours or the reference's
-        mixin), in eval mode.
+        """Loads a model saved by ``save_pretrained`` (ours or the reference's mixin), in eval
+        mode, from a folder or from a Hub repository.
 
         Parameters
         ----------
-        pretrained_model_name_or_path : str
-            A folder holding ``config.json`` and ``model.safetensors``.
+        pretrained_model_name_or_path : str or os.PathLike
+            A folder holding ``config.json`` and ``model.safetensors``, or a Hub repository id
+            (``"awni00/DAT-sa8-ra8-ns1024-sh8-nkvh4-343M"``), downloaded by the C++ Hub client into
+            huggingface_hub's cache (HF_HUB_CACHE, HF_HOME, HF_ENDPOINT, HF_HUB_OFFLINE and HF_TOKEN
+            apply), so that either library reuses what the other fetched.
+        force_download, token, cache_dir, local_files_only, revision
+            As huggingface_hub's ``from_pretrained``: download again; the token (a string; True:
+            the saved one, as by default; False: none); the cache folder; never use the network;
+            a branch, tag or commit hash (default ``main``). They matter for repository ids only.
         dtype : torch.dtype, optional
             Floating-point dtype of the model; by default the checkpoint's.
         device, map_location : torch.device or str, optional
             Where the model is placed (``map_location`` is the mixin's name for it); default CPU.
         """
+        if token is True:
+            token = None  # the saved token: the client's default
+        elif token is False:
+            token = ""  # an empty token sends none
+        elif token is not None and not isinstance(token, str):
+            raise TypeError(f"token must be a str, a bool or None, got {type(token).__name__}")
         where = device if device is not None else map_location
         cpp = cls._cpp_class._from_pretrained(
-            str(pretrained_model_name_or_path), dtype, None if where is None else torch.device(where)
+            os.fspath(pretrained_model_name_or_path),
+            dtype,
+            None if where is None else torch.device(where),
+            revision,
+            token,
+            None if cache_dir is None else os.fspath(cache_dir),
+            bool(local_files_only),
+            bool(force_download),
         )
         model = cls.__new__(cls)
         _init_from_cpp(model, cpp)

@@ -16,13 +16,23 @@ void def_pretrained(Binding& binding) {
   binding.cls().def_static(
       "_from_pretrained",
       [](const std::string& name_or_path, std::optional<torch::Dtype> dtype,
-         std::optional<torch::Device> device) -> std::shared_ptr<Impl> {
+         std::optional<torch::Device> device, std::optional<std::string> revision,
+         std::optional<std::string> token, std::optional<std::string> cache_dir,
+         bool local_files_only, bool force_download) -> std::shared_ptr<Impl> {
+        hub::DownloadOptions download;
+        download.revision = std::move(revision);
+        download.token = std::move(token);
+        download.cache_dir = std::move(cache_dir);
+        download.local_files_only = local_files_only;
+        download.force_download = force_download;
         PretrainedOptions options;
-        options.dtype(dtype);
+        options.dtype(dtype).download(download);
         if (device) options.device(*device);
         return Holder::from_pretrained(name_or_path, options).ptr();
       },
-      py::arg("name_or_path"), py::arg("dtype"), py::arg("device"), release_gil);
+      py::arg("name_or_path"), py::arg("dtype"), py::arg("device"), py::arg("revision"),
+      py::arg("token"), py::arg("cache_dir"), py::arg("local_files_only"),
+      py::arg("force_download"), release_gil);
   binding.def(
       "save_pretrained",
       [](const Impl& self, const std::string& folder) { self.save_pretrained(folder); },

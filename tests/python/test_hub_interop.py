@@ -262,3 +262,60 @@ def test_cli_failures_exit_1_and_name_repo_file_and_revision(hub, env):
     assert offline.returncode == 1
     assert "'config.json' of 'org/tiny-dat' at revision 'v2'" in offline.stderr
     assert "HF_HUB_OFFLINE" in offline.stderr
+
+
+@pytest.fixture
+def in_process_env(env, monkeypatch):
+    """The `env` settings applied to this process, for the package's own from_pretrained."""
+    for key in list(os.environ):
+        if key.startswith(("HF_", "HUGGING")):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        if key.startswith("HF_"):
+            monkeypatch.setenv(key, value)
+    return env
+
+
+def test_python_from_pretrained_takes_a_repo_id_like_the_mixin(hub, in_process_env, tmp_path):
+    import torch
+    import dual_attention_cpp as dac
+    from dual_attention.hf import DualAttnTransformerLM_HFHub as Reference
+
+    ours = dac.hf.DualAttnTransformerLM_HFHub.from_pretrained("org/tiny-dat")
+    assert not ours.training
+    assert hub.requests("GET", "/resolve/main/config.json")  # a regular file: from the Hub
+    assert hub.requests("GET", "/cdn/")  # the LFS weights: from the CDN it redirects to
+    snapshot = os.path.join(in_process_env["HF_HUB_CACHE"], "models--org--tiny-dat", "snapshots",
+                            COMMIT)
+    assert sorted(os.listdir(snapshot)) == FILES
+    reference = Reference.from_pretrained(FIXTURE).eval()
+    tokens = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(tokens)[0], reference(tokens)[0], rtol=1e-5, atol=1e-6)
+
+    # Cached: offline (local_files_only) and by commit hash, nothing is requested.
+    hub.control("reset=1")
+    again = dac.DualAttnTransformerLM.from_pretrained("org/tiny-dat", local_files_only=True,
+                                                     revision=COMMIT)
+    assert hub.requests() == []
+    torch.testing.assert_close(again(tokens)[0], ours(tokens)[0], rtol=0, atol=0)
+
+    # cache_dir and force_download as huggingface_hub takes them; token=False sends no token.
+    other = tmp_path / "other-cache"
+    dac.DualAttnTransformerLM.from_pretrained("org/tiny-dat", cache_dir=other, token=False)
+    assert (other / "models--org--tiny-dat" / "snapshots" / COMMIT / "model.safetensors").exists()
+    assert all(e["authorization"] is None for e in hub.requests())
+    hub.control("reset=1")
+    dac.DualAttnTransformerLM.from_pretrained("org/tiny-dat", cache_dir=other, force_download=True)
+    assert len(hub.requests("GET")) >= len(FILES)
+
+
+def test_python_from_pretrained_errors_name_the_repo_and_revision(hub, in_process_env):
+    import dual_attention_cpp as dac
+
+    with pytest.raises(RuntimeError, match="org/tiny-dat.*no-such-branch|no-such-branch.*org/tiny-dat"):
+        dac.DualAttnTransformerLM.from_pretrained("org/tiny-dat", revision="no-such-branch")
+    with pytest.raises(RuntimeError, match="org/missing"):
+        dac.DualAttnTransformerLM.from_pretrained("org/missing")
+    with pytest.raises(TypeError, match="token must be a str, a bool or None, got int"):
+        dac.DualAttnTransformerLM.from_pretrained("org/tiny-dat", token=1)
