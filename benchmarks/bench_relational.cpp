@@ -133,17 +133,19 @@ Subject make_subject(const Json& spec) {
     RelationalAttentionOptions opts(1, 1);
     apply_kwargs(opts, spec.at("kwargs"), "bench_relational: RelationalAttention");
     auto m = RelationalAttention(opts);
-    return layer_subject(m.ptr(), [m, causal](const torch::Tensor& x, const torch::Tensor& s) mutable {
-      return std::get<0>(m->forward(x, s, {}, {}, {}, causal, /*need_weights=*/false));
-    });
+    return layer_subject(
+        m.ptr(), [m, causal](const torch::Tensor& x, const torch::Tensor& s) mutable {
+          return std::get<0>(m->forward(x, s, {}, {}, {}, causal, /*need_weights=*/false));
+        });
   }
   if (kind == "dual_attention") {
     DualAttentionOptions opts(1, 1, 1, 0.0);
     apply_kwargs(opts, spec.at("kwargs"), "bench_relational: DualAttention");
     auto m = DualAttention(opts);
-    return layer_subject(m.ptr(), [m, causal](const torch::Tensor& x, const torch::Tensor& s) mutable {
-      return std::get<0>(m->forward(x, s, {}, causal, {}, {}, /*need_weights=*/false));
-    });
+    return layer_subject(
+        m.ptr(), [m, causal](const torch::Tensor& x, const torch::Tensor& s) mutable {
+          return std::get<0>(m->forward(x, s, {}, causal, {}, {}, /*need_weights=*/false));
+        });
   }
   if (kind == "language_model") {
     auto m = DualAttnTransformerLM(DualAttnTransformerLMOptions::from_kwargs(spec.at("kwargs")));
@@ -265,7 +267,8 @@ int main(int argc, char** argv) {
 
     if (spec.contains("output")) {
       c10::Dict<std::string, torch::Tensor> saved;
-      for (const auto& [name, tensor] : first) saved.insert(name, tensor.to(torch::kCPU, torch::kFloat));
+      for (const auto& [name, tensor] : first)
+        saved.insert(name, tensor.to(torch::kCPU, torch::kFloat));
       auto bytes = torch::pickle_save(saved);
       std::ofstream(spec.at("output").get<std::string>(), std::ios::binary)
           .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));

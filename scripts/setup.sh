@@ -8,7 +8,8 @@ cd "$ROOT"
 export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$ROOT}"
 export CCACHE_SLOPPINESS="${CCACHE_SLOPPINESS:-pch_defines,time_macros,include_file_mtime,include_file_ctime}"
 
-APT_PACKAGES=(cmake g++ ninja-build ccache libgtest-dev nlohmann-json3-dev libcurl4-openssl-dev)
+APT_PACKAGES=(cmake g++ ninja-build ccache clang-format libgtest-dev nlohmann-json3-dev
+  libcurl4-openssl-dev)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -6,7 +6,14 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/setup.sh"
 cd "$ROOT"
 
+# Idle OpenMP threads sleep instead of spinning: on a busy machine (a CI runner, a parallel build)
+# spinning workers hold the cores their partners need, and the suites slow down many times over.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+
 status=0
+echo "== Formatting (clang-format, .clang-format)"
+scripts/format.sh --check || status=1
+
 echo "== C++ suite (ctest)"
 (cd build && OMP_NUM_THREADS=2 ctest --output-on-failure) || status=1
 

@@ -17,7 +17,8 @@ void AttentionImpl::reset() {
   n_rep_kv = heads.n_rep_kv;
   key_dim = o.key_dim().value_or(head_dim);
   TORCH_CHECK(key_dim > 0, owner, ": key_dim must be positive, got ", key_dim);
-  attn_scale = 1.0 / std::sqrt(static_cast<double>(head_dim));  // head_dim even when key_dim differs
+  attn_scale =
+      1.0 / std::sqrt(static_cast<double>(head_dim));  // head_dim even when key_dim differs
 
   using detail::linear;
   const int64_t d = o.d_model(), out_dim = o.n_heads() * head_dim;
@@ -30,8 +31,9 @@ void AttentionImpl::reset() {
 }
 
 void AttentionImpl::pretty_print(std::ostream& stream) const {
-  stream << std::boolalpha << "dual_attention::Attention(d_model=" << options.d_model() << ", n_heads=" << options.n_heads()
-         << ", n_kv_heads=" << n_kv_heads << ", head_dim=" << head_dim << ", key_dim=" << key_dim
+  stream << std::boolalpha << "dual_attention::Attention(d_model=" << options.d_model()
+         << ", n_heads=" << options.n_heads() << ", n_kv_heads=" << n_kv_heads
+         << ", head_dim=" << head_dim << ", key_dim=" << key_dim
          << ", dropout=" << options.dropout() << ")";
 }
 
@@ -51,8 +53,8 @@ std::tuple<torch::Tensor, torch::Tensor> AttentionImpl::forward(
   TORCH_CHECK(value.size(1) == lk, owner, ": key and value must have the same length, got ", lk,
               " and ", value.size(1));
   const bool rope = detail::check_rope_inputs(freqs_cos, freqs_sin, lq, key_dim, owner);
-  TORCH_CHECK(!rope || lq == lk, owner, ": RoPE needs equal query and key lengths, got ", lq, " and ",
-              lk);
+  TORCH_CHECK(!rope || lq == lk, owner, ": RoPE needs equal query and key lengths, got ", lq,
+              " and ", lk);
   // SDPA takes the causal flag itself: the [lq, lk] mask is built only when the scores are.
   auto mask = need_weights || attn_mask.defined()
                   ? detail::resolve_attn_mask(attn_mask, is_causal, lq, lk, query.device(), owner)
@@ -64,7 +66,7 @@ std::tuple<torch::Tensor, torch::Tensor> AttentionImpl::forward(
   if (rope) std::tie(q, k) = apply_rotary_emb(q, k, freqs_cos, freqs_sin);
   k = repeat_kv(k, n_rep_kv).transpose(1, 2);  // [b, h, lk, key_dim]
   v = repeat_kv(v, n_rep_kv).transpose(1, 2);  // [b, h, lk, head_dim]
-  q = q.transpose(1, 2);                        // [b, h, lq, key_dim]
+  q = q.transpose(1, 2);                       // [b, h, lq, key_dim]
 
   torch::Tensor out, scores;
   if (!need_weights) {

@@ -13,8 +13,8 @@ torch::Tensor repeat_kv(const torch::Tensor& x, int64_t n_rep) {
 
 std::tuple<torch::Tensor, torch::Tensor> precompute_freqs_cis(int64_t dim, int64_t end,
                                                               double theta) {
-  TORCH_CHECK(dim > 0 && dim % 2 == 0, "precompute_freqs_cis: dim must be a positive even number, got ",
-              dim);
+  TORCH_CHECK(dim > 0 && dim % 2 == 0,
+              "precompute_freqs_cis: dim must be a positive even number, got ", dim);
   TORCH_CHECK(end >= 0, "precompute_freqs_cis: end must be >= 0, got ", end);
   auto f32 = torch::TensorOptions().dtype(torch::kFloat);
   // theta^(-2i/dim), computed as the reference does: 1 / theta ** (arange(0, dim, 2) / dim).
@@ -28,9 +28,10 @@ std::tuple<torch::Tensor, torch::Tensor> apply_rotary_emb(const torch::Tensor& x
                                                           const torch::Tensor& freqs_cos,
                                                           const torch::Tensor& freqs_sin) {
   TORCH_CHECK(xq.dim() == 4 && xk.dim() == 4,
-              "apply_rotary_emb: xq and xk must be [batch, len, heads, dim], got shapes ", xq.sizes(),
-              " and ", xk.sizes());
-  TORCH_CHECK(xq.size(-1) % 2 == 0, "apply_rotary_emb: the last dim must be even, got ", xq.size(-1));
+              "apply_rotary_emb: xq and xk must be [batch, len, heads, dim], got shapes ",
+              xq.sizes(), " and ", xk.sizes());
+  TORCH_CHECK(xq.size(-1) % 2 == 0, "apply_rotary_emb: the last dim must be even, got ",
+              xq.size(-1));
   const auto compute = xq.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
   // [len, dim / 2] -> [1, len, 1, dim / 2] against the pairs of x
   auto cos = freqs_cos.to(compute).unsqueeze(1).unsqueeze(0);
@@ -48,7 +49,8 @@ std::tuple<torch::Tensor, torch::Tensor> apply_rotary_emb(const torch::Tensor& x
 }
 
 torch::Tensor compute_causal_mask(int64_t size, torch::Device device) {
-  return torch::ones({size, size}, torch::TensorOptions().dtype(torch::kBool).device(device)).tril();
+  return torch::ones({size, size}, torch::TensorOptions().dtype(torch::kBool).device(device))
+      .tril();
 }
 
 torch::Tensor compute_diag_mask(int64_t size, torch::Device device) {
@@ -62,7 +64,8 @@ HeadLayout resolve_heads(const char* owner, int64_t d_model, int64_t n_heads,
                          double dropout) {
   TORCH_CHECK(d_model > 0, owner, ": d_model must be positive, got ", d_model);
   TORCH_CHECK(n_heads > 0, owner, ": n_heads must be positive, got ", n_heads);
-  TORCH_CHECK(dropout >= 0.0 && dropout <= 1.0, owner, ": dropout must be in [0, 1], got ", dropout);
+  TORCH_CHECK(dropout >= 0.0 && dropout <= 1.0, owner, ": dropout must be in [0, 1], got ",
+              dropout);
   HeadLayout l{};
   l.n_heads = n_heads;
   l.n_kv_heads = n_kv_heads.value_or(n_heads);
@@ -79,9 +82,10 @@ HeadLayout resolve_heads(const char* owner, int64_t d_model, int64_t n_heads,
 torch::Tensor resolve_attn_mask(const torch::Tensor& attn_mask, bool is_causal, int64_t q_len,
                                 int64_t k_len, torch::Device device, const char* owner) {
   if (attn_mask.defined()) {
-    TORCH_CHECK(!is_causal, owner,
-                ": attn_mask and is_causal=true were both given; pass one of them (is_causal builds "
-                "the causal mask itself)");
+    TORCH_CHECK(
+        !is_causal, owner,
+        ": attn_mask and is_causal=true were both given; pass one of them (is_causal builds "
+        "the causal mask itself)");
     TORCH_CHECK(attn_mask.scalar_type() == torch::kBool, owner,
                 ": attn_mask must be a boolean tensor (True = may attend), got dtype ",
                 attn_mask.scalar_type());

@@ -76,7 +76,8 @@ void DualAttentionImpl::reset() {
       wq = disentangled_relational_cross_attention->wq_attn;
       wk = disentangled_relational_cross_attention->wk_attn;
     } else {
-      TORCH_CHECK(false, owner, ": share_attn_params needs a relational module with wq_attn/wk_attn ",
+      TORCH_CHECK(false, owner,
+                  ": share_attn_params needs a relational module with wq_attn/wk_attn ",
                   "(ra_type 'relational_attention' or 'disrca'), got ra_type '", o.ra_type(), "'");
     }
     TORCH_CHECK(wq->weight.sizes() == self_attention->wq->weight.sizes() &&
@@ -91,8 +92,8 @@ void DualAttentionImpl::reset() {
 void DualAttentionImpl::pretty_print(std::ostream& stream) const {
   stream << std::boolalpha << "dual_attention::DualAttention(d_model=" << options.d_model()
          << ", n_heads_sa=" << options.n_heads_sa() << ", n_heads_ra=" << options.n_heads_ra()
-         << ", ra_type=" << options.ra_type() << ", share_attn_params=" << options.share_attn_params()
-         << ")";
+         << ", ra_type=" << options.ra_type()
+         << ", share_attn_params=" << options.share_attn_params() << ")";
 }
 
 std::tuple<torch::Tensor, torch::Tensor, std::vector<torch::Tensor>> DualAttentionImpl::forward(
@@ -102,8 +103,8 @@ std::tuple<torch::Tensor, torch::Tensor, std::vector<torch::Tensor>> DualAttenti
   torch::Tensor sa_out, sa_scores, ra_out;
   std::vector<torch::Tensor> ra_scores;
   if (use_self_attn) {
-    std::tie(sa_out, sa_scores) = self_attention->forward(x, x, x, freqs_cos, freqs_sin, attn_mask,
-                                                          is_causal, need_weights);
+    std::tie(sa_out, sa_scores) =
+        self_attention->forward(x, x, x, freqs_cos, freqs_sin, attn_mask, is_causal, need_weights);
   }
   if (relational_attention) {
     auto [out, scores, relations] = relational_attention->forward(
@@ -121,7 +122,8 @@ std::tuple<torch::Tensor, torch::Tensor, std::vector<torch::Tensor>> DualAttenti
     ra_out = out;
     if (need_weights) ra_scores = {attn_scores, rel_scores};
   }
-  if (use_self_attn && use_rel_attn) return {torch::cat({sa_out, ra_out}, -1), sa_scores, ra_scores};
+  if (use_self_attn && use_rel_attn)
+    return {torch::cat({sa_out, ra_out}, -1), sa_scores, ra_scores};
   if (use_self_attn) return {sa_out, sa_scores, ra_scores};
   return {ra_out, torch::Tensor(), ra_scores};
 }

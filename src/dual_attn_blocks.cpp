@@ -85,7 +85,8 @@ void DualAttnDecoderBlockImpl::pretty_print(std::ostream& stream) const {
          << ", norm_type=" << options.norm_type() << ", causal=" << options.causal() << ")";
 }
 
-torch::Tensor DualAttnDecoderBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& context,
+torch::Tensor DualAttnDecoderBlockImpl::forward(const torch::Tensor& x,
+                                                const torch::Tensor& context,
                                                 const torch::Tensor& symbols) {
   TORCH_CHECK(context.defined() && context.dim() == 3 && context.size(2) == options.d_model(),
               "DualAttnDecoderBlock: context must be [batch, len, ", options.d_model(),

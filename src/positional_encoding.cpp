@@ -53,7 +53,8 @@ void SinusoidalPositionalEncodingImpl::reset() {
 }
 
 void SinusoidalPositionalEncodingImpl::pretty_print(std::ostream& stream) const {
-  stream << std::boolalpha << "dual_attention::SinusoidalPositionalEncoding(d_model=" << options.d_model()
+  stream << std::boolalpha
+         << "dual_attention::SinusoidalPositionalEncoding(d_model=" << options.d_model()
          << ", scale=" << std::boolalpha << options.scale() << ", dropout=" << options.dropout()
          << ", max_len=" << options.max_len() << ")";
 }
@@ -81,7 +82,8 @@ void LearnedPositionalEmbeddingsImpl::reset() {
 }
 
 void LearnedPositionalEmbeddingsImpl::pretty_print(std::ostream& stream) const {
-  stream << std::boolalpha << "dual_attention::LearnedPositionalEmbeddings(d_model=" << options.d_model()
+  stream << std::boolalpha
+         << "dual_attention::LearnedPositionalEmbeddings(d_model=" << options.d_model()
          << ", scale=" << std::boolalpha << options.scale() << ", dropout=" << options.dropout()
          << ", max_len=" << options.max_len() << ")";
 }

@@ -17,8 +17,8 @@ void check_symbols(const torch::Tensor& symbols, int64_t b, int64_t n, int64_t d
   if (relative) {
     TORCH_CHECK(symbols.dim() == 3 && symbols.size(0) == n && symbols.size(1) == n &&
                     symbols.size(2) == d_model,
-                owner, ": with use_relative_positional_symbols, symbols must be [", n, ", ", n, ", ",
-                d_model, "] (one symbol per pair of positions), got shape ", symbols.sizes());
+                owner, ": with use_relative_positional_symbols, symbols must be [", n, ", ", n,
+                ", ", d_model, "] (one symbol per pair of positions), got shape ", symbols.sizes());
   } else {
     TORCH_CHECK(symbols.dim() == 3 && symbols.size(0) == b && symbols.size(1) == n &&
                     symbols.size(2) == d_model,
@@ -27,9 +27,10 @@ void check_symbols(const torch::Tensor& symbols, int64_t b, int64_t n, int64_t d
   }
 }
 
-// W_s s projected and split into query heads: [b, n, h, head_dim] or, relative, [n, n, h, head_dim].
-torch::Tensor project_symbols(torch::nn::Linear& wv, const torch::Tensor& symbols, int64_t n_kv_heads,
-                              int64_t head_dim, int64_t n_rep) {
+// W_s s projected and split into query heads: [b, n, h, head_dim] or, relative, [n, n, h,
+// head_dim].
+torch::Tensor project_symbols(torch::nn::Linear& wv, const torch::Tensor& symbols,
+                              int64_t n_kv_heads, int64_t head_dim, int64_t n_rep) {
   auto sv = wv(symbols);
   sv = sv.view({sv.size(0), sv.size(1), n_kv_heads, head_dim});
   return repeat_kv(sv, n_rep);
@@ -42,11 +43,10 @@ torch::Tensor attend_symbols(const torch::Tensor& scores, const torch::Tensor& s
 }
 
 // Query/key heads for attention scores: [b, h, n, dim] each, RoPE applied, kv heads repeated.
-std::tuple<torch::Tensor, torch::Tensor> attention_heads(torch::nn::Linear& wq, torch::nn::Linear& wk,
-                                                         const torch::Tensor& x, int64_t n_heads,
-                                                         int64_t n_kv_heads, int64_t dim,
-                                                         const torch::Tensor& freqs_cos,
-                                                         const torch::Tensor& freqs_sin, bool rope) {
+std::tuple<torch::Tensor, torch::Tensor> attention_heads(
+    torch::nn::Linear& wq, torch::nn::Linear& wk, const torch::Tensor& x, int64_t n_heads,
+    int64_t n_kv_heads, int64_t dim, const torch::Tensor& freqs_cos, const torch::Tensor& freqs_sin,
+    bool rope) {
   const int64_t b = x.size(0), n = x.size(1);
   auto q = wq(x).view({b, n, n_heads, dim});
   auto k = wk(x).view({b, n, n_kv_heads, dim});
@@ -82,7 +82,8 @@ void RelationalAttentionImpl::reset() {
               ": rel_proj_dim (", rel_proj_dim, ") * n_relations (", n_relations,
               ") must equal head_dim * n_heads (", head_dim, " * ", o.n_heads(), " = ",
               head_dim * o.n_heads(), ")");
-  rel_activation = get_activation_function(o.rel_activation(), "RelationalAttention: rel_activation");
+  rel_activation =
+      get_activation_function(o.rel_activation(), "RelationalAttention: rel_activation");
   attn_scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
   rel_scale = 1.0 / std::sqrt(static_cast<double>(rel_proj_dim));
 
@@ -168,21 +169,20 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> RelationalAttentionImpl:
 
   // a^h_ij = softmax_j(<q_i, k_j> / sqrt(head_dim))
   auto [q, k] = attention_heads(wq_attn, wk_attn, x, h, n_kv_heads, key_dim, freqs_cos, freqs_sin,
-                                rope);                                    // [b, h, n, key_dim]
-  auto scores = torch::matmul(q, k.transpose(2, 3)) * attn_scale;        // [b, h, n, n]
+                                rope);                             // [b, h, n, key_dim]
+  auto scores = torch::matmul(q, k.transpose(2, 3)) * attn_scale;  // [b, h, n, n]
   scores = attn_dropout(torch::softmax(detail::apply_additive_mask(scores, mask), -1));
 
   // r_ijl = act(<qrel_il, krel_jl> / sqrt(rel_proj_dim))
   auto q_rel = wq_rel(x).view({b, n, n_relations, rel_proj_dim}).transpose(1, 2);
   auto k_rel = wk_rel(x).view({b, n, n_relations, rel_proj_dim}).transpose(1, 2);
   auto relations = rel_activation(torch::matmul(q_rel, k_rel.transpose(2, 3)) * rel_scale);
-  relations = relations.permute({0, 2, 3, 1});                           // [b, n, n, R]
+  relations = relations.permute({0, 2, 3, 1});  // [b, n, n, R]
 
   // sum_j a^h_ij s_j W_s^h + W_r^h sum_j a^h_ij r_ij
   auto sv = project_symbols(wv, symbols, n_kv_heads, head_dim, n_rep_kv);
-  auto attended_symbols = attend_symbols(scores, sv, relative);          // [b, n, h, head_dim]
-  auto attended_relations =
-      torch::matmul(scores.transpose(1, 2), relations);                  // [b, n, h, R]
+  auto attended_symbols = attend_symbols(scores, sv, relative);  // [b, n, h, head_dim]
+  auto attended_relations = torch::matmul(scores.transpose(1, 2), relations);  // [b, n, h, R]
   auto out = attended_symbols + torch::einsum("bihr,hdr->bihd", {attended_relations, wr});
   out = resid_dropout(wo(out.reshape({b, n, h * head_dim})));
   if (!need_weights) return {out, torch::Tensor(), torch::Tensor()};
@@ -218,7 +218,8 @@ void RelationalCrossAttentionImpl::reset() {
 }
 
 void RelationalCrossAttentionImpl::pretty_print(std::ostream& stream) const {
-  stream << std::boolalpha << "dual_attention::RelationalCrossAttention(d_model=" << options.d_model()
+  stream << std::boolalpha
+         << "dual_attention::RelationalCrossAttention(d_model=" << options.d_model()
          << ", n_heads=" << options.n_heads() << ", n_kv_heads=" << n_kv_heads
          << ", activation=" << options.activation()
          << ", use_relative_positional_symbols=" << options.use_relative_positional_symbols()
@@ -282,7 +283,8 @@ void DisentangledRelationalCrossAttentionImpl::reset() {
 }
 
 void DisentangledRelationalCrossAttentionImpl::pretty_print(std::ostream& stream) const {
-  stream << std::boolalpha << "dual_attention::DisentangledRelationalCrossAttention(d_model=" << options.d_model()
+  stream << std::boolalpha
+         << "dual_attention::DisentangledRelationalCrossAttention(d_model=" << options.d_model()
          << ", n_heads=" << options.n_heads() << ", n_kv_heads=" << n_kv_heads
          << ", rel_activation=" << options.rel_activation()
          << ", use_relative_positional_symbols=" << options.use_relative_positional_symbols()

@@ -96,7 +96,8 @@ void PositionalSymbolRetrieverImpl::reset() {
 }
 
 void PositionalSymbolRetrieverImpl::pretty_print(std::ostream& stream) const {
-  stream << std::boolalpha << "dual_attention::PositionalSymbolRetriever(symbol_dim=" << options.symbol_dim()
+  stream << std::boolalpha
+         << "dual_attention::PositionalSymbolRetriever(symbol_dim=" << options.symbol_dim()
          << ", max_length=" << options.max_length() << ")";
 }
 
@@ -131,7 +132,8 @@ void PositionRelativeSymbolRetrieverImpl::reset() {
 }
 
 void PositionRelativeSymbolRetrieverImpl::pretty_print(std::ostream& stream) const {
-  stream << std::boolalpha << "dual_attention::PositionRelativeSymbolRetriever(symbol_dim=" << options.symbol_dim()
+  stream << std::boolalpha
+         << "dual_attention::PositionRelativeSymbolRetriever(symbol_dim=" << options.symbol_dim()
          << ", max_rel_pos=" << options.max_rel_pos() << ")";
 }
 
@@ -179,7 +181,8 @@ void RelationalSymbolicAttentionImpl::reset() {
 }
 
 void RelationalSymbolicAttentionImpl::pretty_print(std::ostream& stream) const {
-  stream << std::boolalpha << "dual_attention::RelationalSymbolicAttention(d_model=" << options.d_model()
+  stream << std::boolalpha
+         << "dual_attention::RelationalSymbolicAttention(d_model=" << options.d_model()
          << ", rel_n_heads=" << options.rel_n_heads()
          << ", symbolic_attn_n_heads=" << options.symbolic_attn_n_heads()
          << ", n_symbols=" << options.n_symbols() << ", nbhd_delta=" << options.nbhd_delta()

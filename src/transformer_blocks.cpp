@@ -99,7 +99,7 @@ norm_table() {
            }},
           {"rmsnorm", [](int64_t d) { return torch::nn::AnyModule(RMSNorm(d)); }},
           {"none", [](int64_t) { return torch::nn::AnyModule(torch::nn::Identity()); }},
-  };
+      };
   return table;
 }
 

@@ -56,14 +56,10 @@ class AttentionImpl : public torch::nn::Cloneable<AttentionImpl> {
   // query [b, lq, d_model], key/value [b, lk, d_model]; freqs [lq, key_dim / 2] apply RoPE;
   // attn_mask is boolean [lq, lk], True = may attend. Returns (out [b, lq, head_dim * n_heads],
   // scores [b, n_heads, lq, lk] when need_weights, else undefined and the fused SDPA kernel runs).
-  std::tuple<torch::Tensor, torch::Tensor> forward(const torch::Tensor& query,
-                                                   const torch::Tensor& key,
-                                                   const torch::Tensor& value,
-                                                   const torch::Tensor& freqs_cos = {},
-                                                   const torch::Tensor& freqs_sin = {},
-                                                   const torch::Tensor& attn_mask = {},
-                                                   bool is_causal = false,
-                                                   bool need_weights = false);
+  std::tuple<torch::Tensor, torch::Tensor> forward(
+      const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
+      const torch::Tensor& freqs_cos = {}, const torch::Tensor& freqs_sin = {},
+      const torch::Tensor& attn_mask = {}, bool is_causal = false, bool need_weights = false);
 
   AttentionOptions options;
   // Resolved sizes (defaults applied).

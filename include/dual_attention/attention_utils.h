@@ -13,8 +13,8 @@ namespace dual_attention {
 // repeated n_rep times consecutively (torch.repeat_interleave along dim 2).
 torch::Tensor repeat_kv(const torch::Tensor& x, int64_t n_rep);
 
-// RoPE tables for interleaved pairs: freqs[t, i] = t * theta^(-2i/dim), returned as (cos, sin), each
-// [end, dim / 2], float32.
+// RoPE tables for interleaved pairs: freqs[t, i] = t * theta^(-2i/dim), returned as (cos, sin),
+// each [end, dim / 2], float32.
 std::tuple<torch::Tensor, torch::Tensor> precompute_freqs_cis(int64_t dim, int64_t end,
                                                               double theta = 10000.0);
 
@@ -43,8 +43,9 @@ HeadLayout resolve_heads(const char* owner, int64_t d_model, int64_t n_heads,
                          double dropout);
 
 // Validates the mask arguments every attention forward takes and returns the boolean mask to apply
-// ([q_len, k_len], True = may attend), or an undefined tensor for no mask. is_causal builds the causal
-// mask; attn_mask and is_causal together are an error, as is a non-boolean or misshapen mask.
+// ([q_len, k_len], True = may attend), or an undefined tensor for no mask. is_causal builds the
+// causal mask; attn_mask and is_causal together are an error, as is a non-boolean or misshapen
+// mask.
 torch::Tensor resolve_attn_mask(const torch::Tensor& attn_mask, bool is_causal, int64_t q_len,
                                 int64_t k_len, torch::Device device, const char* owner);
 
@@ -59,8 +60,8 @@ void check_sequence_input(const torch::Tensor& x, int64_t width, const char* own
                           const char* argument);
 
 // RoPE arguments: both or neither, each [len, rotary_dim / 2]. Returns true when RoPE applies.
-bool check_rope_inputs(const torch::Tensor& freqs_cos, const torch::Tensor& freqs_sin,
-                       int64_t len, int64_t rotary_dim, const char* owner);
+bool check_rope_inputs(const torch::Tensor& freqs_cos, const torch::Tensor& freqs_sin, int64_t len,
+                       int64_t rotary_dim, const char* owner);
 
 }  // namespace detail
 }  // namespace dual_attention

@@ -1,5 +1,5 @@
-// Dual attention: self-attention heads (sensory information) and relational heads side by side, their
-// outputs concatenated (reference: dual_attention.dual_attention.DualAttention).
+// Dual attention: self-attention heads (sensory information) and relational heads side by side,
+// their outputs concatenated (reference: dual_attention.dual_attention.DualAttention).
 #pragma once
 
 #include <torch/torch.h>
@@ -14,7 +14,8 @@
 
 namespace dual_attention {
 
-// The relational mechanisms DualAttention accepts as ra_type: 'relational_attention', 'rca', 'disrca'.
+// The relational mechanisms DualAttention accepts as ra_type: 'relational_attention', 'rca',
+// 'disrca'.
 const std::vector<std::string>& ra_type_names();
 
 struct DualAttentionOptions {
@@ -56,16 +57,17 @@ class DualAttentionImpl : public torch::nn::Cloneable<DualAttentionImpl> {
   void reset() override;
   void pretty_print(std::ostream& stream) const override;
 
-  // x [b, n, d_model]; symbols as the relational module takes them (unused without relational heads).
-  // Returns (out [b, n, d_model], sa_scores [b, n_heads_sa, n, n] or undefined, ra_scores).
+  // x [b, n, d_model]; symbols as the relational module takes them (unused without relational
+  // heads). Returns (out [b, n, d_model], sa_scores [b, n_heads_sa, n, n] or undefined, ra_scores).
   // need_weights=true computes the self-attention scores explicitly and returns the relational
   // module's extra outputs in ra_scores: [attn_scores, relations] ('relational_attention'),
   // [scores] ('rca'), [attn_scores, rel_scores] ('disrca'). The reference returns ra_scores even
   // without need_weights; here ra_scores is empty then, which lets the relational module skip them.
   std::tuple<torch::Tensor, torch::Tensor, std::vector<torch::Tensor>> forward(
-      const torch::Tensor& x, const torch::Tensor& symbols = {}, const torch::Tensor& attn_mask = {},
-      bool is_causal = false, const torch::Tensor& freqs_cos = {},
-      const torch::Tensor& freqs_sin = {}, bool need_weights = false);
+      const torch::Tensor& x, const torch::Tensor& symbols = {},
+      const torch::Tensor& attn_mask = {}, bool is_causal = false,
+      const torch::Tensor& freqs_cos = {}, const torch::Tensor& freqs_sin = {},
+      bool need_weights = false);
 
   DualAttentionOptions options;
   bool use_self_attn = false, use_rel_attn = false;

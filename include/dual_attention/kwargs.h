@@ -1,21 +1,23 @@
-// Keyword-argument dictionaries, as the reference passes them (sa_kwargs, ra_kwargs, symbol_retrieval_kwargs,
+// Keyword-argument dictionaries, as the reference passes them (sa_kwargs, ra_kwargs,
+// symbol_retrieval_kwargs,
 // ...) and as config.json stores them. A Kwargs is a JSON object, so C++ code writes
 //   DualAttentionOptions(64, 2, 2, 0.0).ra_kwargs({{"n_relations", 8}, {"symmetric_rels", true}})
 // and a config file, a Python dict and C++ code all fill Options through one path: apply_kwargs().
 //
 // Each Options struct lists its keywords once, in a `fields(visitor)` member that calls
-// `visitor("name", name())` for every keyword; apply_kwargs and to_kwargs are written once against it.
+// `visitor("name", name())` for every keyword; apply_kwargs and to_kwargs are written once against
+// it.
 #pragma once
 
 #include <c10/util/Exception.h>
 
 #include <array>
 #include <cstdint>
-#include <tuple>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace dual_attention {
@@ -34,8 +36,8 @@ inline std::string json_type_name(const Kwargs& v) {
   return "dict";
 }
 
-[[noreturn]] inline void bad_kwarg(const std::string& owner, const std::string& key, const Kwargs& v,
-                                   const char* expected) {
+[[noreturn]] inline void bad_kwarg(const std::string& owner, const std::string& key,
+                                   const Kwargs& v, const char* expected) {
   TORCH_CHECK(false, owner, ": keyword argument '", key, "' got ", v.dump(), " (",
               json_type_name(v), "), expected ", expected);
 }
@@ -114,7 +116,8 @@ void apply_kwargs(Options& options, const Kwargs& kwargs, const std::string& own
     });
     if (!found) {
       std::ostringstream valid;
-      options.fields([&](const char* name, auto&) { valid << (valid.tellp() ? ", " : "") << name; });
+      options.fields(
+          [&](const char* name, auto&) { valid << (valid.tellp() ? ", " : "") << name; });
       TORCH_CHECK(false, owner, ": unexpected keyword argument '", item.key(),
                   "'; valid keywords are: ", valid.str());
     }
@@ -130,8 +133,8 @@ Kwargs to_kwargs(Options options) {
 }
 
 // Builds an Options struct whose constructor takes the keywords `required`, in that order and of
-// types Args, from a kwargs dict; the other keywords are then applied. A missing required keyword is
-// an error naming it, as Python's TypeError does.
+// types Args, from a kwargs dict; the other keywords are then applied. A missing required keyword
+// is an error naming it, as Python's TypeError does.
 //   auto o = options_from_kwargs<AttentionOptions, int64_t, int64_t, double>(
 //       kwargs, "Attention", {"d_model", "n_heads", "dropout"});
 template <class Options, class... Args>
@@ -156,7 +159,8 @@ Options options_from_kwargs(const Kwargs& kwargs, const std::string& owner,
 // Keywords a composite module sets itself (e.g. DualAttention passes d_model and n_heads to its
 // Attention): the reference raises "got multiple values for keyword argument" when a kwargs dict
 // repeats one.
-inline void check_no_reserved_kwargs(const Kwargs& kwargs, std::initializer_list<const char*> reserved,
+inline void check_no_reserved_kwargs(const Kwargs& kwargs,
+                                     std::initializer_list<const char*> reserved,
                                      const std::string& owner, const std::string& dict_name) {
   if (!kwargs.is_object()) return;
   for (const char* key : reserved) {

@@ -1,5 +1,5 @@
-// Relational attention (Altabaa & Lafferty 2024) and the two relational cross-attention ablations of
-// the Abstractor paper (reference: dual_attention.relational_attention).
+// Relational attention (Altabaa & Lafferty 2024) and the two relational cross-attention ablations
+// of the Abstractor paper (reference: dual_attention.relational_attention).
 #pragma once
 
 #include <torch/torch.h>
@@ -21,7 +21,8 @@ namespace dual_attention {
 // With relative positional symbols, s_j becomes s_ij (symbols are [n, n, d]).
 // ---------------------------------------------------------------------------------------------
 struct RelationalAttentionOptions {
-  RelationalAttentionOptions(int64_t d_model, int64_t n_heads) : d_model_(d_model), n_heads_(n_heads) {}
+  RelationalAttentionOptions(int64_t d_model, int64_t n_heads)
+      : d_model_(d_model), n_heads_(n_heads) {}
 
   TORCH_ARG(int64_t, d_model);
   TORCH_ARG(int64_t, n_heads);
@@ -132,7 +133,8 @@ std::ostream& operator<<(std::ostream& stream, RelationalAttentionImpl::Implemen
 
 // ---------------------------------------------------------------------------------------------
 // RelationalCrossAttention ('rca'): A_i = sum_j act(<W_q x_i, W_k x_j> / sqrt(head_dim)) W_v s_j.
-// With softmax the mask adds -inf before it; with another activation masked scores are zeroed after.
+// With softmax the mask adds -inf before it; with another activation masked scores are zeroed
+// after.
 // ---------------------------------------------------------------------------------------------
 struct RelationalCrossAttentionOptions {
   RelationalCrossAttentionOptions(int64_t d_model, int64_t n_heads, double dropout)
@@ -194,9 +196,9 @@ TORCH_MODULE(RelationalCrossAttention);
 // DisentangledRelationalCrossAttention ('disrca'):
 //   A_i = sum_j softmax_j(<W_q^attn x_i, W_k^attn x_j>) * act(<W_q^rel x_i, W_k^rel x_j>) W_v s_j,
 // both inner products scaled by 1/sqrt(head_dim).
-// The reference fails when 1 < n_kv_heads < n_heads (its relation keys are not repeated across query
-// heads); here the relation keys are grouped like the attention keys, which equals the reference
-// wherever the reference runs.
+// The reference fails when 1 < n_kv_heads < n_heads (its relation keys are not repeated across
+// query heads); here the relation keys are grouped like the attention keys, which equals the
+// reference wherever the reference runs.
 // ---------------------------------------------------------------------------------------------
 struct DisentangledRelationalCrossAttentionOptions {
   DisentangledRelationalCrossAttentionOptions(int64_t d_model, int64_t n_heads, double dropout)

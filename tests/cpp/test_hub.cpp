@@ -784,7 +784,8 @@ TEST_F(Hub, FromPretrainedLoadsADatCheckpointByRepoIdAndReproducesTheReference) 
   auto model = da::DualAttnTransformerLM::from_pretrained(
       "org/dat-rca", da::PretrainedOptions().download(options_));
   check(model);
-  EXPECT_TRUE(fs::is_symlink(storage("org/dat-rca") / "snapshots" / kCommit1 / "model.safetensors"));
+  EXPECT_TRUE(
+      fs::is_symlink(storage("org/dat-rca") / "snapshots" / kCommit1 / "model.safetensors"));
 
   // Offline, the same call is served from the cache without a request.
   server_->control("reset=1");

@@ -316,7 +316,9 @@ TEST(SymbolRetrievers, LookupErrorsNameTheProblem) {
     EXPECT_EQ(msg.find("'rel_sym_attn'", msg.find("expected")), std::string::npos) << msg;
   }
   expect_error(
-      [] { make_symbol_retriever("symbolic_attention", {{"d_model", 8}, {"n_heads", 2}}); },
+      [] {
+        make_symbol_retriever("symbolic_attention", {{"d_model", 8}, {"n_heads", 2}});
+      },
       {"SymbolicAttention", "missing", "'n_symbols'"});
   expect_error(
       [] {
@@ -325,7 +327,9 @@ TEST(SymbolRetrievers, LookupErrorsNameTheProblem) {
       },
       {"PositionalSymbolRetriever", "'max_len'", "symbol_dim, max_length, sinusoidal"});
   expect_error(
-      [] { make_symbol_retriever("position_relative", {{"symbol_dim", 8}, {"max_rel_pos", "3"}}); },
+      [] {
+        make_symbol_retriever("position_relative", {{"symbol_dim", 8}, {"max_rel_pos", "3"}});
+      },
       {"max_rel_pos", "an int"});
 }
 

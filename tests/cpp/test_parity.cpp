@@ -1,15 +1,15 @@
 // Parity with the reference package: every fixture in tests/fixtures/parity was produced by
-// tests/fixtures/make_fixtures.py running dual-attention 0.0.7. For each one we build the C++ module
-// from the same keywords, check its parameter names, shapes and count, load the reference's state,
-// run the forward on the same inputs and compare every output; where the fixture has gradients,
-// backpropagate the same cotangent and compare the input and parameter gradients.
+// tests/fixtures/make_fixtures.py running dual-attention 0.0.7. For each one we build the C++
+// module from the same keywords, check its parameter names, shapes and count, load the reference's
+// state, run the forward on the same inputs and compare every output; where the fixture has
+// gradients, backpropagate the same cotangent and compare the input and parameter gradients.
 //
 // Tolerance: |ours - reference| <= tol * max(1, max |reference|) elementwise, tol = 1e-5 in float32
 // and 1e-10 in float64.
 //
-// ParityFastPath repeats the check for every fixture whose module contains a RelationalAttention, with
-// each of them forced onto the blockwise path (need_weights=false, so only the main output and the
-// gradients are compared): the memory-linear path against the reference directly.
+// ParityFastPath repeats the check for every fixture whose module contains a RelationalAttention,
+// with each of them forced onto the blockwise path (need_weights=false, so only the main output and
+// the gradients are compared): the memory-linear path against the reference directly.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -86,8 +86,9 @@ using Builder = std::function<Subject(const Kwargs&)>;
 bool g_without_weights = false;
 
 template <class Holder>
-Subject make_subject(Holder holder,
-                     std::function<std::map<std::string, Tensor>(Holder&, const Fixture&, Inputs&)> run) {
+Subject make_subject(
+    Holder holder,
+    std::function<std::map<std::string, Tensor>(Holder&, const Fixture&, Inputs&)> run) {
   Subject s;
   s.module = holder.ptr();
   s.run = [holder, run](const Fixture& f, Inputs& in) mutable { return run(holder, f, in); };
@@ -106,11 +107,11 @@ const std::map<std::string, Builder>& builders() {
        [](const Kwargs& kw) {
          auto o = options_from_kwargs<AttentionOptions, int64_t, int64_t, double>(
              kw, "Attention", {"d_model", "n_heads", "dropout"});
-         return make_subject<Attention>(Attention(o), [](Attention& m, const Fixture& f, Inputs& x) {
-           auto [out, scores] = m->forward(in(x, "query"), in(x, "key"), in(x, "value"),
-                                           in(x, "freqs_cos"), in(x, "freqs_sin"),
-                                           in(x, "attn_mask"), f.arg("is_causal", false),
-                                           f.arg("need_weights", false));
+         return make_subject<Attention>(Attention(o), [](Attention& m, const Fixture& f,
+                                                         Inputs& x) {
+           auto [out, scores] = m->forward(
+               in(x, "query"), in(x, "key"), in(x, "value"), in(x, "freqs_cos"), in(x, "freqs_sin"),
+               in(x, "attn_mask"), f.arg("is_causal", false), f.arg("need_weights", false));
            Out o{{"0", out}};
            if (scores.defined()) o["1"] = scores;
            return o;
@@ -175,7 +176,8 @@ const std::map<std::string, Builder>& builders() {
                // The reference returns the relational outputs even without need_weights; ours does
                // only when asked (see dual_attention.h), so ask for them in a second call.
                if (!need_weights && m->use_rel_attn) ra_scores = std::get<2>(call(true));
-               for (size_t i = 0; i < ra_scores.size(); ++i) o["2." + std::to_string(i)] = ra_scores[i];
+               for (size_t i = 0; i < ra_scores.size(); ++i)
+                 o["2." + std::to_string(i)] = ra_scores[i];
                return o;
              });
        }},
@@ -184,15 +186,17 @@ const std::map<std::string, Builder>& builders() {
          auto o = options_from_kwargs<SymbolicAttentionOptions, int64_t, int64_t, int64_t>(
              kw, "SymbolicAttention", {"d_model", "n_heads", "n_symbols"});
          return make_subject<SymbolicAttention>(
-             SymbolicAttention(o),
-             [](SymbolicAttention& m, const Fixture&, Inputs& x) { return Out{{"0", m->forward(in(x, "x"))}}; });
+             SymbolicAttention(o), [](SymbolicAttention& m, const Fixture&, Inputs& x) {
+               return Out{{"0", m->forward(in(x, "x"))}};
+             });
        }},
       {"PositionalSymbolRetriever",
        [](const Kwargs& kw) {
          auto o = options_from_kwargs<PositionalSymbolRetrieverOptions, int64_t, int64_t>(
              kw, "PositionalSymbolRetriever", {"symbol_dim", "max_length"});
          return make_subject<PositionalSymbolRetriever>(
-             PositionalSymbolRetriever(o), [](PositionalSymbolRetriever& m, const Fixture&, Inputs& x) {
+             PositionalSymbolRetriever(o),
+             [](PositionalSymbolRetriever& m, const Fixture&, Inputs& x) {
                return Out{{"0", m->forward(in(x, "x"))}};
              });
        }},
@@ -256,15 +260,17 @@ const std::map<std::string, Builder>& builders() {
        [](const Kwargs& kw) {
          auto o = options_from_kwargs<FeedForwardBlockOptions, int64_t>(kw, "FeedForwardBlock",
                                                                         {"embed_dim"});
-         return make_subject<FeedForwardBlock>(
-             FeedForwardBlock(o),
-             [](FeedForwardBlock& m, const Fixture&, Inputs& x) { return Out{{"0", m->forward(in(x, "x"))}}; });
+         return make_subject<FeedForwardBlock>(FeedForwardBlock(o),
+                                               [](FeedForwardBlock& m, const Fixture&, Inputs& x) {
+                                                 return Out{{"0", m->forward(in(x, "x"))}};
+                                               });
        }},
       {"RMSNorm",
        [](const Kwargs& kw) {
          auto o = options_from_kwargs<RMSNormOptions, int64_t>(kw, "RMSNorm", {"dim"});
-         return make_subject<RMSNorm>(
-             RMSNorm(o), [](RMSNorm& m, const Fixture&, Inputs& x) { return Out{{"0", m->forward(in(x, "x"))}}; });
+         return make_subject<RMSNorm>(RMSNorm(o), [](RMSNorm& m, const Fixture&, Inputs& x) {
+           return Out{{"0", m->forward(in(x, "x"))}};
+         });
        }},
       {"EncoderBlock",
        [](const Kwargs& kw) {
@@ -285,10 +291,10 @@ const std::map<std::string, Builder>& builders() {
              kw, "DecoderBlock",
              {"d_model", "n_heads", "n_heads_cross", "dff", "dropout_rate", "activation",
               "norm_first"});
-         return make_subject<DecoderBlock>(DecoderBlock(o),
-                                           [](DecoderBlock& m, const Fixture&, Inputs& x) {
-                                             return Out{{"0", m->forward(in(x, "x"), in(x, "context"))}};
-                                           });
+         return make_subject<DecoderBlock>(
+             DecoderBlock(o), [](DecoderBlock& m, const Fixture&, Inputs& x) {
+               return Out{{"0", m->forward(in(x, "x"), in(x, "context"))}};
+             });
        }},
       {"DualAttnEncoderBlock",
        [](const Kwargs& kw) {
@@ -417,7 +423,8 @@ void check_against_reference(const std::string& fixture_name, bool fast_path) {
   if (fast_path) {
     const auto relational = relational_layers(module);
     ASSERT_FALSE(relational.empty()) << f.name << " has no RelationalAttention";
-    for (auto* ra : relational) ra->implementation = RelationalAttentionImpl::Implementation::Blockwise;
+    for (auto* ra : relational)
+      ra->implementation = RelationalAttentionImpl::Implementation::Blockwise;
   }
   g_without_weights = fast_path;
   auto outputs = subject.run(f, inputs);
