@@ -171,15 +171,6 @@ Subject make_subject(const Json& spec) {
               "' is not one of relational_attention, dual_attention, language_model");
 }
 
-// Every RelationalAttention inside the module (the module itself included).
-std::vector<RelationalAttentionImpl*> relational_layers(torch::nn::Module& module) {
-  std::vector<RelationalAttentionImpl*> found;
-  for (const auto& m : module.modules(/*include_self=*/true)) {
-    if (auto* ra = dynamic_cast<RelationalAttentionImpl*>(m.get())) found.push_back(ra);
-  }
-  return found;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -196,7 +187,7 @@ int main(int argc, char** argv) {
     const int repeats = spec.value("repeats", 3);
 
     auto subject = make_subject(spec);
-    const auto relational = relational_layers(*subject.module);
+    const auto relational = relational_attention_layers(*subject.module);
     for (auto* ra : relational) {
       ra->implementation = parse_implementation(spec.value("implementation", std::string("auto")));
     }

@@ -57,7 +57,21 @@ def _format_signature(sig, drop_return=False):
     return f"({', '.join(parts)}) -> {ret}"
 
 
+def _exception_stub(cls):
+    lines = [f"class {cls.__name__}({cls.__bases__[0].__name__}):"]
+    for name, annotation in cls.__dict__.get("__annotations__", {}).items():
+        lines.append(f"    {name}: {_annotation(annotation)}")
+    if "__init__" in cls.__dict__:
+        init = inspect.signature(cls.__init__)
+        lines.append(f"    def __init__{_format_signature(init, drop_return=True)}: ...")
+    if len(lines) == 1:
+        lines.append("    ...")
+    return "\n".join(lines)
+
+
 def _class_stub(cls):
+    if issubclass(cls, BaseException):
+        return _exception_stub(cls)
     lines = [f"class {cls.__name__}(nn.Module):"]
     init = inspect.signature(cls.__init__)
     lines.append(f"    def __init__{_format_signature(init, drop_return=True)}: ...")

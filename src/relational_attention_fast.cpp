@@ -473,6 +473,14 @@ std::ostream& operator<<(std::ostream& stream, Implementation impl) {
   return stream << "unknown";
 }
 
+std::vector<RelationalAttentionImpl*> relational_attention_layers(torch::nn::Module& module) {
+  std::vector<RelationalAttentionImpl*> found;
+  for (const auto& m : module.modules(/*include_self=*/true)) {
+    if (auto* ra = dynamic_cast<RelationalAttentionImpl*>(m.get())) found.push_back(ra);
+  }
+  return found;
+}
+
 torch::Tensor RelationalAttentionImpl::attend_blockwise(
     const torch::Tensor& x, const torch::Tensor& symbols, const torch::Tensor& freqs_cos,
     const torch::Tensor& freqs_sin, const torch::Tensor& attn_mask, bool is_causal) {

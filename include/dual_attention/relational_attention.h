@@ -131,6 +131,12 @@ TORCH_MODULE(RelationalAttention);
 
 std::ostream& operator<<(std::ostream& stream, RelationalAttentionImpl::Implementation impl);
 
+// Every RelationalAttention inside `module` (itself included), in modules() order: to force a path
+// on a whole model, or to read which one ran:
+//   for (auto* ra : relational_attention_layers(*model))
+//     ra->implementation = RelationalAttentionImpl::Implementation::Blockwise;
+std::vector<RelationalAttentionImpl*> relational_attention_layers(torch::nn::Module& module);
+
 // ---------------------------------------------------------------------------------------------
 // RelationalCrossAttention ('rca'): A_i = sum_j act(<W_q x_i, W_k x_j> / sqrt(head_dim)) W_v s_j.
 // With softmax the mask adds -inf before it; with another activation masked scores are zeroed

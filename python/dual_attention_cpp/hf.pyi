@@ -10,3 +10,43 @@ class DualAttnTransformerLM_HFHub(nn.Module):
 
 class TransformerLM_HFHub(nn.Module):
     def __init__(self, vocab_size: int, d_model: int, n_layers: int, n_heads: int, dff: Optional[int], dropout_rate: float, activation: str, norm_first: bool, max_block_size: int, norm_type: str = 'layernorm', bias: bool = True, pos_enc_type: str = 'pos_emb', use_flash_attention: bool = True, block_kwargs: Optional[dict] = None) -> None: ...
+
+class HubError(OSError):
+    repo_id: str
+    filename: str
+    revision: str
+    def __init__(self, message: str, repo_id: str = '', filename: str = '', revision: str = '') -> None: ...
+
+class RepositoryNotFoundError(HubError):
+    ...
+
+class RevisionNotFoundError(HubError):
+    ...
+
+class EntryNotFoundError(HubError):
+    ...
+
+class UnauthorizedError(HubError):
+    ...
+
+class GatedRepoError(UnauthorizedError):
+    ...
+
+class LocalEntryNotFoundError(HubError):
+    ...
+
+class NetworkError(HubError):
+    ...
+
+class DiskFullError(HubError):
+    ...
+
+class ConsistencyError(HubError):
+    ...
+
+class FileMetadataError(HubError):
+    ...
+
+class HttpError(HubError):
+    status: Optional[int]
+    def __init__(self, message: str, repo_id: str = '', filename: str = '', revision: str = '', status: Optional[int] = None) -> None: ...

@@ -1,5 +1,9 @@
 // The language, seq2seq and vision models, their checkpoints and the optimizer configuration.
+#include <utility>
+#include <vector>
+
 #include "binding.h"
+#include "dual_attention/hub/hub.h"
 #include "dual_attention/language_models.h"
 #include "dual_attention/seq2seq_models.h"
 #include "dual_attention/vision_models.h"
@@ -50,9 +54,88 @@ py::list optimizer_groups(const torch::nn::Module& model, double weight_decay) {
   return groups;
 }
 
+// hub/hub.h's errors become the Python classes of the same names in dual_attention_cpp.hf
+// (OSError subclasses, as huggingface_hub's errors are), built with (message, repo_id, filename,
+// revision[, status]).
+void translate_hub_errors() {
+  struct Kind {
+    const char* name;
+    bool (*matches)(const hub::HubError&);
+  };
+  // Most derived first: the first match names the Python class.
+  static const Kind kinds[] = {
+      {"GatedRepoError",
+       [](const hub::HubError& e) {
+         return dynamic_cast<const hub::GatedRepoError*>(&e) != nullptr;
+       }},
+      {"UnauthorizedError",
+       [](const hub::HubError& e) {
+         return dynamic_cast<const hub::UnauthorizedError*>(&e) != nullptr;
+       }},
+      {"RepositoryNotFoundError",
+       [](const hub::HubError& e) {
+         return dynamic_cast<const hub::RepositoryNotFoundError*>(&e) != nullptr;
+       }},
+      {"RevisionNotFoundError",
+       [](const hub::HubError& e) {
+         return dynamic_cast<const hub::RevisionNotFoundError*>(&e) != nullptr;
+       }},
+      {"EntryNotFoundError",
+       [](const hub::HubError& e) {
+         return dynamic_cast<const hub::EntryNotFoundError*>(&e) != nullptr;
+       }},
+      {"LocalEntryNotFoundError",
+       [](const hub::HubError& e) {
+         return dynamic_cast<const hub::LocalEntryNotFoundError*>(&e) != nullptr;
+       }},
+      {"NetworkError",
+       [](const hub::HubError& e) {
+         return dynamic_cast<const hub::NetworkError*>(&e) != nullptr;
+       }},
+      {"DiskFullError",
+       [](const hub::HubError& e) {
+         return dynamic_cast<const hub::DiskFullError*>(&e) != nullptr;
+       }},
+      {"ConsistencyError",
+       [](const hub::HubError& e) {
+         return dynamic_cast<const hub::ConsistencyError*>(&e) != nullptr;
+       }},
+      {"FileMetadataError",
+       [](const hub::HubError& e) {
+         return dynamic_cast<const hub::FileMetadataError*>(&e) != nullptr;
+       }},
+      {"HttpError",
+       [](const hub::HubError& e) { return dynamic_cast<const hub::HttpError*>(&e) != nullptr; }},
+  };
+  py::register_local_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const hub::HubError& e) {
+      const char* name = "HubError";
+      for (const auto& kind : kinds) {
+        if (kind.matches(e)) {
+          name = kind.name;
+          break;
+        }
+      }
+      try {
+        py::object cls = py::module_::import("dual_attention_cpp.hf").attr(name);
+        py::object error = cls(e.what(), e.repo_id(), e.filename(), e.revision());
+        if (const auto* http = dynamic_cast<const hub::HttpError*>(&e)) {
+          error = cls(e.what(), e.repo_id(), e.filename(), e.revision(), http->status());
+        }
+        PyErr_SetObject(cls.ptr(), error.ptr());
+      } catch (const py::error_already_set&) {  // the package is not importable: keep the message
+        PyErr_SetString(PyExc_OSError, e.what());
+      }
+    }
+  });
+}
+
 }  // namespace
 
 void bind_models(py::module_& m) {
+  translate_hub_errors();
   // ---- language_models ----
   ModuleBinding<DualAttnTransformerLMImpl, DualAttnTransformerLMOptions, int64_t, int64_t, int64_t,
                 int64_t, int64_t, Kwargs, OptInt, double, std::string, bool, int64_t>

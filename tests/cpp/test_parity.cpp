@@ -349,15 +349,6 @@ std::vector<std::string> fixture_names() {
   return names;
 }
 
-// Every RelationalAttention in the module, the module itself included.
-std::vector<RelationalAttentionImpl*> relational_layers(torch::nn::Module& module) {
-  std::vector<RelationalAttentionImpl*> found;
-  for (const auto& m : module.modules(/*include_self=*/true)) {
-    if (auto* ra = dynamic_cast<RelationalAttentionImpl*>(m.get())) found.push_back(ra);
-  }
-  return found;
-}
-
 // The fixtures whose module contains a RelationalAttention (ParityFastPath's cases).
 std::vector<std::string> relational_fixture_names() {
   std::vector<std::string> names;
@@ -365,7 +356,8 @@ std::vector<std::string> relational_fixture_names() {
     const auto f = load_fixture(kParityDir / (name + ".safetensors"));
     const auto builder = builders().find(f.metadata.at("module"));
     if (builder == builders().end()) continue;  // Parity reports it
-    if (!relational_layers(*builder->second(f.kwargs).module).empty()) names.push_back(name);
+    if (!relational_attention_layers(*builder->second(f.kwargs).module).empty())
+      names.push_back(name);
   }
   return names;
 }
@@ -421,7 +413,7 @@ void check_against_reference(const std::string& fixture_name, bool fast_path) {
   }
 
   if (fast_path) {
-    const auto relational = relational_layers(module);
+    const auto relational = relational_attention_layers(module);
     ASSERT_FALSE(relational.empty()) << f.name << " has no RelationalAttention";
     for (auto* ra : relational)
       ra->implementation = RelationalAttentionImpl::Implementation::Blockwise;
@@ -430,7 +422,7 @@ void check_against_reference(const std::string& fixture_name, bool fast_path) {
   auto outputs = subject.run(f, inputs);
   g_without_weights = false;
   if (fast_path) {
-    for (auto* ra : relational_layers(module)) {
+    for (auto* ra : relational_attention_layers(module)) {
       EXPECT_EQ(ra->last_implementation, RelationalAttentionImpl::Implementation::Blockwise);
     }
   }

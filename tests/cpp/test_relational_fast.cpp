@@ -510,3 +510,17 @@ TEST(RelationalAttentionFast, PrintsOptionsWithBooleanWords) {
   EXPECT_NE(printed.str().find("use_relative_positional_symbols=false"), std::string::npos)
       << printed.str();
 }
+
+TEST(RelationalAttentionFast, RelationalAttentionLayersFindsEveryInstance) {
+  RelationalAttention ra(base());
+  EXPECT_EQ(relational_attention_layers(*ra), std::vector<RelationalAttentionImpl*>{ra.get()});
+  DualAttention da(DualAttentionOptions(64, 4, 4, 0.0));
+  EXPECT_EQ(relational_attention_layers(*da),
+            std::vector<RelationalAttentionImpl*>{da->relational_attention.get()});
+  torch::nn::Sequential two(DualAttention(DualAttentionOptions(64, 4, 4, 0.0)),
+                            DualAttention(DualAttentionOptions(64, 4, 4, 0.0).ra_type("rca")),
+                            RelationalAttention(base()));
+  EXPECT_EQ(relational_attention_layers(*two).size(), 2u);  // the 'rca' block has none
+  Attention plain(AttentionOptions(64, 4, 0.0));
+  EXPECT_TRUE(relational_attention_layers(*plain).empty());
+}

@@ -158,11 +158,13 @@ def test_hf_classes_read_what_the_reference_mixin_writes(hub_class, tmp_path, mo
     ours.save_pretrained(tmp_path / "again")
     again = getattr(ref_hf, hub_class).from_pretrained(str(tmp_path / "again"))
     assert_close(again.double()(x, y)[1], ref(x, y)[1], rtol=1e-6)
-    # Not a folder, offline, nothing cached: the C++ error arrives as RuntimeError.
+    # Not a folder, offline, nothing cached: the Hub client's error, an OSError as huggingface_hub's.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
-    with pytest.raises(RuntimeError, match="T-sa24-757M"):
+    with pytest.raises(dac.hf.LocalEntryNotFoundError, match="T-sa24-757M") as error:
         dac.hf.TransformerLM_HFHub.from_pretrained("awni00/T-sa24-757M")
+    assert isinstance(error.value, dac.hf.HubError) and isinstance(error.value, OSError)
+    assert (error.value.repo_id, error.value.filename) == ("awni00/T-sa24-757M", "config.json")
 
 
 def test_shared_tensors_of_a_model_are_one_object_and_survive_copy():

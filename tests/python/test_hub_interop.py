@@ -313,9 +313,14 @@ def test_python_from_pretrained_takes_a_repo_id_like_the_mixin(hub, in_process_e
 def test_python_from_pretrained_errors_name_the_repo_and_revision(hub, in_process_env):
     import dual_attention_cpp as dac
 
-    with pytest.raises(RuntimeError, match="org/tiny-dat.*no-such-branch|no-such-branch.*org/tiny-dat"):
+    with pytest.raises(dac.hf.RevisionNotFoundError, match="no-such-branch") as error:
         dac.DualAttnTransformerLM.from_pretrained("org/tiny-dat", revision="no-such-branch")
-    with pytest.raises(RuntimeError, match="org/missing"):
+    assert (error.value.repo_id, error.value.revision) == ("org/tiny-dat", "no-such-branch")
+    with pytest.raises(dac.hf.RepositoryNotFoundError, match="org/missing") as error:
         dac.DualAttnTransformerLM.from_pretrained("org/missing")
+    assert isinstance(error.value, OSError) and error.value.repo_id == "org/missing"
+    # Offline and not cached: huggingface_hub's LocalEntryNotFoundError, here too.
+    with pytest.raises(dac.hf.LocalEntryNotFoundError, match="org/missing"):
+        dac.DualAttnTransformerLM.from_pretrained("org/missing", local_files_only=True)
     with pytest.raises(TypeError, match="token must be a str, a bool or None, got int"):
         dac.DualAttnTransformerLM.from_pretrained("org/tiny-dat", token=1)
