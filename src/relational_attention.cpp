@@ -27,8 +27,7 @@ void check_symbols(const torch::Tensor& symbols, int64_t b, int64_t n, int64_t d
   }
 }
 
-// W_s s projected and split into query heads: [b, n, h, head_dim] or, relative, [n, n, h,
-// head_dim].
+// W_s s split into query heads: [b, n, h, head_dim], or [n, n, h, head_dim] when relative.
 torch::Tensor project_symbols(torch::nn::Linear& wv, const torch::Tensor& symbols,
                               int64_t n_kv_heads, int64_t head_dim, int64_t n_rep) {
   auto sv = wv(symbols);

@@ -44,8 +44,7 @@ HeadLayout resolve_heads(const char* owner, int64_t d_model, int64_t n_heads,
 
 // Validates the mask arguments every attention forward takes and returns the boolean mask to apply
 // ([q_len, k_len], True = may attend), or an undefined tensor for no mask. is_causal builds the
-// causal mask; attn_mask and is_causal together are an error, as is a non-boolean or misshapen
-// mask.
+// causal mask; attn_mask with is_causal, a non-boolean mask or a misshapen one is an error.
 torch::Tensor resolve_attn_mask(const torch::Tensor& attn_mask, bool is_causal, int64_t q_len,
                                 int64_t k_len, torch::Device device, const char* owner);
 

@@ -14,8 +14,8 @@
 
 namespace dual_attention {
 
-// The relational mechanisms DualAttention accepts as ra_type: 'relational_attention', 'rca',
-// 'disrca'.
+// The relational mechanisms DualAttention accepts as ra_type:
+// 'relational_attention', 'rca', 'disrca'.
 const std::vector<std::string>& ra_type_names();
 
 struct DualAttentionOptions {

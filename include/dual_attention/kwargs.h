@@ -1,12 +1,10 @@
-// Keyword-argument dictionaries, as the reference passes them (sa_kwargs, ra_kwargs,
-// symbol_retrieval_kwargs,
-// ...) and as config.json stores them. A Kwargs is a JSON object, so C++ code writes
+// Keyword-argument dictionaries, as the reference passes them (sa_kwargs, ra_kwargs, ...) and as
+// config.json stores them. A Kwargs is a JSON object, so C++ code writes
 //   DualAttentionOptions(64, 2, 2, 0.0).ra_kwargs({{"n_relations", 8}, {"symmetric_rels", true}})
 // and a config file, a Python dict and C++ code all fill Options through one path: apply_kwargs().
 //
 // Each Options struct lists its keywords once, in a `fields(visitor)` member that calls
-// `visitor("name", name())` for every keyword; apply_kwargs and to_kwargs are written once against
-// it.
+// `visitor("name", name())` for every keyword; apply_kwargs and to_kwargs are written once, on it.
 #pragma once
 
 #include <c10/util/Exception.h>

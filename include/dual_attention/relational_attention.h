@@ -139,8 +139,7 @@ std::vector<RelationalAttentionImpl*> relational_attention_layers(torch::nn::Mod
 
 // ---------------------------------------------------------------------------------------------
 // RelationalCrossAttention ('rca'): A_i = sum_j act(<W_q x_i, W_k x_j> / sqrt(head_dim)) W_v s_j.
-// With softmax the mask adds -inf before it; with another activation masked scores are zeroed
-// after.
+// With softmax the mask adds -inf before it; another activation zeroes masked scores after it.
 // ---------------------------------------------------------------------------------------------
 struct RelationalCrossAttentionOptions {
   RelationalCrossAttentionOptions(int64_t d_model, int64_t n_heads, double dropout)

@@ -24,9 +24,8 @@ class PretrainedModelHolder : public torch::nn::ModuleHolder<ModelImpl> {
   using torch::nn::ModuleHolder<ModelImpl>::ModuleHolder;
   using Impl = ModelImpl;
 
-  // The model saved in a folder by save_pretrained (or by the reference: safetensors' save_model
-  // plus a config.json of its constructor keywords, or the language models' Hub mixin), in eval
-  // mode.
+  // The model saved by save_pretrained (or by the reference: safetensors' save_model plus a
+  // config.json of its constructor keywords, or the language models' Hub mixin), in eval mode.
   static Holder from_pretrained(const std::string& name_or_path,
                                 const PretrainedOptions& options = {}) {
     return dual_attention::from_pretrained<Holder>(name_or_path, options);
