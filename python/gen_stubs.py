@@ -85,6 +85,13 @@ def _class_stub(cls):
             lines.append("    @classmethod")
             sig = inspect.signature(member.__func__)
             lines.append(f"    def {name}{_format_signature(sig)}: ...")
+        elif isinstance(member, property):
+            lines.append("    @property")
+            lines.append(f"    def {name}{_format_signature(inspect.signature(member.fget))}: ...")
+            if member.fset is not None:
+                lines.append(f"    @{name}.setter")
+                sig = inspect.signature(member.fset)
+                lines.append(f"    def {name}{_format_signature(sig)}: ...")
         elif inspect.isfunction(member):
             sig = inspect.signature(member)
             lines.append(f"    def {name}{_format_signature(sig)}: ...")

@@ -93,7 +93,9 @@ class RelationalAttention(CppModule, cpp=_C.RelationalAttention):
             Apply a causal mask (``attn_mask`` must then be None).
         need_weights : bool, optional
             (Not in the reference, which always returns them.) When False the scores and relations
-            are not computed and None is returned in their place. Default True.
+            are not computed and None is returned in their place, and the output is computed as
+            ``implementation`` says: by default without any ``len x len`` tensor, in memory linear
+            in ``len`` (forward and backward). Default True.
 
         Returns
         -------
@@ -104,6 +106,36 @@ class RelationalAttention(CppModule, cpp=_C.RelationalAttention):
         return self._cpp_call(
             "forward", x, symbols, freqs_cos, freqs_sin, attn_mask, is_causal, need_weights
         )
+
+    # Not in the reference: how forward(..., need_weights=False) computes the output.
+
+    @property
+    def implementation(self) -> str:
+        """How ``forward(..., need_weights=False)`` computes the output: ``'auto'`` (the default:
+        ``'sdpa'`` on CUDA for identity relations with per-position symbols, ``'materialize'`` for
+        short sequences on the CPU, ``'blockwise'`` otherwise), ``'materialize'`` (the reference's
+        ``len x len`` tensors), ``'blockwise'`` (query blocks, memory linear in ``len``) or
+        ``'sdpa'`` (one scaled_dot_product_attention; identity relations only). All give the same
+        result; ``need_weights=True`` always materialises."""
+        return self._cpp._get_implementation()
+
+    @implementation.setter
+    def implementation(self, value: str) -> None:
+        self._cpp._set_implementation(value)
+
+    @property
+    def last_implementation(self) -> str:
+        """The path the last forward took (``'auto'`` resolved)."""
+        return self._cpp._last_implementation()
+
+    @property
+    def block_size(self) -> int:
+        """The most query rows per block of the ``'blockwise'`` path (default 128)."""
+        return self._cpp._get_block_size()
+
+    @block_size.setter
+    def block_size(self, value: int) -> None:
+        self._cpp._set_block_size(value)
 
 
 class RelationalCrossAttention(CppModule, cpp=_C.RelationalCrossAttention):

@@ -1,6 +1,9 @@
 // Attention, the relational mechanisms, DualAttention, their helpers and the activation table.
 #include "dual_attention/attention.h"
 
+#include <sstream>
+#include <string>
+
 #include "binding.h"
 #include "dual_attention/attention_utils.h"
 #include "dual_attention/dual_attention.h"
@@ -17,6 +20,25 @@ struct ActivationFunction {
   std::string name;
   Activation function;
 };
+
+using Implementation = RelationalAttentionImpl::Implementation;
+
+std::string implementation_name(Implementation implementation) {
+  std::ostringstream name;
+  name << implementation;
+  return name.str();
+}
+
+Implementation parse_implementation(const std::string& name) {
+  for (auto implementation : {Implementation::Auto, Implementation::Materialize,
+                              Implementation::Blockwise, Implementation::SDPA}) {
+    if (implementation_name(implementation) == name) return implementation;
+  }
+  throw py::value_error(
+      "RelationalAttention: implementation must be one of 'auto', "
+      "'materialize', 'blockwise', 'sdpa', got '" +
+      name + "'");
+}
 
 }  // namespace
 
@@ -45,7 +67,28 @@ void bind_attention(py::module_& m) {
       .attr("attn_scale", &RelationalAttentionImpl::attn_scale)
       .attr("rel_scale", &RelationalAttentionImpl::rel_scale)
       .forward<Tensor, OptTensor, OptTensor, OptTensor, OptTensor, bool, bool>(
-          "x", "symbols", "freqs_cos", "freqs_sin", "attn_mask", "is_causal", "need_weights");
+          "x", "symbols", "freqs_cos", "freqs_sin", "attn_mask", "is_causal", "need_weights")
+      // The path of need_weights=False forwards, by name (relational_attention.h).
+      .def("_get_implementation",
+           [](const RelationalAttentionImpl& self) {
+             return implementation_name(self.implementation);
+           })
+      .def("_set_implementation",
+           [](RelationalAttentionImpl& self, const std::string& name) {
+             self.implementation = parse_implementation(name);
+           })
+      .def("_last_implementation",
+           [](const RelationalAttentionImpl& self) {
+             return implementation_name(self.last_implementation);
+           })
+      .def("_get_block_size", [](const RelationalAttentionImpl& self) { return self.block_size; })
+      .def("_set_block_size", [](RelationalAttentionImpl& self, int64_t rows) {
+        if (rows <= 0) {
+          throw py::value_error("RelationalAttention: block_size must be positive, got " +
+                                std::to_string(rows));
+        }
+        self.block_size = rows;
+      });
 
   // The two relational cross-attention ablations have the same attributes and forward.
   auto bind_cross_attention = [](auto&& binding) {
