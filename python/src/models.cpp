@@ -120,10 +120,10 @@ void translate_hub_errors() {
       }
       try {
         py::object cls = py::module_::import("dual_attention_cpp.hf").attr(name);
-        py::object error = cls(e.what(), e.repo_id(), e.filename(), e.revision());
-        if (const auto* http = dynamic_cast<const hub::HttpError*>(&e)) {
-          error = cls(e.what(), e.repo_id(), e.filename(), e.revision(), http->status());
-        }
+        const auto* http = dynamic_cast<const hub::HttpError*>(&e);
+        py::object error =
+            http ? cls(e.what(), e.repo_id(), e.filename(), e.revision(), http->status())
+                 : cls(e.what(), e.repo_id(), e.filename(), e.revision());
         PyErr_SetObject(cls.ptr(), error.ptr());
       } catch (const py::error_already_set&) {  // the package is not importable: keep the message
         PyErr_SetString(PyExc_OSError, e.what());
