@@ -14,6 +14,8 @@ import inspect
 import sys
 from pathlib import Path
 
+import torch
+
 PACKAGE = "dual_attention_cpp"
 HERE = Path(__file__).resolve().parent
 OUT = HERE / PACKAGE
@@ -72,7 +74,8 @@ def _exception_stub(cls):
 def _class_stub(cls):
     if issubclass(cls, BaseException):
         return _exception_stub(cls)
-    lines = [f"class {cls.__name__}(nn.Module):"]
+    base = "(nn.Module)" if issubclass(cls, torch.nn.Module) else ""
+    lines = [f"class {cls.__name__}{base}:"]
     init = inspect.signature(cls.__init__)
     lines.append(f"    def __init__{_format_signature(init, drop_return=True)}: ...")
     for name, member in cls.__dict__.items():
@@ -109,6 +112,10 @@ def module_stub(module_name):
             blocks.append(_class_stub(obj))
         else:
             blocks.append(f"def {name}{_format_signature(inspect.signature(obj))}: ...")
+    # typing names beyond HEADER's, imported only by the stubs that use them.
+    extra = [n for n in ("AbstractSet", "Collection", "Literal") if any(f"{n}[" in b for b in blocks)]
+    if extra:
+        blocks[0] = HEADER.replace("\n\n", f"\nfrom typing import {', '.join(extra)}\n\n", 1)
     return "\n\n".join(blocks) + "\n"
 
 

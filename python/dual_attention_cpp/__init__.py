@@ -21,6 +21,7 @@ from . import (
     relational_attention,
     seq2seq_models,
     symbol_retrieval,
+    tokenizer,
     transformer_blocks,
     vision_models,
 )
@@ -51,7 +52,8 @@ from .vision_models import VisionDualAttnTransformer, VisionTransformer
 
 __version__ = "0.1.0"
 
-# The modules of the reference package that this one mirrors (see gen_stubs.py).
+# The modules of the reference package that this one mirrors, and ours beyond them (tokenizer:
+# tiktoken's interface); gen_stubs.py writes a stub for each.
 _submodules = (
     "attention",
     "relational_attention",
@@ -66,6 +68,7 @@ _submodules = (
     "attention_utils",
     "model_utils",
     "hf",
+    "tokenizer",
 )
 
 __all__ = [

@@ -14,6 +14,7 @@ from . import vision_models as vision_models
 from . import attention_utils as attention_utils
 from . import model_utils as model_utils
 from . import hf as hf
+from . import tokenizer as tokenizer
 from .attention import Attention as Attention
 from .relational_attention import RelationalAttention as RelationalAttention
 from .relational_attention import RelationalCrossAttention as RelationalCrossAttention

@@ -34,10 +34,6 @@ std::string read_file(const fs::path& path) {
   return s.str();
 }
 
-void write_file(const fs::path& path, const std::string& data) {
-  std::ofstream(path, std::ios::binary) << data;
-}
-
 fs::path data_dir() {
   if (const char* d = std::getenv("DUAL_ATTENTION_DATA_DIR"); d && *d) return d;
   if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) return fs::path(x) / "dual-attention";
@@ -83,6 +79,31 @@ const fs::path& hf_files() {
     return out;
   }();
   return dir;
+}
+
+// A small tokenizer.json cut from the full one: the tokens with ids below 400 and the merges among
+// them (enough for the error tests, quick to parse).
+const json& small_tokenizer_json() {
+  static const json small = [] {
+    json j = json::parse(read_file(hf_files() / "tokenizer.json"));
+    json vocab = json::object();
+    for (const auto& [token, id] : j["model"]["vocab"].items())
+      if (id.get<int64_t>() < 400 || id.get<int64_t>() == 50256) vocab[token] = id;
+    json merges = json::array();
+    for (const json& m : j["model"]["merges"]) {
+      const std::string l = m.is_string()
+                                ? m.get<std::string>().substr(0, m.get<std::string>().find(' '))
+                                : m[0].get<std::string>();
+      const std::string r =
+          m.is_string() ? m.get<std::string>().substr(l.size() + 1) : m[1].get<std::string>();
+      if (vocab.contains(l) && vocab.contains(r) && vocab.contains(l + r))
+        merges.push_back(json::array({l, r}));
+    }
+    j["model"]["vocab"] = vocab;
+    j["model"]["merges"] = merges;
+    return j;
+  }();
+  return small;
 }
 
 Ids ids_of(const json& j) { return j.get<Ids>(); }
@@ -393,10 +414,13 @@ TEST(TokenizerErrors, RankFileErrorsNameFileAndLine) {
 }
 
 TEST(TokenizerErrors, TokenizerJsonUnsupportedOrIncomplete) {
-  json tj = json::parse(read_file(hf_files() / "tokenizer.json"));
+  const json& tj = small_tokenizer_json();
   const auto error_for = [](const json& j) {
     return error_of([&] { Tokenizer::from_tokenizer_json(j.dump(), "t.json"); });
   };
+  // The cut vocabulary itself loads and merges as the full one.
+  const Tokenizer small = Tokenizer::from_tokenizer_json(tj.dump(), "t.json");
+  EXPECT_EQ(small.encode_ordinary(" the"), gpt2().encode_ordinary(" the"));
   json wordpiece = tj;
   wordpiece["model"]["type"] = "WordPiece";
   EXPECT_NE(error_for(wordpiece).find("t.json: model type 'WordPiece' is unsupported"),
@@ -415,7 +439,7 @@ TEST(TokenizerErrors, TokenizerJsonUnsupportedOrIncomplete) {
   prefix["pre_tokenizer"]["add_prefix_space"] = true;
   EXPECT_NE(error_for(prefix).find("add_prefix_space = true is unsupported"), std::string::npos);
   json bad_char = tj;
-  bad_char["model"]["vocab"]["a b"] = 60000;
+  bad_char["model"]["vocab"]["a b"] = 399;
   EXPECT_NE(error_for(bad_char).find("token 'a b' has a character outside the byte-level"),
             std::string::npos);
   EXPECT_NE(error_of([] {
@@ -425,8 +449,13 @@ TEST(TokenizerErrors, TokenizerJsonUnsupportedOrIncomplete) {
 }
 
 TEST(TokenizerErrors, MergesLineNamingAnUnknownToken) {
-  const std::string vocab = read_file(hf_files() / "vocab.json");
-  std::string merges = read_file(hf_files() / "merges.txt");
+  const json& tj = small_tokenizer_json();
+  const std::string vocab = tj["model"]["vocab"].dump();
+  std::string merges = "#version: 0.2\n";
+  for (const json& m : tj["model"]["merges"])
+    merges += m[0].get<std::string>() + " " + m[1].get<std::string>() + "\n";
+  EXPECT_EQ(Tokenizer::from_vocab_merges(vocab, merges).encode_ordinary(" the"),
+            gpt2().encode_ordinary(" the"));
   // Line 3 (after the #version line): an unknown left token.
   const size_t line3 = merges.find('\n', merges.find('\n') + 1) + 1;
   merges.replace(line3, merges.find(' ', line3) - line3, "Ġqqqzz");
