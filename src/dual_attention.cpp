@@ -128,4 +128,27 @@ std::tuple<torch::Tensor, torch::Tensor, std::vector<torch::Tensor>> DualAttenti
   return {ra_out, torch::Tensor(), ra_scores};
 }
 
+torch::Tensor DualAttentionImpl::forward_cached(const torch::Tensor& x,
+                                                const torch::Tensor& symbols,
+                                                const torch::Tensor& freqs_cos,
+                                                const torch::Tensor& freqs_sin,
+                                                LayerCache& sa_cache, LayerCache& ra_cache,
+                                                const CacheStep& step) {
+  std::vector<torch::Tensor> outs;  // sa first, as forward concatenates them
+  if (use_self_attn) {
+    outs.push_back(self_attention->forward_cached(x, freqs_cos, freqs_sin, sa_cache, step));
+  }
+  if (relational_attention) {
+    outs.push_back(
+        relational_attention->forward_cached(x, symbols, freqs_cos, freqs_sin, ra_cache, step));
+  } else if (relational_cross_attention) {
+    outs.push_back(relational_cross_attention->forward_cached(x, symbols, freqs_cos, freqs_sin,
+                                                              ra_cache, step));
+  } else if (disentangled_relational_cross_attention) {
+    outs.push_back(disentangled_relational_cross_attention->forward_cached(
+        x, symbols, freqs_cos, freqs_sin, ra_cache, step));
+  }
+  return outs.size() == 1 ? outs[0] : torch::cat(outs, -1);  // [b, t, d_model]
+}
+
 }  // namespace dual_attention

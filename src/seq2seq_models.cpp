@@ -160,15 +160,13 @@ void Seq2SeqModelImpl<Derived, Options>::register_layers(const NamedModules& mid
 }
 
 template <class Derived, class Options>
-std::tuple<torch::Tensor, torch::Tensor> Seq2SeqModelImpl<Derived, Options>::forward_blocks(
-    const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& targets,
-    const std::function<torch::Tensor(torch::Tensor, torch::Tensor)>& run_blocks) {
+std::tuple<torch::Tensor, torch::Tensor> Seq2SeqModelImpl<Derived, Options>::embed(
+    const torch::Tensor& x, const torch::Tensor& y) {
   check_inputs(x, y, options.input_spec(), options.output_spec(), options.in_block_size(),
                options.out_block_size(), owner_);
   auto source = source_pos_embedder(source_embedder.forward(x));  // [b, n, d]
   auto target = target_pos_embedder(target_embedder.forward(y));  // [b, m, d]
-  return logits_and_loss(final_out, run_blocks(source, target), targets, options.loss_ignore_idx(),
-                         owner_);
+  return {source, target};
 }
 
 template <class Derived, class Options>
@@ -244,11 +242,10 @@ void Seq2SeqTransformerImpl::pretty_print(std::ostream& stream) const {
 
 std::tuple<torch::Tensor, torch::Tensor> Seq2SeqTransformerImpl::forward(
     const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& targets) {
-  return forward_blocks(x, y, targets, [this](torch::Tensor source, torch::Tensor target) {
-    for (auto& block : encoder_blocks) source = block(source);
-    for (auto& block : decoder_blocks) target = block(target, source);
-    return target;
-  });
+  auto [source, target] = embed(x, y);                                // [b, n, d], [b, m, d]
+  for (auto& block : encoder_blocks) source = block(source);          // [b, n, d]
+  for (auto& block : decoder_blocks) target = block(target, source);  // [b, m, d]
+  return logits_and_loss(final_out, target, targets, options.loss_ignore_idx(), owner_);
 }
 
 // ---- Seq2SeqDualAttnTransformer ------------------------------------------------------------
@@ -311,15 +308,14 @@ void Seq2SeqDualAttnTransformerImpl::pretty_print(std::ostream& stream) const {
 
 std::tuple<torch::Tensor, torch::Tensor> Seq2SeqDualAttnTransformerImpl::forward(
     const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& targets) {
-  return forward_blocks(x, y, targets, [this](torch::Tensor source, torch::Tensor target) {
-    for (auto& block : encoder_blocks) {
-      source = block(source, symbol_retriever.forward(source));
-    }
-    for (auto& block : decoder_blocks) {
-      target = block(target, source, symbol_retriever.forward(target));
-    }
-    return target;
-  });
+  auto [source, target] = embed(x, y);  // [b, n, d], [b, m, d]
+  for (auto& block : encoder_blocks) {
+    source = block(source, symbol_retriever.forward(source));  // [b, n, d]
+  }
+  for (auto& block : decoder_blocks) {
+    target = block(target, source, symbol_retriever.forward(target));  // [b, m, d]
+  }
+  return logits_and_loss(final_out, target, targets, options.loss_ignore_idx(), owner_);
 }
 
 }  // namespace dual_attention

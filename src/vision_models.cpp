@@ -138,11 +138,9 @@ void VisionModelImpl<Derived, Options>::register_blocks(const torch::nn::ModuleL
 }
 
 template <class Derived, class Options>
-torch::Tensor VisionModelImpl<Derived, Options>::forward_blocks(
-    const torch::Tensor& x, const std::function<torch::Tensor(torch::Tensor)>& run_blocks) {
+torch::Tensor VisionModelImpl<Derived, Options>::embed(const torch::Tensor& x) {
   check_image(x, *this, owner_);
-  auto h = run_blocks(embed_image(x, *this));        // [b, n+1, d]
-  return final_out(pool_tokens(h, options.pool()));  // [b, num_classes]
+  return embed_image(x, *this);  // [b, n + 1, d]
 }
 
 template <class Derived, class Options>
@@ -201,10 +199,9 @@ void VisionTransformerImpl::pretty_print(std::ostream& stream) const {
 }
 
 torch::Tensor VisionTransformerImpl::forward(const torch::Tensor& x) {
-  return forward_blocks(x, [this](torch::Tensor h) {
-    for (auto& block : encoder_blocks) h = block(h);
-    return h;
-  });
+  auto h = embed(x);                                 // [b, n + 1, d]
+  for (auto& block : encoder_blocks) h = block(h);   // [b, n + 1, d]
+  return final_out(pool_tokens(h, options.pool()));  // [b, num_classes]
 }
 
 // ---- VisionDualAttnTransformer -------------------------------------------------------------
@@ -258,10 +255,9 @@ void VisionDualAttnTransformerImpl::pretty_print(std::ostream& stream) const {
 }
 
 torch::Tensor VisionDualAttnTransformerImpl::forward(const torch::Tensor& x) {
-  return forward_blocks(x, [this](torch::Tensor h) {
-    for (auto& block : encoder_blocks) h = block(h, symbol_retriever.forward(h));
-    return h;
-  });
+  auto h = embed(x);                                                             // [b, n + 1, d]
+  for (auto& block : encoder_blocks) h = block(h, symbol_retriever.forward(h));  // [b, n + 1, d]
+  return final_out(pool_tokens(h, options.pool()));                              // [b, num_classes]
 }
 
 }  // namespace dual_attention

@@ -69,6 +69,13 @@ class DualAttentionImpl : public torch::nn::Cloneable<DualAttentionImpl> {
       const torch::Tensor& freqs_cos = {}, const torch::Tensor& freqs_sin = {},
       bool need_weights = false);
 
+  // Incremental decoding: x [b, t, d_model] the new tokens at slots [step.start, step.start + t);
+  // symbols and freqs as the relational module's forward_cached takes them. Each half keeps its own
+  // cache. Returns [b, t, d_model]. Inference only.
+  torch::Tensor forward_cached(const torch::Tensor& x, const torch::Tensor& symbols,
+                               const torch::Tensor& freqs_cos, const torch::Tensor& freqs_sin,
+                               LayerCache& sa_cache, LayerCache& ra_cache, const CacheStep& step);
+
   DualAttentionOptions options;
   bool use_self_attn = false, use_rel_attn = false;
   int64_t total_n_heads = 0;

@@ -78,6 +78,12 @@ class DualAttnEncoderBlockImpl : public torch::nn::Cloneable<DualAttnEncoderBloc
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& symbols,
                         const torch::Tensor& freqs_cos = {}, const torch::Tensor& freqs_sin = {});
 
+  // Incremental decoding: the block's forward for new tokens x [b, t, d_model] at slots
+  // [step.start, step.start + t) (see DualAttention::forward_cached).
+  torch::Tensor forward_cached(const torch::Tensor& x, const torch::Tensor& symbols,
+                               const torch::Tensor& freqs_cos, const torch::Tensor& freqs_sin,
+                               LayerCache& sa_cache, LayerCache& ra_cache, const CacheStep& step);
+
   DualAttnEncoderBlockOptions options;
   torch::nn::Dropout dropout{nullptr};
   torch::nn::AnyModule norm1, norm2;  // registered as "norm1" / "norm2"

@@ -45,7 +45,7 @@ namespace detail {
 // What Seq2SeqTransformer and Seq2SeqDualAttnTransformer share: the source and target embeddings
 // with their sinusoidal positions, the output layer, and everything done with a built model.
 // `Derived` builds its blocks in reset() (through build_embeddings and register_layers) and runs
-// them in forward() (through forward_blocks). Instantiated for the two models only.
+// them in its own forward(). Instantiated for the two models only.
 template <class Derived, class Options>
 class Seq2SeqModelImpl : public torch::nn::Cloneable<Derived> {
  public:
@@ -77,11 +77,8 @@ class Seq2SeqModelImpl : public torch::nn::Cloneable<Derived> {
   // beside them) and final_out as "layers", in the reference's order; for tie_weights, final_out
   // again under target_embedder (see the file comment).
   void register_layers(const NamedModules& middle);
-  // (x, y, targets) -> (logits, loss) with `run_blocks(source, target)` between the embeddings
-  // (source [b, n, d], target [b, m, d]) and final_out; it returns the decoded target.
-  std::tuple<torch::Tensor, torch::Tensor> forward_blocks(
-      const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& targets,
-      const std::function<torch::Tensor(torch::Tensor, torch::Tensor)>& run_blocks);
+  // The checked inputs embedded with their positions: (source [b, n, d], target [b, m, d]).
+  std::tuple<torch::Tensor, torch::Tensor> embed(const torch::Tensor& x, const torch::Tensor& y);
 
   const char* owner_;
 };

@@ -194,6 +194,12 @@ class EncoderBlockImpl : public torch::nn::Cloneable<EncoderBlockImpl> {
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& freqs_cos = {},
                         const torch::Tensor& freqs_sin = {}, bool need_weights = false);
 
+  // Incremental decoding: the block's forward for new tokens x [b, t, d_model] at slots
+  // [step.start, step.start + t) of the self-attention's `cache` (see Attention::forward_cached).
+  torch::Tensor forward_cached(const torch::Tensor& x, const torch::Tensor& freqs_cos,
+                               const torch::Tensor& freqs_sin, LayerCache& cache,
+                               const CacheStep& step);
+
   EncoderBlockOptions options;
   torch::nn::Dropout dropout{nullptr};
   torch::nn::AnyModule norm1, norm2;  // registered as "norm1" / "norm2"

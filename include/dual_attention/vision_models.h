@@ -43,7 +43,7 @@ namespace detail {
 // What VisionTransformer and VisionDualAttnTransformer share: the sizes resolved from the options,
 // the patch embedding, class token and positions, the output layer, and everything done with a
 // built model. `Derived` builds its blocks in reset() (through resolve_options,
-// register_embeddings and register_blocks) and runs them in forward() (through forward_blocks).
+// register_embeddings and register_blocks) and runs them in its own forward().
 // Instantiated for the two models only.
 template <class Derived, class Options>
 class VisionModelImpl : public torch::nn::Cloneable<Derived> {
@@ -79,10 +79,9 @@ class VisionModelImpl : public torch::nn::Cloneable<Derived> {
   void register_embeddings();
   // Registers `blocks` as "encoder_blocks", then builds and registers final_out.
   void register_blocks(const torch::nn::ModuleList& blocks);
-  // x [b, channels, H, W] -> logits [b, num_classes], with `run_blocks(h)` between the embedding
-  // (h [b, n + 1, d_model]) and the pooling.
-  torch::Tensor forward_blocks(const torch::Tensor& x,
-                               const std::function<torch::Tensor(torch::Tensor)>& run_blocks);
+  // The checked image x [b, channels, H, W] as tokens: class token and patches with their
+  // positions, [b, n + 1, d_model].
+  torch::Tensor embed(const torch::Tensor& x);
 
   const char* owner_;
 };

@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "binding.h"
+#include "dual_attention/generation.h"
 #include "dual_attention/hub/hub.h"
 #include "dual_attention/language_models.h"
 #include "dual_attention/seq2seq_models.h"
@@ -134,6 +135,50 @@ void translate_hub_errors() {
   });
 }
 
+// generate(model, prompts, config, callback) with the config's keywords spelt out (the Python
+// layer names them); the callback (index, tokens, logprobs, finished) -> bool runs with the GIL.
+// Returns (sequences, tokens, logprobs, scores, finish_reasons).
+template <class Impl>
+py::tuple generate_with_config(Impl& self, const std::vector<std::vector<int64_t>>& prompts,
+                               int64_t max_new_tokens, bool do_sample, double temperature,
+                               OptInt top_k, std::optional<double> top_p,
+                               std::optional<double> min_p, double repetition_penalty,
+                               std::optional<uint64_t> seed, std::optional<at::Generator> generator,
+                               std::vector<int64_t> eos_token_id,
+                               std::vector<std::vector<int64_t>> stop_sequences,
+                               OptInt pad_token_id, bool use_cache, bool output_scores,
+                               const std::optional<py::function>& callback) {
+  GenerationConfig config;
+  config.max_new_tokens(max_new_tokens)
+      .do_sample(do_sample)
+      .temperature(temperature)
+      .top_k(top_k)
+      .top_p(top_p)
+      .min_p(min_p)
+      .repetition_penalty(repetition_penalty)
+      .seed(seed)
+      .generator(std::move(generator))
+      .eos_token_id(std::move(eos_token_id))
+      .stop_sequences(std::move(stop_sequences))
+      .pad_token_id(pad_token_id)
+      .use_cache(use_cache)
+      .output_scores(output_scores);
+  GenerationCallback stream;
+  if (callback) {
+    stream = [&callback](const GenerationStep& step) {
+      py::gil_scoped_acquire gil;
+      py::object go_on = (*callback)(step.index, step.tokens, step.logprobs, step.finished);
+      return go_on.is_none() || go_on.cast<bool>();
+    };
+  }
+  GenerationOutput out;
+  {
+    py::gil_scoped_release no_gil;
+    out = generate(self, prompts, config, stream);
+  }
+  return py::make_tuple(out.sequences, out.tokens, out.logprobs, out.scores, out.finish_reasons);
+}
+
 }  // namespace
 
 void bind_models(py::module_& m) {
@@ -154,6 +199,12 @@ void bind_models(py::module_& m) {
                OptInt top_k) { return self.generate(idx, max_new_tokens, temperature, top_k); },
             py::arg("idx"), py::arg("max_new_tokens"), py::arg("temperature"), py::arg("top_k"),
             release_gil)
+        .def("_generate", &generate_with_config<Impl>, py::arg("prompts"),
+             py::arg("max_new_tokens"), py::arg("do_sample"), py::arg("temperature"),
+             py::arg("top_k"), py::arg("top_p"), py::arg("min_p"), py::arg("repetition_penalty"),
+             py::arg("seed"), py::arg("generator"), py::arg("eos_token_id"),
+             py::arg("stop_sequences"), py::arg("pad_token_id"), py::arg("use_cache"),
+             py::arg("output_scores"), py::arg("callback"))
         .def("get_num_params", &Impl::get_num_params, py::arg("non_embedding"));
   };
   bind_lm(dat_lm);
