@@ -17,7 +17,7 @@ echo "== Formatting (clang-format, .clang-format)"
 scripts/format.sh --check || status=1
 
 echo "== C++ suite (ctest)"
-(cd build && OMP_NUM_THREADS=2 ctest --output-on-failure) || status=1
+(cd build && OMP_NUM_THREADS=2 ctest --output-on-failure --parallel "$(nproc)") || status=1
 
 # The file-format code again, under AddressSanitizer + UndefinedBehaviorSanitizer: a separate
 # tree with only the I/O sources and their tests (LibTorch itself is not instrumented).
