@@ -667,27 +667,57 @@ TEST_F(Hub, ServerIgnoringRangeMakesTheDownloadStartOver) {
 // ---- processes at once -------------------------------------------------------------------------
 
 TEST_F(Hub, TwoProcessesDownloadingAtOnceEndWithOneGoodBlob) {
+  // A download first, so that this process's state (its random temporary names among it) is in use
+  // before the fork, as it is when the whole suite runs.
+  hub::hf_hub_download("org/tiny-dat", "config.json", options_);
   server_->control("throttle=2000000");  // ~1.5 s for the 3 MB file: the two overlap
-  pid_t children[2];
-  for (pid_t& child : children) {
-    child = fork();
-    ASSERT_GE(child, 0);
-    if (child == 0) {
+  // Both children start at once (when `go` closes) and report what they caught through a pipe.
+  int go[2];
+  ASSERT_EQ(pipe(go), 0);
+  struct Child {
+    pid_t pid;
+    int report;
+  };
+  std::vector<Child> children;
+  for (int i = 0; i < 2; ++i) {
+    int report[2];
+    ASSERT_EQ(pipe(report), 0);
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      close(go[1]);
+      close(report[0]);
+      char c;
+      while (read(go[0], &c, 1) < 0 && errno == EINTR) {
+      }
+      std::string message;
       try {
         hub::hf_hub_download("org/big", "model.safetensors", options_);
-        _exit(0);
+      } catch (const std::exception& e) {
+        message = e.what();
       } catch (...) {
-        _exit(1);
+        message = "an exception that is not a std::exception";
       }
+      const bool written = write(report[1], message.data(), message.size()) >= 0;
+      _exit(message.empty() && written ? 0 : 1);
     }
+    close(report[1]);
+    children.push_back({pid, report[0]});
   }
-  for (pid_t child : children) {
+  close(go[0]);
+  close(go[1]);
+  for (const Child& child : children) {
+    std::string message;
+    char buf[4096];
+    for (ssize_t n; (n = read(child.report, buf, sizeof(buf))) > 0;) message.append(buf, n);
+    close(child.report);
     int status = 0;
-    waitpid(child, &status, 0);
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    waitpid(child.pid, &status, 0);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        << "child " << child.pid << " failed: " << message;
   }
   json c = server_->counters();
-  EXPECT_EQ(count_requests(c, "HEAD"), 2);
+  EXPECT_EQ(count_requests(c, "HEAD", "/org/big/"), 2);
   EXPECT_EQ(count_requests(c, "GET", "/cdn/"), 1);  // the second process waited for the lock
   const std::string sha = expected("org/big", kCommit1, "model.safetensors", "sha256");
   EXPECT_EQ(read_file(storage("org/big") / "blobs" / sha), read_file(*repo_dir_ / "big.bin"));
