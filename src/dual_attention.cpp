@@ -1,8 +1,5 @@
 #include "dual_attention/dual_attention.h"
 
-#include <algorithm>
-#include <sstream>
-
 namespace dual_attention {
 
 const std::vector<std::string>& ra_type_names() {
@@ -25,13 +22,7 @@ void DualAttentionImpl::reset() {
   TORCH_CHECK(!o.share_attn_params() || o.n_heads_sa() == o.n_heads_ra(), owner,
               ": share_attn_params needs n_heads_sa == n_heads_ra, got ", o.n_heads_sa(), " and ",
               o.n_heads_ra());
-  const auto& names = ra_type_names();
-  if (std::find(names.begin(), names.end(), o.ra_type()) == names.end()) {
-    std::ostringstream valid;
-    for (const auto& n : names) valid << (valid.tellp() ? ", " : "") << "'" << n << "'";
-    TORCH_CHECK(false, owner, ": ra_type '", o.ra_type(), "' is not valid; expected one of ",
-                valid.str());
-  }
+  check_one_of(owner, "ra_type", o.ra_type(), ra_type_names());
   use_self_attn = o.n_heads_sa() > 0;
   use_rel_attn = o.n_heads_ra() > 0;
   total_n_heads = o.n_heads_sa() + o.n_heads_ra();

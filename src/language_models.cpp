@@ -89,8 +89,8 @@ void LanguageModelImpl<Derived, Options>::check_options() const {
               o.max_block_size());
   TORCH_CHECK(o.dropout_rate() >= 0.0 && o.dropout_rate() <= 1.0, owner_,
               ": dropout_rate must be in [0, 1], got ", o.dropout_rate());
-  TORCH_CHECK(o.pos_enc_type() == "pos_emb" || o.pos_enc_type() == "RoPE", owner_,
-              ": pos_enc_type must be 'pos_emb' or 'RoPE', got '", o.pos_enc_type(), "'");
+  static const std::vector<std::string> pos_enc_types = {"pos_emb", "RoPE"};
+  check_one_of(owner_, "pos_enc_type", o.pos_enc_type(), pos_enc_types);
 }
 
 template <class Derived, class Options>
@@ -254,12 +254,6 @@ template class LanguageModelImpl<TransformerLMImpl, TransformerLMOptions>;
 
 // ---- DualAttnTransformerLM -----------------------------------------------------------------
 
-DualAttnTransformerLMOptions DualAttnTransformerLMOptions::from_kwargs(const Kwargs& kwargs) {
-  return options_from_kwargs<DualAttnTransformerLMOptions, int64_t, int64_t, int64_t, int64_t,
-                             int64_t, Kwargs, std::optional<int64_t>, double, std::string, bool,
-                             int64_t>(kwargs, "DualAttnTransformerLM", required_keywords);
-}
-
 DualAttnTransformerLMImpl::DualAttnTransformerLMImpl(const DualAttnTransformerLMOptions& options_)
     : LanguageModelImpl(options_, "DualAttnTransformerLM") {
   reset();
@@ -389,12 +383,6 @@ torch::Tensor DualAttnTransformerLMImpl::forward_cached(const torch::Tensor& idx
 }
 
 // ---- TransformerLM -------------------------------------------------------------------------
-
-TransformerLMOptions TransformerLMOptions::from_kwargs(const Kwargs& kwargs) {
-  return options_from_kwargs<TransformerLMOptions, int64_t, int64_t, int64_t, int64_t,
-                             std::optional<int64_t>, double, std::string, bool, int64_t>(
-      kwargs, "TransformerLM", required_keywords);
-}
 
 TransformerLMImpl::TransformerLMImpl(const TransformerLMOptions& options_)
     : LanguageModelImpl(options_, "TransformerLM") {

@@ -38,7 +38,7 @@ std::string resolve_pretrained(const std::string& name_or_path, const Pretrained
   TORCH_CHECK(!path_like, "from_pretrained: '", name_or_path,
               "' is not a local folder (expected a folder holding config.json and "
               "model.safetensors, or a Hugging Face Hub repo id 'org/name')");
-#ifdef DUAL_ATTENTION_WITH_HUB
+#if DUAL_ATTENTION_WITH_HUB
   const hub::DownloadOptions& download = options.download();
   try {
     const std::string folder = hub::snapshot_download(name_or_path, {"config.json"}, download);

@@ -192,12 +192,6 @@ template class Seq2SeqModelImpl<Seq2SeqDualAttnTransformerImpl, Seq2SeqDualAttnT
 
 // ---- Seq2SeqTransformer --------------------------------------------------------------------
 
-Seq2SeqTransformerOptions Seq2SeqTransformerOptions::from_kwargs(const Kwargs& kwargs) {
-  return options_from_kwargs<Seq2SeqTransformerOptions, Kwargs, Kwargs, int64_t, int64_t, int64_t,
-                             int64_t, Kwargs, Kwargs, int64_t, int64_t>(
-      kwargs, "Seq2SeqTransformer", required_keywords);
-}
-
 Seq2SeqTransformerImpl::Seq2SeqTransformerImpl(const Seq2SeqTransformerOptions& options_)
     : Seq2SeqModelImpl(options_, "Seq2SeqTransformer") {
   reset();
@@ -213,20 +207,13 @@ void Seq2SeqTransformerImpl::reset() {
   encoder_blocks.clear();
   decoder_blocks.clear();
   for (int64_t i = 0; i < o.n_layers_enc(); ++i) {
-    encoder_blocks.emplace_back(
-        options_from_kwargs<EncoderBlockOptions, int64_t, int64_t, std::optional<int64_t>, double,
-                            std::string, bool>(
-            enc_kwargs, "Seq2SeqTransformer: encoder_kwargs (EncoderBlock)",
-            {"d_model", "n_heads", "dff", "dropout_rate", "activation", "norm_first"}));
+    encoder_blocks.emplace_back(EncoderBlockOptions::from_kwargs(
+        enc_kwargs, "Seq2SeqTransformer: encoder_kwargs (EncoderBlock)"));
     encoder_list->push_back(encoder_blocks.back());
   }
   for (int64_t i = 0; i < o.n_layers_dec(); ++i) {
-    decoder_blocks.emplace_back(
-        options_from_kwargs<DecoderBlockOptions, int64_t, int64_t, int64_t, std::optional<int64_t>,
-                            double, std::string, bool>(
-            dec_kwargs, "Seq2SeqTransformer: decoder_kwargs (DecoderBlock)",
-            {"d_model", "n_heads", "n_heads_cross", "dff", "dropout_rate", "activation",
-             "norm_first"}));
+    decoder_blocks.emplace_back(DecoderBlockOptions::from_kwargs(
+        dec_kwargs, "Seq2SeqTransformer: decoder_kwargs (DecoderBlock)"));
     decoder_list->push_back(decoder_blocks.back());
   }
   register_layers({{"encoder_blocks", encoder_list.ptr()}, {"decoder_blocks", decoder_list.ptr()}});
@@ -250,13 +237,6 @@ std::tuple<torch::Tensor, torch::Tensor> Seq2SeqTransformerImpl::forward(
 
 // ---- Seq2SeqDualAttnTransformer ------------------------------------------------------------
 
-Seq2SeqDualAttnTransformerOptions Seq2SeqDualAttnTransformerOptions::from_kwargs(
-    const Kwargs& kwargs) {
-  return options_from_kwargs<Seq2SeqDualAttnTransformerOptions, Kwargs, Kwargs, std::string, Kwargs,
-                             int64_t, int64_t, int64_t, int64_t, Kwargs, Kwargs, int64_t, int64_t>(
-      kwargs, "Seq2SeqDualAttnTransformer", required_keywords);
-}
-
 Seq2SeqDualAttnTransformerImpl::Seq2SeqDualAttnTransformerImpl(
     const Seq2SeqDualAttnTransformerOptions& options_)
     : Seq2SeqModelImpl(options_, "Seq2SeqDualAttnTransformer") {
@@ -275,22 +255,14 @@ void Seq2SeqDualAttnTransformerImpl::reset() {
   encoder_blocks.clear();
   decoder_blocks.clear();
   for (int64_t i = 0; i < o.n_layers_enc(); ++i) {
-    encoder_blocks.emplace_back(
-        options_from_kwargs<DualAttnEncoderBlockOptions, int64_t, int64_t, int64_t,
-                            std::optional<int64_t>, std::string, double, bool>(
-            enc_kwargs, "Seq2SeqDualAttnTransformer: encoder_kwargs (DualAttnEncoderBlock)",
-            {"d_model", "n_heads_sa", "n_heads_ra", "dff", "activation", "dropout_rate",
-             "norm_first"}));
+    encoder_blocks.emplace_back(DualAttnEncoderBlockOptions::from_kwargs(
+        enc_kwargs, "Seq2SeqDualAttnTransformer: encoder_kwargs (DualAttnEncoderBlock)"));
     encoder_list->push_back(encoder_blocks.back());
   }
   // n_layers_enc decoder blocks: the reference's quirk, kept for checkpoint compatibility.
   for (int64_t i = 0; i < o.n_layers_enc(); ++i) {
-    decoder_blocks.emplace_back(
-        options_from_kwargs<DualAttnDecoderBlockOptions, int64_t, int64_t, int64_t, int64_t,
-                            std::optional<int64_t>, std::string, double, bool>(
-            dec_kwargs, "Seq2SeqDualAttnTransformer: decoder_kwargs (DualAttnDecoderBlock)",
-            {"d_model", "n_heads_sa", "n_heads_ra", "n_heads_cross", "dff", "activation",
-             "dropout_rate", "norm_first"}));
+    decoder_blocks.emplace_back(DualAttnDecoderBlockOptions::from_kwargs(
+        dec_kwargs, "Seq2SeqDualAttnTransformer: decoder_kwargs (DualAttnDecoderBlock)"));
     decoder_list->push_back(decoder_blocks.back());
   }
   register_layers({{"symbol_retriever", symbol_retriever.ptr()},

@@ -103,13 +103,7 @@ void VisionModelImpl<Derived, Options>::resolve_options() {
   TORCH_CHECK(o.n_layers() >= 0, owner_, ": n_layers must be >= 0, got ", o.n_layers());
   TORCH_CHECK(o.dropout_rate() >= 0.0 && o.dropout_rate() <= 1.0, owner_,
               ": dropout_rate must be in [0, 1], got ", o.dropout_rate());
-  const auto& pools = vision_pool_names();
-  if (std::find(pools.begin(), pools.end(), o.pool()) == pools.end()) {
-    std::ostringstream valid;
-    for (const auto& name : pools) valid << (valid.tellp() ? ", " : "") << "'" << name << "'";
-    TORCH_CHECK(false, owner_, ": pool '", o.pool(), "' is not valid; expected one of ",
-                valid.str());
-  }
+  check_one_of(owner_, "pool", o.pool(), vision_pool_names());
   img_channels = image_shape[0];
   img_width = image_shape[1];
   img_height = image_shape[2];
@@ -160,12 +154,6 @@ template class VisionModelImpl<VisionDualAttnTransformerImpl, VisionDualAttnTran
 
 // ---- VisionTransformer ---------------------------------------------------------------------
 
-VisionTransformerOptions VisionTransformerOptions::from_kwargs(const Kwargs& kwargs) {
-  return options_from_kwargs<VisionTransformerOptions, std::vector<int64_t>, std::vector<int64_t>,
-                             int64_t, int64_t, int64_t, int64_t, std::optional<int64_t>, double,
-                             std::string, bool>(kwargs, "VisionTransformer", required_keywords);
-}
-
 VisionTransformerImpl::VisionTransformerImpl(const VisionTransformerOptions& options_)
     : VisionModelImpl(options_, "VisionTransformer") {
   reset();
@@ -205,14 +193,6 @@ torch::Tensor VisionTransformerImpl::forward(const torch::Tensor& x) {
 }
 
 // ---- VisionDualAttnTransformer -------------------------------------------------------------
-
-VisionDualAttnTransformerOptions VisionDualAttnTransformerOptions::from_kwargs(
-    const Kwargs& kwargs) {
-  return options_from_kwargs<VisionDualAttnTransformerOptions, std::vector<int64_t>,
-                             std::vector<int64_t>, int64_t, int64_t, int64_t, int64_t, int64_t,
-                             std::optional<int64_t>, double, std::string, bool, std::string,
-                             Kwargs>(kwargs, "VisionDualAttnTransformer", required_keywords);
-}
 
 VisionDualAttnTransformerImpl::VisionDualAttnTransformerImpl(
     const VisionDualAttnTransformerOptions& options_)

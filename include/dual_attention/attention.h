@@ -42,6 +42,14 @@ struct AttentionOptions {
     v("add_bias_out", add_bias_out_);
     v("total_n_heads", total_n_heads_);
   }
+
+  // Attention(**kwargs): the constructor takes the required keywords (the first fields() above), of
+  // these types; a missing or unknown keyword or a value of the wrong type is an error naming it.
+  using required_types = std::tuple<int64_t, int64_t, double>;
+  static AttentionOptions from_kwargs(const Kwargs& kwargs,
+                                      const std::string& owner = "Attention") {
+    return options_from_kwargs<AttentionOptions>(kwargs, owner);
+  }
 };
 
 class AttentionImpl : public torch::nn::Cloneable<AttentionImpl> {

@@ -46,6 +46,15 @@ struct DualAttentionOptions {
     v("share_attn_params", share_attn_params_);
     v("ra_type", ra_type_);
   }
+
+  // DualAttention(**kwargs): the constructor takes the required keywords (the first fields()
+  // above), of these types; a missing or unknown keyword or a value of the wrong type is an error
+  // naming it.
+  using required_types = std::tuple<int64_t, int64_t, int64_t, double>;
+  static DualAttentionOptions from_kwargs(const Kwargs& kwargs,
+                                          const std::string& owner = "DualAttention") {
+    return options_from_kwargs<DualAttentionOptions>(kwargs, owner);
+  }
 };
 
 class DualAttentionImpl : public torch::nn::Cloneable<DualAttentionImpl> {

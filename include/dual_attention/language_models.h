@@ -115,15 +115,15 @@ struct DualAttnTransformerLMOptions {
     v("bias", bias_);
   }
 
-  // The constructor's arguments (keywords without a default), in order.
-  static constexpr std::array<const char*, 11> required_keywords = {
-      "vocab_size", "d_model",       "n_layers",
-      "n_heads_sa", "n_heads_ra",    "symbol_retrieval_kwargs",
-      "dff",        "dropout_rate",  "activation",
-      "norm_first", "max_block_size"};
-  // DualAttnTransformerLM(**kwargs): a missing required keyword, an unknown one or a value of the
-  // wrong type is an error naming it.
-  static DualAttnTransformerLMOptions from_kwargs(const Kwargs& kwargs);
+  // DualAttnTransformerLM(**kwargs): the constructor takes the required keywords (the first
+  // fields() above), of these types; a missing or unknown keyword or a value of the wrong type is
+  // an error naming it.
+  using required_types = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, Kwargs,
+                                    std::optional<int64_t>, double, std::string, bool, int64_t>;
+  static DualAttnTransformerLMOptions from_kwargs(
+      const Kwargs& kwargs, const std::string& owner = "DualAttnTransformerLM") {
+    return options_from_kwargs<DualAttnTransformerLMOptions>(kwargs, owner);
+  }
 };
 
 // The KV cache of a language model for one generation (generation.h fills and reads it through the
@@ -341,11 +341,15 @@ struct TransformerLMOptions {
     v("block_kwargs", block_kwargs_);
   }
 
-  static constexpr std::array<const char*, 9> required_keywords = {
-      "vocab_size",   "d_model",    "n_layers",   "n_heads",       "dff",
-      "dropout_rate", "activation", "norm_first", "max_block_size"};
-  // TransformerLM(**kwargs), with the errors of DualAttnTransformerLMOptions::from_kwargs.
-  static TransformerLMOptions from_kwargs(const Kwargs& kwargs);
+  // TransformerLM(**kwargs): the constructor takes the required keywords (the first fields()
+  // above), of these types; a missing or unknown keyword or a value of the wrong type is an error
+  // naming it.
+  using required_types = std::tuple<int64_t, int64_t, int64_t, int64_t, std::optional<int64_t>,
+                                    double, std::string, bool, int64_t>;
+  static TransformerLMOptions from_kwargs(const Kwargs& kwargs,
+                                          const std::string& owner = "TransformerLM") {
+    return options_from_kwargs<TransformerLMOptions>(kwargs, owner);
+  }
 };
 
 class TransformerLMImpl

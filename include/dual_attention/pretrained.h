@@ -6,8 +6,8 @@
 //   save_model)
 //
 // Any model class can use this machinery. Its Options struct needs, besides fields():
-//   static constexpr std::array<const char*, N> required_keywords;  // constructor arguments
-//   static XxxOptions from_kwargs(const Kwargs& kwargs);            // Python's cls(**kwargs)
+//   using required_types = std::tuple<...>;               // constructor arguments (kwargs.h)
+//   static XxxOptions from_kwargs(const Kwargs& kwargs);  // Python's cls(**kwargs)
 // and its holder a public `Impl` alias (TORCH_MODULE provides one). Then
 //   auto model = from_pretrained<DualAttnTransformerLM>("path/to/folder");
 //   save_pretrained(*model, model->options, "path/to/other");
@@ -117,7 +117,7 @@ template <class Options>
 Kwargs config_from_options(const Options& options) {
   const Kwargs all = to_kwargs(options);
   Kwargs required = Kwargs::object();
-  for (const char* key : Options::required_keywords) required[key] = all.at(key);
+  for (const std::string& key : required_keywords<Options>()) required[key] = all.at(key);
   const Kwargs defaults = to_kwargs(Options::from_kwargs(required));
   Kwargs config = required;
   for (const auto& item : all.items()) {

@@ -59,6 +59,15 @@ struct RelationalAttentionOptions {
     v("symmetric_rels", symmetric_rels_);
     v("use_relative_positional_symbols", use_relative_positional_symbols_);
   }
+
+  // RelationalAttention(**kwargs): the constructor takes the required keywords (the first fields()
+  // above), of these types; a missing or unknown keyword or a value of the wrong type is an error
+  // naming it.
+  using required_types = std::tuple<int64_t, int64_t>;
+  static RelationalAttentionOptions from_kwargs(const Kwargs& kwargs,
+                                                const std::string& owner = "RelationalAttention") {
+    return options_from_kwargs<RelationalAttentionOptions>(kwargs, owner);
+  }
 };
 
 class RelationalAttentionImpl : public torch::nn::Cloneable<RelationalAttentionImpl> {
@@ -200,6 +209,15 @@ struct RelationalCrossAttentionOptions {
     v("total_n_heads", total_n_heads_);
     v("use_relative_positional_symbols", use_relative_positional_symbols_);
   }
+
+  // RelationalCrossAttention(**kwargs): the constructor takes the required keywords (the first
+  // fields() above), of these types; a missing or unknown keyword or a value of the wrong type is
+  // an error naming it.
+  using required_types = std::tuple<int64_t, int64_t, double>;
+  static RelationalCrossAttentionOptions from_kwargs(
+      const Kwargs& kwargs, const std::string& owner = "RelationalCrossAttention") {
+    return options_from_kwargs<RelationalCrossAttentionOptions>(kwargs, owner);
+  }
 };
 
 class RelationalCrossAttentionImpl : public torch::nn::Cloneable<RelationalCrossAttentionImpl> {
@@ -268,6 +286,15 @@ struct DisentangledRelationalCrossAttentionOptions {
     v("add_bias_out", add_bias_out_);
     v("total_n_heads", total_n_heads_);
     v("use_relative_positional_symbols", use_relative_positional_symbols_);
+  }
+
+  // DisentangledRelationalCrossAttention(**kwargs): the constructor takes the required keywords
+  // (the first fields() above), of these types; a missing or unknown keyword or a value of the
+  // wrong type is an error naming it.
+  using required_types = std::tuple<int64_t, int64_t, double>;
+  static DisentangledRelationalCrossAttentionOptions from_kwargs(
+      const Kwargs& kwargs, const std::string& owner = "DisentangledRelationalCrossAttention") {
+    return options_from_kwargs<DisentangledRelationalCrossAttentionOptions>(kwargs, owner);
   }
 };
 

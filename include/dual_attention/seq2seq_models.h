@@ -140,14 +140,15 @@ struct Seq2SeqTransformerOptions {
     v("loss_ignore_idx", loss_ignore_idx_);
   }
 
-  // The constructor arguments without a default, in order.
-  static constexpr std::array<const char*, 10> required_keywords = {
-      "input_spec",   "output_spec",    "d_model",        "out_dim",       "n_layers_enc",
-      "n_layers_dec", "encoder_kwargs", "decoder_kwargs", "in_block_size", "out_block_size"};
-  // Seq2SeqTransformer(**kwargs), as config.json stores them: a missing required keyword, an
-  // unknown one or a value of the wrong type is an error naming it; the others take the defaults
-  // above.
-  static Seq2SeqTransformerOptions from_kwargs(const Kwargs& kwargs);
+  // Seq2SeqTransformer(**kwargs): the constructor takes the required keywords (the first fields()
+  // above), of these types; a missing or unknown keyword or a value of the wrong type is an error
+  // naming it.
+  using required_types = std::tuple<Kwargs, Kwargs, int64_t, int64_t, int64_t, int64_t, Kwargs,
+                                    Kwargs, int64_t, int64_t>;
+  static Seq2SeqTransformerOptions from_kwargs(const Kwargs& kwargs,
+                                               const std::string& owner = "Seq2SeqTransformer") {
+    return options_from_kwargs<Seq2SeqTransformerOptions>(kwargs, owner);
+  }
 };
 
 class Seq2SeqTransformerImpl
@@ -242,12 +243,15 @@ struct Seq2SeqDualAttnTransformerOptions {
     v("loss_ignore_idx", loss_ignore_idx_);
   }
 
-  static constexpr std::array<const char*, 12> required_keywords = {
-      "input_spec",     "output_spec",    "symbol_retrieval", "symbol_retrieval_kwargs",
-      "d_model",        "out_dim",        "n_layers_enc",     "n_layers_dec",
-      "encoder_kwargs", "decoder_kwargs", "in_block_size",    "out_block_size"};
-  // See Seq2SeqTransformerOptions::from_kwargs.
-  static Seq2SeqDualAttnTransformerOptions from_kwargs(const Kwargs& kwargs);
+  // Seq2SeqDualAttnTransformer(**kwargs): the constructor takes the required keywords (the first
+  // fields() above), of these types; a missing or unknown keyword or a value of the wrong type is
+  // an error naming it.
+  using required_types = std::tuple<Kwargs, Kwargs, std::string, Kwargs, int64_t, int64_t, int64_t,
+                                    int64_t, Kwargs, Kwargs, int64_t, int64_t>;
+  static Seq2SeqDualAttnTransformerOptions from_kwargs(
+      const Kwargs& kwargs, const std::string& owner = "Seq2SeqDualAttnTransformer") {
+    return options_from_kwargs<Seq2SeqDualAttnTransformerOptions>(kwargs, owner);
+  }
 };
 
 class Seq2SeqDualAttnTransformerImpl

@@ -146,14 +146,16 @@ struct VisionTransformerOptions {
     v("pool", pool_);
   }
 
-  // The constructor arguments without a default, in order.
-  static constexpr std::array<const char*, 10> required_keywords = {
-      "image_shape", "patch_size", "num_classes",  "d_model",    "n_layers",
-      "n_heads",     "dff",        "dropout_rate", "activation", "norm_first"};
-  // VisionTransformer(**kwargs), as config.json stores them (lists for the tuples): a missing
-  // required keyword, an unknown one or a value of the wrong type is an error naming it; the others
-  // take the defaults above.
-  static VisionTransformerOptions from_kwargs(const Kwargs& kwargs);
+  // VisionTransformer(**kwargs): the constructor takes the required keywords (the first fields()
+  // above), of these types; a missing or unknown keyword or a value of the wrong type is an error
+  // naming it.
+  using required_types =
+      std::tuple<std::vector<int64_t>, std::vector<int64_t>, int64_t, int64_t, int64_t, int64_t,
+                 std::optional<int64_t>, double, std::string, bool>;
+  static VisionTransformerOptions from_kwargs(const Kwargs& kwargs,
+                                              const std::string& owner = "VisionTransformer") {
+    return options_from_kwargs<VisionTransformerOptions>(kwargs, owner);
+  }
 };
 
 class VisionTransformerImpl
@@ -252,21 +254,16 @@ struct VisionDualAttnTransformerOptions {
     v("pool", pool_);
   }
 
-  static constexpr std::array<const char*, 13> required_keywords = {"image_shape",
-                                                                    "patch_size",
-                                                                    "num_classes",
-                                                                    "d_model",
-                                                                    "n_layers",
-                                                                    "n_heads_sa",
-                                                                    "n_heads_ra",
-                                                                    "dff",
-                                                                    "dropout_rate",
-                                                                    "activation",
-                                                                    "norm_first",
-                                                                    "symbol_retrieval",
-                                                                    "symbol_retrieval_kwargs"};
-  // See VisionTransformerOptions::from_kwargs.
-  static VisionDualAttnTransformerOptions from_kwargs(const Kwargs& kwargs);
+  // VisionDualAttnTransformer(**kwargs): the constructor takes the required keywords (the first
+  // fields() above), of these types; a missing or unknown keyword or a value of the wrong type is
+  // an error naming it.
+  using required_types =
+      std::tuple<std::vector<int64_t>, std::vector<int64_t>, int64_t, int64_t, int64_t, int64_t,
+                 int64_t, std::optional<int64_t>, double, std::string, bool, std::string, Kwargs>;
+  static VisionDualAttnTransformerOptions from_kwargs(
+      const Kwargs& kwargs, const std::string& owner = "VisionDualAttnTransformer") {
+    return options_from_kwargs<VisionDualAttnTransformerOptions>(kwargs, owner);
+  }
 };
 
 class VisionDualAttnTransformerImpl

@@ -184,12 +184,8 @@ py::tuple generate_with_config(Impl& self, const std::vector<std::vector<int64_t
 void bind_models(py::module_& m) {
   translate_hub_errors();
   // ---- language_models ----
-  ModuleBinding<DualAttnTransformerLMImpl, DualAttnTransformerLMOptions, int64_t, int64_t, int64_t,
-                int64_t, int64_t, Kwargs, OptInt, double, std::string, bool, int64_t>
-      dat_lm(m, "DualAttnTransformerLM", DualAttnTransformerLMOptions::required_keywords);
-  ModuleBinding<TransformerLMImpl, TransformerLMOptions, int64_t, int64_t, int64_t, int64_t, OptInt,
-                double, std::string, bool, int64_t>
-      t_lm(m, "TransformerLM", TransformerLMOptions::required_keywords);
+  ModuleBinding<DualAttnTransformerLMImpl> dat_lm(m, "DualAttnTransformerLM");
+  ModuleBinding<TransformerLMImpl> t_lm(m, "TransformerLM");
   auto bind_lm = [](auto& lm) {
     using Impl = typename std::decay_t<decltype(lm)>::Impl;
     lm.template forward<Tensor, OptTensor>("x", "targets")
@@ -214,14 +210,8 @@ void bind_models(py::module_& m) {
   m.def("optimizer_groups", &optimizer_groups, py::arg("model"), py::arg("weight_decay"));
 
   // ---- seq2seq_models ----
-  ModuleBinding<Seq2SeqTransformerImpl, Seq2SeqTransformerOptions, Kwargs, Kwargs, int64_t, int64_t,
-                int64_t, int64_t, Kwargs, Kwargs, int64_t, int64_t>
-      s2s(m, "Seq2SeqTransformer", Seq2SeqTransformerOptions::required_keywords);
-  ModuleBinding<Seq2SeqDualAttnTransformerImpl, Seq2SeqDualAttnTransformerOptions, Kwargs, Kwargs,
-                std::string, Kwargs, int64_t, int64_t, int64_t, int64_t, Kwargs, Kwargs, int64_t,
-                int64_t>
-      s2s_dat(m, "Seq2SeqDualAttnTransformer",
-              Seq2SeqDualAttnTransformerOptions::required_keywords);
+  ModuleBinding<Seq2SeqTransformerImpl> s2s(m, "Seq2SeqTransformer");
+  ModuleBinding<Seq2SeqDualAttnTransformerImpl> s2s_dat(m, "Seq2SeqDualAttnTransformer");
   auto bind_s2s = [](auto& model) {
     using Impl = typename std::decay_t<decltype(model)>::Impl;
     model.template forward<Tensor, Tensor, OptTensor>("x", "y", "targets")
@@ -233,14 +223,8 @@ void bind_models(py::module_& m) {
   def_pretrained<Seq2SeqDualAttnTransformer>(s2s_dat);
 
   // ---- vision_models ----
-  ModuleBinding<VisionTransformerImpl, VisionTransformerOptions, std::vector<int64_t>,
-                std::vector<int64_t>, int64_t, int64_t, int64_t, int64_t, OptInt, double,
-                std::string, bool>
-      vit(m, "VisionTransformer", VisionTransformerOptions::required_keywords);
-  ModuleBinding<VisionDualAttnTransformerImpl, VisionDualAttnTransformerOptions,
-                std::vector<int64_t>, std::vector<int64_t>, int64_t, int64_t, int64_t, int64_t,
-                int64_t, OptInt, double, std::string, bool, std::string, Kwargs>
-      vit_dat(m, "VisionDualAttnTransformer", VisionDualAttnTransformerOptions::required_keywords);
+  ModuleBinding<VisionTransformerImpl> vit(m, "VisionTransformer");
+  ModuleBinding<VisionDualAttnTransformerImpl> vit_dat(m, "VisionDualAttnTransformer");
   auto bind_vision = [](auto& model) {
     using Impl = typename std::decay_t<decltype(model)>::Impl;
     model.attr("img_channels", &Impl::img_channels)

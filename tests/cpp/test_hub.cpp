@@ -28,8 +28,11 @@
 #include "dual_attention/hub/hub.h"
 #include "dual_attention/io/safetensors.h"
 #include "dual_attention/language_models.h"
+#include "test_support.h"
 
 extern char** environ;
+
+using namespace test_support;
 
 namespace {
 
@@ -42,18 +45,6 @@ const std::string kCommit2 = "fedcba9876543210fedcba9876543210fedcba98";
 const std::string kPrCommit = "1111111111111111111111111111111111111111";
 const std::string kGoodToken = "hf_good_token";
 constexpr int64_t kBigSize = 3 * 1000 * 1000;
-
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-void write_file(const fs::path& path, const std::string& data) {
-  fs::create_directories(path.parent_path());
-  std::ofstream(path, std::ios::binary) << data;
-}
 
 std::string random_bytes(size_t n, unsigned seed) {
   std::mt19937 rng(seed);
@@ -202,11 +193,11 @@ class Hub : public ::testing::Test {
     repo_dir_ = new fs::path(make_temp_dir("repos"));
     const fs::path fixture = fs::path(DUAL_ATTENTION_FIXTURE_DIR) / "hub" / "tiny-dat-lm";
     const fs::path lm_fixture = fs::path(DUAL_ATTENTION_FIXTURE_DIR) / "lm" / "dat_rca";
-    write_file(*repo_dir_ / "big.bin", random_bytes(kBigSize, 1));
-    write_file(*repo_dir_ / "short.bin", random_bytes(200000, 2));
-    write_file(*repo_dir_ / "corrupt.bin", random_bytes(200000, 3));
-    write_file(*repo_dir_ / "huge.bin", random_bytes(1000, 4));
-    write_file(*repo_dir_ / "secret.bin", random_bytes(50000, 5));
+    write_bytes(*repo_dir_ / "big.bin", random_bytes(kBigSize, 1));
+    write_bytes(*repo_dir_ / "short.bin", random_bytes(200000, 2));
+    write_bytes(*repo_dir_ / "corrupt.bin", random_bytes(200000, 3));
+    write_bytes(*repo_dir_ / "huge.bin", random_bytes(1000, 4));
+    write_bytes(*repo_dir_ / "secret.bin", random_bytes(50000, 5));
     auto file = [](const fs::path& p, bool lfs) {
       return json{{"path", p.string()}, {"lfs", lfs}};
     };
@@ -269,7 +260,7 @@ class Hub : public ::testing::Test {
           {"tokens", {"hf_granted"}},
           {"commits", {{kCommit1, {{"files", {{"config.json", {{"text", "{}"}}}}}}}}},
           {"branches", {{"main", kCommit1}}}}}};
-    write_file(*repo_dir_ / "repos.json", json{{"repos", repos}}.dump(2));
+    write_bytes(*repo_dir_ / "repos.json", json{{"repos", repos}}.dump(2));
     server_ = new StandInHub();
     server_->start(*repo_dir_ / "repos.json");
   }
@@ -340,9 +331,9 @@ TEST_F(Hub, FreshDownloadLaysOutTheCacheLikeHuggingfaceHub) {
   ASSERT_TRUE(fs::is_symlink(model));
   EXPECT_EQ(fs::read_symlink(config), fs::path("../../blobs") / config_oid);
   EXPECT_EQ(fs::read_symlink(model), fs::path("../../blobs") / model_sha);
-  EXPECT_EQ(read_file(config), read_file(fixture / "config.json"));
-  EXPECT_EQ(read_file(model), read_file(fixture / "model.safetensors"));  // byte-identical
-  EXPECT_EQ(read_file(storage() / "refs" / "main"), kCommit1);
+  EXPECT_EQ(read_bytes(config), read_bytes(fixture / "config.json"));
+  EXPECT_EQ(read_bytes(model), read_bytes(fixture / "model.safetensors"));  // byte-identical
+  EXPECT_EQ(read_bytes(storage() / "refs" / "main"), kCommit1);
   EXPECT_TRUE(fs::exists(cache_ / "CACHEDIR.TAG"));
   EXPECT_TRUE(fs::exists(cache_ / ".locks" / "models--org--tiny-dat" / (model_sha + ".lock")));
   EXPECT_FALSE(fs::exists(storage() / "blobs" / (model_sha + ".incomplete")));
@@ -422,7 +413,7 @@ TEST_F(Hub, ForceDownloadFetchesAgain) {
   options_.force_download = true;
   std::string path = hub::hf_hub_download("org/big", "model.safetensors", options_);
   EXPECT_EQ(server_->counters()["GET"], 1);
-  EXPECT_EQ(read_file(path), read_file(*repo_dir_ / "big.bin"));
+  EXPECT_EQ(read_bytes(path), read_bytes(*repo_dir_ / "big.bin"));
   options_.local_files_only = true;
   EXPECT_THROW(hub::hf_hub_download("org/big", "model.safetensors", options_),
                std::invalid_argument);
@@ -433,14 +424,14 @@ TEST_F(Hub, ForceDownloadFetchesAgain) {
 TEST_F(Hub, RevisionByBranchTagAndCommit) {
   options_.revision = "dev";
   std::string dev = hub::hf_hub_download("org/tiny-dat", "config.json", options_);
-  EXPECT_EQ(read_file(dev), "{\"vocab_size\": 128}");
+  EXPECT_EQ(read_bytes(dev), "{\"vocab_size\": 128}");
   EXPECT_EQ(fs::path(dev).parent_path().filename(), kCommit2);
-  EXPECT_EQ(read_file(storage() / "refs" / "dev"), kCommit2);
+  EXPECT_EQ(read_bytes(storage() / "refs" / "dev"), kCommit2);
 
   options_.revision = "v1.0";
   std::string tag = hub::hf_hub_download("org/tiny-dat", "config.json", options_);
   EXPECT_EQ(fs::path(tag).parent_path().filename(), kCommit1);
-  EXPECT_EQ(read_file(storage() / "refs" / "v1.0"), kCommit1);
+  EXPECT_EQ(read_bytes(storage() / "refs" / "v1.0"), kCommit1);
 
   options_.revision = kCommit2;
   EXPECT_EQ(hub::hf_hub_download("org/tiny-dat", "config.json", options_), dev);
@@ -461,8 +452,8 @@ TEST_F(Hub, RevisionWithSlashesIsEncodedAndStoredAsANestedRef) {
             "http://h:1/org/name/resolve/refs%2Fpr%2F1/sub%20dir/a%20b%2Bc.json");
   options_.revision = "refs/pr/1";
   std::string path = hub::hf_hub_download("org/tiny-dat", "config.json", options_);
-  EXPECT_EQ(read_file(path), "{\"pr\": 1}");
-  EXPECT_EQ(read_file(storage() / "refs" / "refs" / "pr" / "1"), kPrCommit);
+  EXPECT_EQ(read_bytes(path), "{\"pr\": 1}");
+  EXPECT_EQ(read_bytes(storage() / "refs" / "refs" / "pr" / "1"), kPrCommit);
   EXPECT_EQ(count_requests(server_->counters(), "HEAD", "/resolve/refs%2Fpr%2F1/"), 1);
 }
 
@@ -471,7 +462,7 @@ TEST_F(Hub, RevisionWithSlashesIsEncodedAndStoredAsANestedRef) {
 TEST_F(Hub, TokenArgumentOpensAPrivateRepoAndNeverReachesTheCdn) {
   options_.token = kGoodToken;
   std::string path = hub::hf_hub_download("org/private", "secret.bin", options_);
-  EXPECT_EQ(read_file(path), read_file(*repo_dir_ / "secret.bin"));
+  EXPECT_EQ(read_bytes(path), read_bytes(*repo_dir_ / "secret.bin"));
   json c = server_->counters();
   for (const auto& entry : c["log"]) {
     if (entry["server"] == "hub") {
@@ -488,7 +479,7 @@ TEST_F(Hub, TokenFromHfTokenAndFromTheTokenFile) {
   EXPECT_NO_THROW(hub::hf_hub_download("org/private", "secret.bin", options_));
   env_.unset("HF_TOKEN");
   fs::remove_all(cache_);
-  write_file(home_ / "token", kGoodToken + "\n");  // as `hf auth login` writes it
+  write_bytes(home_ / "token", kGoodToken + "\n");  // as `hf auth login` writes it
   EXPECT_NO_THROW(hub::hf_hub_download("org/private", "secret.bin", options_));
   fs::remove_all(cache_);
   env_.set("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1");
@@ -524,7 +515,7 @@ TEST_F(Hub, GatedRepoWithoutAccessIsAGatedRepoError) {
     EXPECT_NE(dynamic_cast<const hub::GatedRepoError*>(&e), nullptr);
   }
   options_.token = "hf_granted";
-  EXPECT_EQ(read_file(hub::hf_hub_download("org/gated", "config.json", options_)), "{}");
+  EXPECT_EQ(read_bytes(hub::hf_hub_download("org/gated", "config.json", options_)), "{}");
 }
 
 // ---- errors ------------------------------------------------------------------------------------
@@ -585,7 +576,7 @@ TEST_F(Hub, RelativeRedirectsOnTheHubAreFollowed) {
   EXPECT_EQ(fs::path(path), storage("org/renamed-dat") / "snapshots" / kCommit1 / "config.json");
   // The Hub's /api/resolve-cache redirect for regular files.
   std::string cached = hub::hf_hub_download("org/resolve-cache", "config.json", options_);
-  EXPECT_EQ(read_file(cached), read_file(path));
+  EXPECT_EQ(read_bytes(cached), read_bytes(path));
   json c = server_->counters();
   EXPECT_EQ(count_requests(c, "HEAD", "/api/resolve-cache/models/org/resolve-cache/"), 1);
   EXPECT_EQ(count_requests(c, "GET", "/api/resolve-cache/models/org/resolve-cache/"), 1);
@@ -637,7 +628,7 @@ TEST_F(Hub, DroppedConnectionLeavesNoBlobNorLinkAndTheNextCallResumesWithRange) 
 
   server_->control("reset=1");
   std::string path = hub::hf_hub_download("org/big", "model.safetensors", options_);
-  EXPECT_EQ(read_file(path), read_file(*repo_dir_ / "big.bin"));
+  EXPECT_EQ(read_bytes(path), read_bytes(*repo_dir_ / "big.bin"));
   EXPECT_FALSE(fs::exists(partial));
   json c = server_->counters();
   ASSERT_EQ(count_requests(c, "GET", "/cdn/"), 1);
@@ -651,7 +642,7 @@ TEST_F(Hub, DroppedConnectionLeavesNoBlobNorLinkAndTheNextCallResumesWithRange) 
 TEST_F(Hub, DroppedConnectionIsResumedWithinTheSameCall) {
   server_->control("drops=2&drop_after=700000");
   std::string path = hub::hf_hub_download("org/big", "model.safetensors", options_);
-  EXPECT_EQ(read_file(path), read_file(*repo_dir_ / "big.bin"));
+  EXPECT_EQ(read_bytes(path), read_bytes(*repo_dir_ / "big.bin"));
   std::vector<json> gets;
   const json c = server_->counters();
   for (const auto& entry : c["log"])
@@ -693,7 +684,7 @@ TEST_F(Hub, ServerIgnoringRangeMakesTheDownloadStartOver) {
   EXPECT_THROW(hub::hf_hub_download("org/big", "model.safetensors", options_), hub::NetworkError);
   server_->control("reset=1&ignore_range=1");
   std::string path = hub::hf_hub_download("org/big", "model.safetensors", options_);
-  EXPECT_EQ(read_file(path), read_file(*repo_dir_ / "big.bin"));
+  EXPECT_EQ(read_bytes(path), read_bytes(*repo_dir_ / "big.bin"));
   json c = server_->counters();
   ASSERT_EQ(count_requests(c, "GET"), 1);
   EXPECT_EQ(c["log"].back()["status"], 200);
@@ -702,30 +693,60 @@ TEST_F(Hub, ServerIgnoringRangeMakesTheDownloadStartOver) {
 // ---- processes at once -------------------------------------------------------------------------
 
 TEST_F(Hub, TwoProcessesDownloadingAtOnceEndWithOneGoodBlob) {
+  // A download first, so that this process's state (its random temporary names among it) is in use
+  // before the fork, as it is when the whole suite runs.
+  hub::hf_hub_download("org/tiny-dat", "config.json", options_);
   server_->control("throttle=2000000");  // ~1.5 s for the 3 MB file: the two overlap
-  pid_t children[2];
-  for (pid_t& child : children) {
-    child = fork();
-    ASSERT_GE(child, 0);
-    if (child == 0) {
+  // Both children start at once (when `go` closes) and report what they caught through a pipe.
+  int go[2];
+  ASSERT_EQ(pipe(go), 0);
+  struct Child {
+    pid_t pid;
+    int report;
+  };
+  std::vector<Child> children;
+  for (int i = 0; i < 2; ++i) {
+    int report[2];
+    ASSERT_EQ(pipe(report), 0);
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      close(go[1]);
+      close(report[0]);
+      char c;
+      while (read(go[0], &c, 1) < 0 && errno == EINTR) {
+      }
+      std::string message;
       try {
         hub::hf_hub_download("org/big", "model.safetensors", options_);
-        _exit(0);
+      } catch (const std::exception& e) {
+        message = e.what();
       } catch (...) {
-        _exit(1);
+        message = "an exception that is not a std::exception";
       }
+      const bool written = write(report[1], message.data(), message.size()) >= 0;
+      _exit(message.empty() && written ? 0 : 1);
     }
+    close(report[1]);
+    children.push_back({pid, report[0]});
   }
-  for (pid_t child : children) {
+  close(go[0]);
+  close(go[1]);
+  for (const Child& child : children) {
+    std::string message;
+    char buf[4096];
+    for (ssize_t n; (n = read(child.report, buf, sizeof(buf))) > 0;) message.append(buf, n);
+    close(child.report);
     int status = 0;
-    waitpid(child, &status, 0);
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    waitpid(child.pid, &status, 0);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        << "child " << child.pid << " failed: " << message;
   }
   json c = server_->counters();
-  EXPECT_EQ(count_requests(c, "HEAD"), 2);
+  EXPECT_EQ(count_requests(c, "HEAD", "/org/big/"), 2);
   EXPECT_EQ(count_requests(c, "GET", "/cdn/"), 1);  // the second process waited for the lock
   const std::string sha = expected("org/big", kCommit1, "model.safetensors", "sha256");
-  EXPECT_EQ(read_file(storage("org/big") / "blobs" / sha), read_file(*repo_dir_ / "big.bin"));
+  EXPECT_EQ(read_bytes(storage("org/big") / "blobs" / sha), read_bytes(*repo_dir_ / "big.bin"));
   for (const auto& entry : cache_entries())
     EXPECT_EQ(entry.find(".incomplete"), std::string::npos) << entry;
 }

@@ -9,35 +9,16 @@
 #include <random>
 
 #include "dual_attention/io/safetensors.h"
+#include "test_support.h"
 
 namespace fs = std::filesystem;
 using namespace dual_attention::io;
 
+using namespace test_support;
+
 namespace {
 
 const fs::path kFixtures = fs::path(DUAL_ATTENTION_FIXTURE_DIR) / "io";
-
-std::string read_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-void write_bytes(const fs::path& path, const std::string& bytes) {
-  std::ofstream(path, std::ios::binary) << bytes;
-}
-
-// The raw little-endian bytes of a tensor, the thing compared for bit-exactness (NaN included).
-std::string bytes_of(const torch::Tensor& t) {
-  auto c = t.contiguous();
-  return std::string(static_cast<const char*>(c.data_ptr()), c.numel() * c.element_size());
-}
-
-std::string hex_to_bytes(const std::string& hex) {
-  std::string out;
-  for (size_t i = 0; i < hex.size(); i += 2)
-    out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
-  return out;
-}
 
 std::string le64(uint64_t n) { return std::string(reinterpret_cast<const char*>(&n), 8); }
 
