@@ -30,7 +30,7 @@ os.environ.setdefault("RAYON_NUM_THREADS", "2")  # HF tokenizers' pool, read at 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "tools"))
+sys.path.insert(0, str(ROOT / "tests" / "helpers"))
 
 import tiktoken  # noqa: E402
 import tiktoken.load  # noqa: E402

@@ -1,7 +1,7 @@
 """dual_attention_cpp.tokenizer against the oracles, live: tiktoken (built from the real GPT-2 ranks,
 as tiktoken.get_encoding("gpt2") is) token for token on > 5 MB of real text, and Hugging Face
 tokenizers for tokenizer.json and vocab.json + merges.txt (built from the same ranks by
-tests/tools/make_hf_tokenizer_files.py). Also tiktoken's interface and semantics (special tokens,
+tests/helpers/make_hf_tokenizer_files.py). Also tiktoken's interface and semantics (special tokens,
 errors, surrogates), round trips, the batch methods, and get_encoding from the stand-in Hub.
 
 Data: $DUAL_ATTENTION_DATA_DIR (scripts/fetch_data.sh): gpt2.tiktoken and the Shakespeare plays.
@@ -26,7 +26,7 @@ from dual_attention_cpp import tokenizer as ours_module
 from dual_attention_cpp.tokenizer import Encoding
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "tools"))
+sys.path.insert(0, str(ROOT / "tests" / "helpers"))
 import make_hf_tokenizer_files  # noqa: E402
 
 SERVER = ROOT / "tests" / "hub" / "hub_server.py"
