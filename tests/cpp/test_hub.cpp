@@ -662,9 +662,9 @@ TEST_F(Hub, CorruptPartialFileIsDiscardedAndRefetchedWithinTheSameCall) {
   for (const size_t size : {size_t(kBigSize), size_t(1000000)}) {
     fs::remove_all(cache_);
     server_->control("reset=1");
-    write_file(partial, random_bytes(size, 99));  // the right length (or less), wrong bytes
+    write_bytes(partial, random_bytes(size, 99));  // the right length (or less), wrong bytes
     const std::string path = hub::hf_hub_download("org/big", "model.safetensors", options_);
-    EXPECT_EQ(read_file(path), read_file(*repo_dir_ / "big.bin")) << size;
+    EXPECT_EQ(read_bytes(path), read_bytes(*repo_dir_ / "big.bin")) << size;
     EXPECT_FALSE(fs::exists(partial)) << size;
     std::vector<json> gets;
     const json c = server_->counters();
