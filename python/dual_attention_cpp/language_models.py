@@ -14,13 +14,9 @@ from torch import nn
 from . import _C
 from ._module import CppModule, PretrainedModel
 
-__all__ = [
-    "DualAttnTransformerLM",
-    "TransformerLM",
-    "configure_optimizers",
-    "GenerationOutput",
-    "GenerationStep",
-]
+# GenerationOutput and GenerationStep (below) are importable from here too; they stay out of
+# __all__, whose classes python/gen_stubs.py stubs as modules.
+__all__ = ["DualAttnTransformerLM", "TransformerLM", "configure_optimizers"]
 
 
 @dataclass
