@@ -149,53 +149,62 @@ class ModuleBinding {
       });
       return out;
     });
-    // Exposes a resolved member (e.g. head_dim) as a read-only attribute and in _attrs(); `Owner`
-    // is Impl or the base class that declares the member (as the vision models' sizes).
-    template <class T, class Owner>
-    ModuleBinding& attr(const char* name, T Owner::*member) {
-      static_assert(std::is_base_of_v<Owner, Impl>, "attr: the member must be one of Impl's");
-      cls_.def_readonly(name, member);
-      getters_->emplace_back(name, [member](const Impl& self) { return py::cast(self.*member); });
-      return *this;
-    }
-
-    // def_forward(): binds Impl::forward.
-    template <class... Py, class... Names>
-    ModuleBinding& forward(Names... names) {
-      def_forward<Py...>(cls_, names...);
-      return *this;
-    }
-
-    // cls.def(...), for other methods.
-    template <class... A>
-    ModuleBinding& def(A && ... args) {
-      cls_.def(std::forward<A>(args)...);
-      return *this;
-    }
-
-    ModuleClass<Impl>& cls() { return cls_; }
-
-   private:
-    // The keywords that rebuild `self`: its Options as a dict.
-    static py::dict kwargs_of(const Impl& self) {
-      py::dict out;
-      Options o = self.options;
-      o.fields([&](const char* key, auto& field) {
-        out[key] = from_kwargs_value(detail::write_kwarg(field));
-      });
+    cls_.def("_kwargs", &ModuleBinding::kwargs_of);
+    auto getters = getters_;
+    cls_.def("_attrs", [getters](const Impl& self) {
+      py::dict out = kwargs_of(self);
+      for (const auto& [key, get] : *getters) out[key.c_str()] = get(self);
       return out;
-    }
+    });
+  }
 
-    ModuleClass<Impl> cls_;
-    std::shared_ptr<AttrGetters<Impl>> getters_;
-  };
+  // Exposes a resolved member (e.g. head_dim) as a read-only attribute and in _attrs(); `Owner`
+  // is Impl or the base class that declares the member (as the vision models' sizes).
+  template <class T, class Owner>
+  ModuleBinding& attr(const char* name, T Owner::*member) {
+    static_assert(std::is_base_of_v<Owner, Impl>, "attr: the member must be one of Impl's");
+    cls_.def_readonly(name, member);
+    getters_->emplace_back(name, [member](const Impl& self) { return py::cast(self.*member); });
+    return *this;
+  }
 
-  // Each translation unit binds one part of the library.
-  void bind_core(py::module_& m);
-  void bind_attention(py::module_& m);
-  void bind_layers(py::module_& m);
-  void bind_models(py::module_& m);
-  void bind_tokenizer(py::module_& m);
+  // def_forward(): binds Impl::forward.
+  template <class... Py, class... Names>
+  ModuleBinding& forward(Names... names) {
+    def_forward<Py...>(cls_, names...);
+    return *this;
+  }
+
+  // cls.def(...), for other methods.
+  template <class... A>
+  ModuleBinding& def(A&&... args) {
+    cls_.def(std::forward<A>(args)...);
+    return *this;
+  }
+
+  ModuleClass<Impl>& cls() { return cls_; }
+
+ private:
+  // The keywords that rebuild `self`: its Options as a dict.
+  static py::dict kwargs_of(const Impl& self) {
+    py::dict out;
+    Options o = self.options;
+    o.fields([&](const char* key, auto& field) {
+      out[key] = from_kwargs_value(detail::write_kwarg(field));
+    });
+    return out;
+  }
+
+  ModuleClass<Impl> cls_;
+  std::shared_ptr<AttrGetters<Impl>> getters_;
+};
+
+// Each translation unit binds one part of the library.
+void bind_core(py::module_& m);
+void bind_attention(py::module_& m);
+void bind_layers(py::module_& m);
+void bind_models(py::module_& m);
+void bind_tokenizer(py::module_& m);
 
 }  // namespace dual_attention::python
 #pragma GCC visibility pop

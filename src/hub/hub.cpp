@@ -248,11 +248,12 @@ struct Target {
   }
 };
 
+// A fresh random suffix for temporary names. Drawn from std::random_device on every call: a
+// generator seeded once would be copied into every child of a fork(), and two processes started
+// from one would then pick the same temporary name and rename it from under each other.
 std::string random_hex8() {
-  static thread_local std::mt19937 rng(std::random_device{}() ^
-                                       static_cast<unsigned>(getpid() * 2654435761u));
   char buf[9];
-  std::snprintf(buf, sizeof(buf), "%08x", static_cast<unsigned>(rng()));
+  std::snprintf(buf, sizeof(buf), "%08x", static_cast<unsigned>(std::random_device{}()));
   return buf;
 }
 

@@ -22,7 +22,8 @@
 using namespace dual_attention;
 using namespace model_fixtures;
 
-using namespace test_support;
+using test_support::expect_error;
+using test_support::names_of;
 
 namespace {
 
