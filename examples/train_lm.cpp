@@ -11,6 +11,7 @@
 // model.json: the model's constructor keywords, as in Python: DualAttnTransformerLM(**config).
 #include <dual_attention/language_models.h>
 #include <dual_attention/pretrained.h>
+#include <dual_attention/tokenizer.h>
 #include <dual_attention/training.h>
 #include <torch/torch.h>
 
@@ -18,22 +19,25 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
-#include <iostream>
 #include <functional>
+#include <iostream>
 #include <map>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
-#if __has_include(<dual_attention/tokenizer.h>)
-#include <dual_attention/tokenizer.h>
-#define TRAIN_LM_HAS_TOKENIZER 1
-#endif
 
 using namespace dual_attention;
 using namespace dual_attention::training;
 
 namespace {
+
+// A mistake on the command line: printed with the usage, exit status 2.
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
 
 const char* kUsage = R"(usage: train_lm --config CONFIG.json --out OUT [options] FILE...
 
@@ -62,7 +66,7 @@ Trains a language model on FILE... (text, or token files *.bin) and saves it in 
   --device D         cpu or cuda (default: cuda when present)
   --autocast A       bf16 or none (default: bf16 on cuda, none on cpu)
   --log F            append "step,loss,lr,val_loss" per step to F (CSV)
-  --prompt TEXT      after training, continue TEXT and print it (needs a tokenizer)
+  --prompt TEXT      after training, continue TEXT and print it
   --max-new-tokens N (default 100); --temperature X (0.8); --top-k N (40)
 )";
 
@@ -82,12 +86,12 @@ struct Args {
       if (used == values.at(name).size()) return v;
     } catch (const std::exception&) {
     }
-    throw std::invalid_argument(name + " expects a number, got '" + values.at(name) + "'");
+    throw UsageError(name + " expects a number, got '" + values.at(name) + "'");
   }
   int64_t integer(const std::string& name, int64_t fallback) const {
     const double v = number(name, static_cast<double>(fallback));
     if (v != static_cast<double>(static_cast<int64_t>(v)))
-      throw std::invalid_argument(name + " expects an integer, got '" + values.at(name) + "'");
+      throw UsageError(name + " expects an integer, got '" + values.at(name) + "'");
     return static_cast<int64_t>(v);
   }
 };
@@ -95,22 +99,22 @@ struct Args {
 Args parse_args(int argc, char** argv) {
   static const std::vector<std::string> flags = {"--resume"};
   static const std::vector<std::string> options = {
-      "--config",   "--model-class", "--out",        "--tokenizer",    "--block-size",
-      "--batch-size", "--grad-accum", "--max-steps", "--max-time",     "--stop-at",
-      "--lr",       "--min-lr",      "--warmup",     "--weight-decay", "--beta1",
-      "--beta2",    "--grad-clip",   "--eval-every", "--eval-iters",   "--val-fraction",
-      "--seed",     "--threads",     "--device",     "--autocast",     "--log",
-      "--prompt",   "--max-new-tokens", "--temperature", "--top-k"};
+      "--config",     "--model-class",    "--out",         "--tokenizer",    "--block-size",
+      "--batch-size", "--grad-accum",     "--max-steps",   "--max-time",     "--stop-at",
+      "--lr",         "--min-lr",         "--warmup",      "--weight-decay", "--beta1",
+      "--beta2",      "--grad-clip",      "--eval-every",  "--eval-iters",   "--val-fraction",
+      "--seed",       "--threads",        "--device",      "--autocast",     "--log",
+      "--prompt",     "--max-new-tokens", "--temperature", "--top-k"};
   Args args;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (std::find(flags.begin(), flags.end(), a) != flags.end()) {
       args.values[a] = "1";
     } else if (std::find(options.begin(), options.end(), a) != options.end()) {
-      if (i + 1 >= argc) throw std::invalid_argument(a + " needs a value");
+      if (i + 1 >= argc) throw UsageError(a + " needs a value");
       args.values[a] = argv[++i];
     } else if (a.rfind("--", 0) == 0) {
-      throw std::invalid_argument("unknown option '" + a + "'");
+      throw UsageError("unknown option '" + a + "'");
     } else {
       args.files.push_back(a);
     }
@@ -126,20 +130,12 @@ struct Encoding {
   std::function<std::string(const std::vector<int64_t>&)> decode;
 };
 
-std::optional<Encoding> load_encoding(const std::string& spec) {
-#ifdef TRAIN_LM_HAS_TOKENIZER
-  auto tok = std::make_shared<Tokenizer>(spec.size() > 9 &&
-                                                 spec.substr(spec.size() - 9) == ".tiktoken"
-                                             ? Tokenizer::from_file(spec)
-                                             : get_encoding(spec));
-  const std::string name = spec.find('/') == std::string::npos ? spec : "custom";
-  return Encoding{name, tok->n_vocab(),
+Encoding load_encoding(const std::string& spec) {
+  const bool is_file = spec.find('/') != std::string::npos || spec.find('.') != std::string::npos;
+  auto tok = std::make_shared<Tokenizer>(is_file ? Tokenizer::from_file(spec) : get_encoding(spec));
+  return Encoding{is_file ? std::filesystem::path(spec).stem().string() : spec, tok->n_vocab(),
                   [tok](std::string_view text) { return tok->encode_ordinary(text); },
                   [tok](const std::vector<int64_t>& ids) { return tok->decode(ids); }};
-#else
-  (void)spec;
-  return std::nullopt;  // this build has no tokenizer: token files only
-#endif
 }
 
 // The training loop for one model class.
@@ -147,7 +143,7 @@ template <class Model>
 int train(const Args& args) {
   using Options = std::decay_t<decltype(std::declval<typename Model::Impl>().options)>;
   const std::string out = args.get("--out", "");
-  if (out.empty()) throw std::invalid_argument("--out is required");
+  if (out.empty()) throw UsageError("--out is required");
   const bool resume = args.has("--resume") && has_checkpoint(out);
   const uint64_t seed = args.integer("--seed", 1337);
   torch::manual_seed(seed);
@@ -160,7 +156,7 @@ int train(const Args& args) {
   if (resume) {
     model = Model::from_pretrained(resolve_checkpoint(out));
   } else {
-    if (!args.has("--config")) throw std::invalid_argument("--config is required");
+    if (!args.has("--config")) throw UsageError("--config is required");
     const std::string config_path = args.get("--config", "");
     try {
       model = Model(Options::from_kwargs(read_config_json(config_path)));
@@ -173,8 +169,10 @@ int train(const Args& args) {
   model->train();
   const auto& options = model->options;
   const int64_t block_size = args.integer("--block-size", options.max_block_size());
-  TORCH_CHECK(block_size > 0 && block_size <= options.max_block_size(), "--block-size must be in "
-              "[1, max_block_size = ", options.max_block_size(), "], got ", block_size);
+  TORCH_CHECK(block_size > 0 && block_size <= options.max_block_size(),
+              "--block-size must be in "
+              "[1, max_block_size = ",
+              options.max_block_size(), "], got ", block_size);
 
   // The data: every file as a token file, the last --val-fraction of each held out.
   const std::string tokenizer = args.get("--tokenizer", "gpt2");
@@ -187,8 +185,6 @@ int train(const Args& args) {
       continue;
     }
     if (!encoding) encoding = load_encoding(tokenizer);
-    TORCH_CHECK(encoding, file, " is a text file, but this build has no tokenizer: pass token "
-                "files (*.bin)");
     TORCH_CHECK(encoding->n_vocab <= options.vocab_size(), "the model's vocab_size (",
                 options.vocab_size(), ") is smaller than the tokenizer's (", encoding->n_vocab,
                 " ids of ", tokenizer, ")");
@@ -212,11 +208,12 @@ int train(const Args& args) {
   const double lr = args.number("--lr", 6e-4);
   const int64_t max_steps = args.integer("--max-steps", 1000);
   TORCH_CHECK(max_steps >= 0, "--max-steps must be >= 0, got ", max_steps);
-  auto optimizer = model->configure_optimizers(args.number("--weight-decay", 0.1), lr,
-                                               {args.number("--beta1", 0.9), args.number("--beta2", 0.95)});
-  const auto schedule = CosineScheduleOptions(lr, std::min(args.integer("--warmup", 100), max_steps),
-                                              max_steps)
-                            .min_lr(args.number("--min-lr", lr / 10));
+  auto optimizer =
+      model->configure_optimizers(args.number("--weight-decay", 0.1), lr,
+                                  {args.number("--beta1", 0.9), args.number("--beta2", 0.95)});
+  const auto schedule =
+      CosineScheduleOptions(lr, std::min(args.integer("--warmup", 100), max_steps), max_steps)
+          .min_lr(args.number("--min-lr", lr / 10));
   TrainingState state;
   if (resume) {
     state = load_checkpoint(out, optimizer);
@@ -224,9 +221,9 @@ int train(const Args& args) {
     std::cout << "resumed from " << out << " at step " << state.step << "\n";
   }
   state.extra = {{"model_class", args.get("--model-class", "DualAttnTransformerLM")}};
-  std::cout << "model: " << model->get_num_params() << " parameters; data: "
-            << train_data->num_tokens() << " training tokens, " << val_data->num_tokens()
-            << " held out, in " << token_files.size() << " file(s)\n";
+  std::cout << "model: " << model->get_num_params()
+            << " parameters; data: " << train_data->num_tokens() << " training tokens, "
+            << val_data->num_tokens() << " held out, in " << token_files.size() << " file(s)\n";
 
   auto loss_of = [&](const torch::Tensor& x, const torch::Tensor& y) {
     AutocastGuard autocast(device.type(), bf16);
@@ -253,7 +250,8 @@ int train(const Args& args) {
     double loss_sum = 0.0;
     for (int64_t micro = 0; micro < grad_accum; ++micro) {
       auto [x, y] = train_batches.next();
-      torch::Tensor loss = loss_of(x, y) / static_cast<double>(grad_accum);  // the mean over micro-batches
+      torch::Tensor loss =
+          loss_of(x, y) / static_cast<double>(grad_accum);  // the mean over micro-batches
       loss.backward();
       loss_sum += loss.item<double>();
     }
@@ -295,21 +293,22 @@ int train(const Args& args) {
   if (timed_steps > 0) {
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - warm - eval_time).count();
-    std::printf("trained %lld steps in %.1f s: %.0f tok/s (after the first step, without evaluations)\n",
-                static_cast<long long>(timed_steps), seconds,
-                static_cast<double>(timed_steps * batch_size * grad_accum * block_size) / seconds);
+    std::printf(
+        "trained %lld steps in %.1f s: %.0f tok/s (after the first step, without evaluations)\n",
+        static_cast<long long>(timed_steps), seconds,
+        static_cast<double>(timed_steps * batch_size * grad_accum * block_size) / seconds);
   }
   std::cout << "model saved in " << out << " (step " << state.step << ")\n";
 
   if (args.has("--prompt")) {
     if (!encoding) encoding = load_encoding(tokenizer);
-    TORCH_CHECK(encoding, "--prompt needs a tokenizer, and this build has none");
     model->eval();
     auto ids = encoding->encode(args.get("--prompt", ""));
     TORCH_CHECK(!ids.empty(), "--prompt is empty");
     auto idx = torch::tensor(ids).unsqueeze(0).to(device);  // [1, t]
-    torch::Tensor tokens = model->generate(idx, args.integer("--max-new-tokens", 100),
-                                  args.number("--temperature", 0.8), args.integer("--top-k", 40));
+    torch::Tensor tokens =
+        model->generate(idx, args.integer("--max-new-tokens", 100),
+                        args.number("--temperature", 0.8), args.integer("--top-k", 40));
     torch::Tensor all = tokens[0].cpu();
     std::cout << "---- sample ----\n"
               << encoding->decode(std::vector<int64_t>(all.data_ptr<int64_t>(),
@@ -338,9 +337,9 @@ int train_lm_main(int argc, char** argv) {
     const std::string model_class = args.get("--model-class", "DualAttnTransformerLM");
     if (model_class == "DualAttnTransformerLM") return train<DualAttnTransformerLM>(args);
     if (model_class == "TransformerLM") return train<TransformerLM>(args);
-    throw std::invalid_argument("--model-class must be DualAttnTransformerLM or TransformerLM, got '" +
-                                model_class + "'");
-  } catch (const std::invalid_argument& e) {
+    throw UsageError("--model-class must be DualAttnTransformerLM or TransformerLM, got '" +
+                     model_class + "'");
+  } catch (const UsageError& e) {
     std::cerr << "train_lm: " << e.what() << "\n" << kUsage;
     return 2;
   } catch (const c10::Error& e) {

@@ -30,15 +30,15 @@ int main(int argc, char** argv) {
   const int64_t steps = argc > 2 ? std::stoll(argv[2]) : 300;
   torch::manual_seed(0);
   torch::set_num_threads(2);
-  const Kwargs block = {{"n_heads_sa", 2}, {"n_heads_ra", 2}, {"dff", 128},
+  const Kwargs block = {{"n_heads_sa", 2},      {"n_heads_ra", 2},     {"dff", 128},
                         {"activation", "gelu"}, {"dropout_rate", 0.0}, {"norm_first", true}};
   Kwargs decoder = block;
   decoder["n_heads_cross"] = 4;
   decoder["causal"] = true;
   Seq2SeqDualAttnTransformer model(Seq2SeqDualAttnTransformerOptions(
-      {{"type", "token"}, {"vocab_size", kVocab}},
-      {{"type", "token"}, {"vocab_size", kVocab + 1}}, "positional_symbols",
-      {{"symbol_dim", 64}, {"max_length", kLength}}, /*d_model=*/64, /*out_dim=*/kVocab,
+      {{"type", "token"}, {"vocab_size", kVocab}}, {{"type", "token"}, {"vocab_size", kVocab + 1}},
+      "positional_symbols", {{"symbol_dim", 64}, {"max_length", kLength}}, /*d_model=*/64,
+      /*out_dim=*/kVocab,
       /*n_layers_enc=*/2, /*n_layers_dec=*/2, block, decoder, kLength, kLength));
   std::cout << "Seq2SeqDualAttnTransformer, " << model->get_num_params() << " parameters\n";
 
@@ -62,7 +62,8 @@ int main(int argc, char** argv) {
   torch::NoGradGuard no_grad;
   auto [source, decoder_input, target] = reversal_batch(512);
   auto logits = std::get<0>(model->forward(source, decoder_input, target));
-  const double exact = (logits.argmax(-1) == target).all(1).to(torch::kDouble).mean().item<double>();
+  const double exact =
+      (logits.argmax(-1) == target).all(1).to(torch::kDouble).mean().item<double>();
   std::cout << "  reversed exactly: " << 100 * exact << "% of 512 new sequences\n";
   model->save_pretrained(out);
   std::cout << "  saved to " << out << "\n";

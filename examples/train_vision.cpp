@@ -36,8 +36,8 @@ int main(int argc, char** argv) {
   torch::set_num_threads(2);
   VisionDualAttnTransformer model(VisionDualAttnTransformerOptions(
       /*image_shape=*/{3, 4, 8}, /*patch_size=*/{4, 4}, /*num_classes=*/2, /*d_model=*/32,
-      /*n_layers=*/2, /*n_heads_sa=*/2, /*n_heads_ra=*/2, /*dff=*/64, /*dropout_rate=*/0.0,
-      "gelu", /*norm_first=*/true, "positional_symbols", {{"symbol_dim", 32}, {"max_length", 3}}));
+      /*n_layers=*/2, /*n_heads_sa=*/2, /*n_heads_ra=*/2, /*dff=*/64, /*dropout_rate=*/0.0, "gelu",
+      /*norm_first=*/true, "positional_symbols", {{"symbol_dim", 32}, {"max_length", 3}}));
   std::cout << "VisionDualAttnTransformer, " << model->get_num_params() << " parameters\n";
 
   torch::optim::AdamW optimizer(distinct_parameters(*model), torch::optim::AdamWOptions(3e-3));

@@ -20,8 +20,9 @@ else
   echo "== 2. Training a small DAT language model for about 3 minutes (examples/configs/shakespeare_dat.json)"
   mkdir -p build/demo
   "$CLI" train --config examples/configs/shakespeare_dat.json --out "$MODEL" \
-    --tokenizer gpt2 --block-size 128 --batch-size 16 --max-steps 600 --max-time 180 \
-    --lr 2e-3 --min-lr 2e-4 --warmup 30 --eval-every 50 --eval-iters 8 --threads "$THREADS" \
+    --tokenizer gpt2 --block-size 64 --batch-size 32 --max-steps 400 --max-time 180 \
+    --lr 3e-3 --min-lr 3e-4 --warmup 20 --eval-every 50 --eval-iters 8 --autocast bf16 \
+    --threads "$THREADS" \
     --log build/demo/shakespeare-dat.log.csv "${PLAYS[@]}"
 fi
 

@@ -21,8 +21,8 @@ namespace fs = std::filesystem;
 namespace {
 
 void check_vocab_size(int64_t vocab_size, const char* owner) {
-  TORCH_CHECK(vocab_size > 0 && vocab_size <= (int64_t(1) << 32), owner, ": vocab_size must be in [1, 2^32], got ",
-              vocab_size);
+  TORCH_CHECK(vocab_size > 0 && vocab_size <= (int64_t(1) << 32), owner,
+              ": vocab_size must be in [1, 2^32], got ", vocab_size);
 }
 
 // splitmix64: a fixed, platform-independent mix of (seed, position, index) into 64 random bits.
@@ -36,7 +36,8 @@ uint64_t mix64(uint64_t x) {
 // Uniform in [0, n) from 64 random bits (Lemire's multiply-shift; the bias is below 2^-40 for the
 // n of a dataset).
 int64_t uniform_below(uint64_t bits, int64_t n) {
-  return static_cast<int64_t>((static_cast<unsigned __int128>(bits) * static_cast<uint64_t>(n)) >> 64);
+  return static_cast<int64_t>((static_cast<unsigned __int128>(bits) * static_cast<uint64_t>(n)) >>
+                              64);
 }
 
 std::string errno_text() { return std::strerror(errno); }
@@ -151,8 +152,10 @@ TokenDataset::TokenDataset(const std::vector<std::string>& paths, int64_t vocab_
   TORCH_CHECK(!paths.empty(), "TokenDataset: no token files given");
   TORCH_CHECK(block_size > 0, "TokenDataset: block_size must be positive, got ", block_size);
   const auto [lo, hi] = split;
-  TORCH_CHECK(0.0 <= lo && lo < hi && hi <= 1.0, "TokenDataset: split must be [begin, end) with 0 "
-              "<= begin < end <= 1, got [", lo, ", ", hi, ")");
+  TORCH_CHECK(0.0 <= lo && lo < hi && hi <= 1.0,
+              "TokenDataset: split must be [begin, end) with 0 "
+              "<= begin < end <= 1, got [",
+              lo, ", ", hi, ")");
   int64_t total_tokens = 0;
   for (const auto& path : paths) {
     auto file = std::make_shared<TokenFile>(path, vocab_size);
@@ -165,11 +168,11 @@ TokenDataset::TokenDataset(const std::vector<std::string>& paths, int64_t vocab_
     parts_.push_back({file, begin, end, num_windows_});
     num_windows_ += windows;
   }
-  TORCH_CHECK(num_windows_ > 0, "TokenDataset: the corpus is smaller than one block: ",
-              total_tokens, " tokens in the split [", lo, ", ", hi, ") of ", paths.size(),
-              " file(s) (", paths.front(), (paths.size() > 1 ? ", ..." : ""),
-              "), but a window needs block_size + 1 = ", block_size + 1,
-              " consecutive tokens of one file");
+  TORCH_CHECK(
+      num_windows_ > 0, "TokenDataset: the corpus is smaller than one block: ", total_tokens,
+      " tokens in the split [", lo, ", ", hi, ") of ", paths.size(), " file(s) (", paths.front(),
+      (paths.size() > 1 ? ", ..." : ""), "), but a window needs block_size + 1 = ", block_size + 1,
+      " consecutive tokens of one file");
 }
 
 int64_t TokenDataset::num_tokens() const {
@@ -232,7 +235,8 @@ double cosine_learning_rate(int64_t step, const CosineScheduleOptions& o) {
               o.warmup_steps(), " and decay_steps ", o.decay_steps());
   TORCH_CHECK(step >= 0, "cosine_learning_rate: step must be >= 0, got ", step);
   if (step < o.warmup_steps()) {
-    return o.learning_rate() * static_cast<double>(step + 1) / static_cast<double>(o.warmup_steps() + 1);
+    return o.learning_rate() * static_cast<double>(step + 1) /
+           static_cast<double>(o.warmup_steps() + 1);
   }
   if (step >= o.decay_steps()) return o.min_lr();
   const double ratio = static_cast<double>(step - o.warmup_steps()) /
@@ -366,9 +370,8 @@ void write_training_files(const std::string& folder, const torch::optim::Optimiz
   }
   archive.save_to(folder + "/optimizer.pt");
 
-  Kwargs json = {{"step", state.step},
-                 {"data_position", state.data_position},
-                 {"extra", state.extra}};
+  Kwargs json = {
+      {"step", state.step}, {"data_position", state.data_position}, {"extra", state.extra}};
   // JSON has no infinity: a checkpoint before the first evaluation stores null.
   if (std::isfinite(state.best_val_loss)) {
     json["best_val_loss"] = state.best_val_loss;

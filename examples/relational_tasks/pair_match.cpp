@@ -52,7 +52,8 @@ std::pair<torch::Tensor, torch::Tensor> make_images(const torch::Tensor& objects
     const int64_t a = kPairIndex[labels_a[i]][0], b = kPairIndex[labels_a[i]][1];
     int64_t other = 1;
     for (int64_t slot = 0; slot < kObjects; ++slot) {
-      const int64_t id = (slot == a || slot == b) ? ids[0].item<int64_t>() : ids[other++].item<int64_t>();
+      const int64_t id =
+          (slot == a || slot == b) ? ids[0].item<int64_t>() : ids[other++].item<int64_t>();
       images[i].slice(2, slot * kSide, (slot + 1) * kSide).copy_(objects[id]);
     }
   }
@@ -63,7 +64,8 @@ double accuracy(torch::nn::Module& model, const std::function<torch::Tensor(torc
                 const std::pair<torch::Tensor, torch::Tensor>& data) {
   torch::NoGradGuard no_grad;
   model.eval();
-  const double acc = (f(data.first).argmax(-1) == data.second).to(torch::kDouble).mean().item<double>();
+  const double acc =
+      (f(data.first).argmax(-1) == data.second).to(torch::kDouble).mean().item<double>();
   model.train();
   return acc;
 }
@@ -83,11 +85,16 @@ int main(int argc, char** argv) {
   int64_t seeds = 3, steps = 600, eval_every = 50, batch_size = 64;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string name = argv[i], value = argv[i + 1];
-    if (name == "--out") out = value;
-    else if (name == "--sizes") sizes = parse_list(value);
-    else if (name == "--seeds") seeds = std::stoll(value);
-    else if (name == "--steps") steps = std::stoll(value);
-    else if (name == "--eval-every") eval_every = std::stoll(value);
+    if (name == "--out")
+      out = value;
+    else if (name == "--sizes")
+      sizes = parse_list(value);
+    else if (name == "--seeds")
+      seeds = std::stoll(value);
+    else if (name == "--steps")
+      steps = std::stoll(value);
+    else if (name == "--eval-every")
+      eval_every = std::stoll(value);
     else {
       std::cerr << "unknown option " << name << "\n";
       return 2;
@@ -96,12 +103,12 @@ int main(int argc, char** argv) {
   torch::set_num_threads(1);  // tiny models: one thread is as fast, and the machine is shared
 
   const int64_t d_model = 64;
-  auto dat_options = VisionDualAttnTransformerOptions(
-                         {3, kSide, kSide * kObjects}, {kSide, kSide}, kPairs, d_model,
-                         /*n_layers=*/2, /*n_heads_sa=*/2, /*n_heads_ra=*/2, /*dff=*/128, 0.0,
-                         "gelu", true, "positional_symbols",
-                         {{"symbol_dim", d_model}, {"max_length", kObjects + 1}})
-                         .ra_kwargs({{"symmetric_rels", true}});
+  auto dat_options =
+      VisionDualAttnTransformerOptions(
+          {3, kSide, kSide * kObjects}, {kSide, kSide}, kPairs, d_model,
+          /*n_layers=*/2, /*n_heads_sa=*/2, /*n_heads_ra=*/2, /*dff=*/128, 0.0, "gelu", true,
+          "positional_symbols", {{"symbol_dim", d_model}, {"max_length", kObjects + 1}})
+          .ra_kwargs({{"symmetric_rels", true}});
   // The Transformer: 4 heads, and the feed-forward width that matches DAT's parameter count.
   const int64_t dat_params = VisionDualAttnTransformer(dat_options)->get_num_params();
   auto vit_options = [&](int64_t dff) {
@@ -124,7 +131,8 @@ int main(int argc, char** argv) {
     auto ood = make_images(objects, 30, 10, 1000, gen);
     auto all_train = make_images(objects, 0, 30, sizes.back(), gen);
     for (int64_t size : sizes) {
-      auto train_x = all_train.first.slice(0, 0, size), train_y = all_train.second.slice(0, 0, size);
+      auto train_x = all_train.first.slice(0, 0, size),
+           train_y = all_train.second.slice(0, 0, size);
       for (const std::string name : {"DAT", "Transformer"}) {
         torch::manual_seed(seed);
         torch::nn::AnyModule model;

@@ -155,9 +155,10 @@ double clip_grad_norm(const std::vector<torch::Tensor>& parameters, double max_n
 
 // Mean of `loss(x, y)` over `iters` batches of `batches` from position 0 (the same batches at each
 // call), without grad and in eval mode; restores the module's training mode.
-double estimate_loss(torch::nn::Module& model,
-                     const std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&)>& loss,
-                     RandomBatches batches, int64_t iters);
+double estimate_loss(
+    torch::nn::Module& model,
+    const std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&)>& loss,
+    RandomBatches batches, int64_t iters);
 
 // Mixed precision while alive: autocast to `dtype` (bf16) on `device_type` (CPU or CUDA), as
 // torch.autocast; disabled when `enabled` is false.

@@ -75,8 +75,7 @@ TEST(TokenFile, RoundTripsUint16LittleEndian) {
   const std::vector<int64_t> tokens = {0, 1, 258, 50256, 65535};
   write_token_file(dir / "t.bin", tokens, 65536);
   // nanoGPT's layout: uint16 little-endian, nothing else in the file.
-  EXPECT_EQ(file_bytes(dir / "t.bin"),
-            std::string("\x00\x00\x01\x00\x02\x01\x50\xc4\xff\xff", 10));
+  EXPECT_EQ(file_bytes(dir / "t.bin"), std::string("\x00\x00\x01\x00\x02\x01\x50\xc4\xff\xff", 10));
   EXPECT_EQ(read_token_file(dir / "t.bin", 65536), tokens);
   EXPECT_FALSE(fs::exists(dir / "t.bin.tmp"));
 }
@@ -94,19 +93,23 @@ TEST(TokenFile, LargeVocabulariesUseUint32) {
 
 TEST(TokenFile, BadInputIsAnErrorNamingTheFile) {
   TempDir dir;
-  EXPECT_NE(error_of([&] { write_token_file(dir / "a.bin", {1, 64}, 64); })
-                .find("token 1 of " + (dir / "a.bin") + " is 64, expected an id in [0, 64)"),
+  EXPECT_NE(error_of([&] {
+              write_token_file(dir / "a.bin", {1, 64}, 64);
+            }).find("token 1 of " + (dir / "a.bin") + " is 64, expected an id in [0, 64)"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { TokenFile(dir / "missing.bin", 64); })
-                .find("cannot open token file " + (dir / "missing.bin")),
+  EXPECT_NE(error_of([&] {
+              TokenFile(dir / "missing.bin", 64);
+            }).find("cannot open token file " + (dir / "missing.bin")),
             std::string::npos);
   std::ofstream(dir / "odd.bin") << "abc";  // 3 bytes: not uint16 ids
-  EXPECT_NE(error_of([&] { TokenFile(dir / "odd.bin", 64); })
-                .find("has 3 bytes, expected a multiple of 2"),
+  EXPECT_NE(error_of([&] {
+              TokenFile(dir / "odd.bin", 64);
+            }).find("has 3 bytes, expected a multiple of 2"),
             std::string::npos);
   write_token_file(dir / "big.bin", {1, 2, 300}, 1000);  // read with a smaller vocabulary
   EXPECT_NE(error_of([&] { read_token_file(dir / "big.bin", 256); })
-                .find("token 2 of " + (dir / "big.bin") + " is 300, expected an id below "
+                .find("token 2 of " + (dir / "big.bin") +
+                      " is 300, expected an id below "
                       "vocab_size 256"),
             std::string::npos);
 }
@@ -124,8 +127,9 @@ TEST(TokenFile, TokenizeFileCachesBesideTheText) {
   EXPECT_EQ(read_token_file(cache, 256), (std::vector<int64_t>{97, 98, 99, 97, 98}));
   EXPECT_EQ(tokenize_file(dir / "a.txt", "bytes", 256, bytes), cache);
   EXPECT_EQ(calls, 1);  // the second call read the cache
-  EXPECT_NE(error_of([&] { tokenize_file(dir / "none.txt", "bytes", 256, bytes); })
-                .find("text file " + (dir / "none.txt") + " does not exist"),
+  EXPECT_NE(error_of([&] {
+              tokenize_file(dir / "none.txt", "bytes", 256, bytes);
+            }).find("text file " + (dir / "none.txt") + " does not exist"),
             std::string::npos);
 }
 
@@ -193,9 +197,9 @@ TEST(CosineSchedule, FollowsWarmupThenCosineFormula) {
   const auto o = CosineScheduleOptions(6e-4, 10, 110).min_lr(6e-5);
   EXPECT_DOUBLE_EQ(cosine_learning_rate(0, o), 6e-4 * 1 / 11);
   EXPECT_DOUBLE_EQ(cosine_learning_rate(9, o), 6e-4 * 10 / 11);
-  EXPECT_DOUBLE_EQ(cosine_learning_rate(10, o), 6e-4);                  // cos(0) = 1
-  EXPECT_DOUBLE_EQ(cosine_learning_rate(60, o), (6e-4 + 6e-5) / 2);     // cos(pi / 2) = 0
-  EXPECT_DOUBLE_EQ(cosine_learning_rate(35, o),                         // cos(pi / 4)
+  EXPECT_DOUBLE_EQ(cosine_learning_rate(10, o), 6e-4);               // cos(0) = 1
+  EXPECT_DOUBLE_EQ(cosine_learning_rate(60, o), (6e-4 + 6e-5) / 2);  // cos(pi / 2) = 0
+  EXPECT_DOUBLE_EQ(cosine_learning_rate(35, o),                      // cos(pi / 4)
                    6e-5 + 0.5 * (1 + std::sqrt(0.5)) * (6e-4 - 6e-5));
   EXPECT_DOUBLE_EQ(cosine_learning_rate(110, o), 6e-5);
   EXPECT_DOUBLE_EQ(cosine_learning_rate(1000, o), 6e-5);
@@ -206,8 +210,9 @@ TEST(CosineSchedule, FollowsWarmupThenCosineFormula) {
                 .find("need 0 <= warmup_steps <= decay_steps, got warmup_steps 20 and "
                       "decay_steps 10"),
             std::string::npos);
-  EXPECT_NE(error_of([] { cosine_learning_rate(0, CosineScheduleOptions(1e-3, 0, 10).min_lr(1)); })
-                .find("min_lr must be in [0, learning_rate = 0.001], got 1"),
+  EXPECT_NE(error_of([] {
+              cosine_learning_rate(0, CosineScheduleOptions(1e-3, 0, 10).min_lr(1));
+            }).find("min_lr must be in [0, learning_rate = 0.001], got 1"),
             std::string::npos);
 }
 
@@ -323,11 +328,13 @@ TEST(Checkpoint, UnwritableOrMissingFoldersAreErrorsNamingThem) {
       << message;
   auto model = tiny_dat(64, 16);
   auto optimizer = model->configure_optimizers(0.1, 1e-3, {0.9, 0.95});
-  EXPECT_NE(error_of([&] { save_checkpoint(dir / "file/out", model, optimizer, {}); }).find(
-                "cannot create"),
+  EXPECT_NE(error_of([&] {
+              save_checkpoint(dir / "file/out", model, optimizer, {});
+            }).find("cannot create"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { load_checkpoint(dir / "none", optimizer); })
-                .find(dir / "none" + " holds no training checkpoint"),
+  EXPECT_NE(error_of([&] {
+              load_checkpoint(dir / "none", optimizer);
+            }).find(dir / "none" + " holds no training checkpoint"),
             std::string::npos);
 }
 
