@@ -21,7 +21,7 @@ else
   mkdir -p build/demo
   "$CLI" train --config examples/configs/shakespeare_dat.json --out "$MODEL" \
     --tokenizer gpt2 --block-size 64 --batch-size 32 --max-steps 400 --max-time 180 \
-    --lr 3e-3 --min-lr 3e-4 --warmup 20 --eval-every 50 --eval-iters 8 --autocast bf16 \
+    --lr 3e-3 --min-lr 3e-4 --warmup 20 --eval-every 50 --eval-iters 8 \
     --threads "$THREADS" \
     --log build/demo/shakespeare-dat.log.csv "${PLAYS[@]}"
 fi
