@@ -62,5 +62,6 @@ class ArgParser {
 // The subcommands, in the order `--help` lists them.
 Command download_command();
 Command generate_command();
+Command train_command();
 
 }  // namespace dual_attention::cli

@@ -14,6 +14,7 @@ const std::vector<Command>& commands() {
   static const std::vector<Command> all = {
       download_command(),
       generate_command(),
+      train_command(),
   };
   return all;
 }

@@ -1,0 +1,267 @@
+#!/usr/bin/env python3
+"""Training speed of a DAT language model: ours against the reference (dual-attention 0.0.7),
+eager and under torch.compile, in float32 and under bf16 autocast, on the CPU.
+
+The model is issue 18's (the generation issue's DAT LM): vocab 50304, d_model 512, 6 layers, 4
+self-attention + 4 relational heads, 2 kv heads, 8 relations, 512 symbols (symbolic attention, 4
+heads), swiglu, RoPE, pre-norm, dropout 0; batch 1, n = 1024, --threads (default 2).
+
+Three parts, each printed as a table and written to --json:
+  1. forward (eval, no_grad) and training step (forward, loss, backward, AdamW step) of the same
+     weights: ours (dual_attention_cpp: the C++ modules from Python), the reference eager, and the
+     reference under torch.compile (compile time reported apart); float32 and bf16 autocast;
+  2. training tokens/s of whole loops on a token file: our C++ loop (`dual-attention train`) and
+     the reference in its own PyTorch loop (nanoGPT's: random windows, AdamW, clipping);
+  3. where a training step's time goes: the vocabulary projection + cross-entropy, the 6
+     feed-forward blocks, the 6 DualAttention layers, the symbol retriever (called by every layer),
+     each timed alone (forward + backward) for ours and the reference.
+
+    .venv/bin/python benchmarks/bench_train.py [--reps 3] [--no-compile] [--json out.json]
+"""
+
+import argparse
+import json
+import math
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "build" / "python"))
+
+D_MODEL, N_LAYERS, VOCAB = 512, 6, 50304
+
+
+def lm_config(n):
+    return dict(vocab_size=VOCAB, d_model=D_MODEL, n_layers=N_LAYERS, n_heads_sa=4, n_heads_ra=4,
+                symbol_retrieval_kwargs=dict(d_model=D_MODEL, n_heads=4, n_symbols=512), dff=None,
+                dropout_rate=0.0, activation="swiglu", norm_first=True, max_block_size=n,
+                pos_enc_type="RoPE", sa_kwargs=dict(n_kv_heads=2),
+                ra_kwargs=dict(n_kv_heads=2, n_relations=8))
+
+
+def timed(fn, reps, warmup=1):
+    """Median seconds of fn() over reps calls, after warmup calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def autocast(bf16):
+    return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+def step_fn(model, optimizer, x, y, bf16):
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(bf16):
+            _, loss = model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+    return step
+
+
+def forward_fn(model, x, bf16):
+    def forward():
+        with torch.no_grad(), autocast(bf16):
+            return model(x)[0]
+    return forward
+
+
+def part_models(args, results):
+    from dual_attention.language_models import DualAttnTransformerLM as Reference
+
+    from dual_attention_cpp.language_models import DualAttnTransformerLM as Ours
+
+    n = args.n
+    torch.manual_seed(0)
+    reference = Reference(**lm_config(n))
+    ours = Ours(**lm_config(n))
+    ours.load_state_dict(reference.state_dict())
+    x = torch.randint(0, VOCAB, (args.batch, n))
+    y = torch.randint(0, VOCAB, (args.batch, n))
+
+    with torch.no_grad():
+        a, b = reference.eval()(x)[0], ours.eval()(x)[0]
+    agree = ((a - b).abs().max() / a.abs().max()).item()
+    print(f"logits agree: max rel diff {agree:.1e}")
+    results["logits_max_rel_diff"] = agree
+
+    rows = []
+    candidates = [("ours", ours), ("reference eager", reference)]
+    if not args.no_compile:
+        candidates.append(("reference torch.compile", None))
+    for name, model in candidates:
+        for bf16 in (False, True):
+            row = {"impl": name, "dtype": "bf16 autocast" if bf16 else "float32"}
+            if model is None:  # a fresh compile per dtype, timed apart
+                compiled = torch.compile(reference)
+                compiled.eval()
+                t0 = time.perf_counter()
+                forward_fn(compiled, x, bf16)()
+                row["compile_forward_s"] = time.perf_counter() - t0
+                row["forward_s"] = timed(forward_fn(compiled, x, bf16), args.reps, warmup=0)
+                compiled.train()
+                opt = torch.optim.AdamW(reference.parameters(), lr=1e-4)
+                t0 = time.perf_counter()
+                step_fn(compiled, opt, x, y, bf16)()
+                row["compile_step_s"] = time.perf_counter() - t0
+                row["step_s"] = timed(step_fn(compiled, opt, x, y, bf16), args.reps, warmup=0)
+                torch._dynamo.reset()
+            else:
+                model.eval()
+                row["forward_s"] = timed(forward_fn(model, x, bf16), args.reps)
+                model.train()
+                opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+                row["step_s"] = timed(step_fn(model, opt, x, y, bf16), args.reps)
+            rows.append(row)
+            print(f"  {name:24s} {row['dtype']:14s} forward {row['forward_s'] * 1e3:7.0f} ms   "
+                  f"training step {row['step_s'] * 1e3:7.0f} ms", flush=True)
+    results["models"] = rows
+    return rows
+
+
+def part_loops(args, results):
+    """Whole training loops on one token file of random ids: tokens/s after the first step."""
+    from dual_attention.language_models import DualAttnTransformerLM as Reference
+
+    n, steps = args.n, args.loop_steps
+    tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
+    tokens = tmp / "tokens.bin"
+    np.random.default_rng(0).integers(0, 50257, 40 * n, dtype=np.uint16).tofile(tokens)
+    config = tmp / "config.json"
+    config.write_text(json.dumps(lm_config(n)))
+    out = {}
+    for bf16 in (False, True):
+        cmd = [str(ROOT / "build" / "tools" / "dual-attention"), "train", "--config", str(config),
+               "--out", str(tmp / "run"), "--max-steps", str(steps), "--eval-every", "1000000",
+               "--eval-iters", "1", "--batch-size", str(args.batch), "--block-size", str(n),
+               "--threads", str(args.threads), "--warmup", "1", "--autocast",
+               "bf16" if bf16 else "none", str(tokens)]
+        run = subprocess.run(cmd, capture_output=True, text=True)
+        if run.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{run.stdout}\n{run.stderr}")
+        match = re.search(r"trained (\d+) steps in ([\d.]+) s: ([\d.]+) tok/s", run.stdout)
+        out[f"ours C++ loop, {'bf16' if bf16 else 'float32'}"] = float(match.group(3))
+
+        torch.manual_seed(0)
+        model = Reference(**lm_config(n)).train()
+        opt = model.configure_optimizers(0.1, 6e-4, (0.9, 0.95), "cpu")
+        data = np.memmap(tokens, dtype=np.uint16, mode="r")
+        rng = np.random.default_rng(1)
+        t0 = None
+        for step in range(steps + 1):
+            if step == 1:
+                t0 = time.perf_counter()  # the first step (allocations, warm-up) is not counted
+            starts = rng.integers(0, len(data) - n - 1, args.batch)
+            batch = torch.from_numpy(np.stack([data[s:s + n + 1] for s in starts]).astype(np.int64))
+            for g in opt.param_groups:
+                g["lr"] = 6e-4
+            with autocast(bf16):
+                _, loss = model(batch[:, :-1], batch[:, 1:])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        dt = time.perf_counter() - t0
+        out[f"reference PyTorch loop, {'bf16' if bf16 else 'float32'}"] = steps * args.batch * n / dt
+    for k, v in out.items():
+        print(f"  {k:36s} {v:8.0f} tok/s", flush=True)
+    results["loops_tok_per_s"] = out
+
+
+def part_breakdown(args, results):
+    """Each component of a training step alone: forward + backward, times its count per step."""
+    import dual_attention.dual_attention as ref_da
+    import dual_attention.symbol_retrieval as ref_sr
+    import dual_attention.transformer_blocks as ref_tb
+
+    import dual_attention_cpp.dual_attention as our_da
+    import dual_attention_cpp.symbol_retrieval as our_sr
+    import dual_attention_cpp.transformer_blocks as our_tb
+
+    n, b = args.n, args.batch
+    cfg = lm_config(n)
+    head_dim = D_MODEL // 8
+    cos = torch.randn(n, head_dim // 2)
+    sin = torch.randn(n, head_dim // 2)
+    rows = []
+    for impl, da, sr, tb in (("ours", our_da, our_sr, our_tb), ("reference", ref_da, ref_sr, ref_tb)):
+        torch.manual_seed(0)
+        x = torch.randn(b, n, D_MODEL, requires_grad=True)
+        weight = torch.nn.Parameter(torch.randn(VOCAB, D_MODEL) * 0.02)
+        targets = torch.randint(0, VOCAB, (b, n))
+
+        def head():
+            logits = F.linear(x, weight)
+            F.cross_entropy(logits.view(-1, VOCAB), targets.view(-1)).backward()
+
+        ff = tb.FeedForwardBlock(D_MODEL, dff=None, activation="swiglu", use_bias=False)
+        ff_run = lambda: ff(x).sum().backward()  # noqa: E731
+        attn = da.DualAttention(d_model=D_MODEL, n_heads_sa=4, n_heads_ra=4, dropout=0.0,
+                                sa_kwargs=cfg["sa_kwargs"], ra_kwargs=cfg["ra_kwargs"])
+        symbols = torch.randn(b, n, D_MODEL)
+
+        def attn_run():
+            out = attn(x, symbols, attn_mask=None, is_causal=True, freqs_cos=cos, freqs_sin=sin)
+            out[0].sum().backward()
+
+        retriever = sr.SymbolicAttention(**cfg["symbol_retrieval_kwargs"])
+        sr_run = lambda: retriever(x).sum().backward()  # noqa: E731
+        for name, fn, count in (("vocab projection + cross-entropy", head, 1),
+                                ("feed-forward (swiglu)", ff_run, N_LAYERS),
+                                ("DualAttention (4 sa + 4 ra heads)", attn_run, N_LAYERS),
+                                ("symbol retriever", sr_run, N_LAYERS)):
+            t = timed(fn, args.reps) * count
+            rows.append({"impl": impl, "component": name, "per_step_s": t, "count": count})
+            print(f"  {impl:10s} {name:36s} x{count}  {t * 1e3:7.0f} ms", flush=True)
+    results["breakdown"] = rows
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--n", type=int, default=1024)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--loop-steps", type=int, default=4)
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
+    p.add_argument("--parts", default="models,loops,breakdown")
+    p.add_argument("--json", default="bench_train.json")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    results = {"config": lm_config(args.n), "batch": args.batch, "threads": args.threads,
+               "torch": torch.__version__, "reps": args.reps}
+    parts = args.parts.split(",")
+    if "models" in parts:
+        print(f"== forward and training step, n = {args.n}, batch {args.batch}, "
+              f"{args.threads} threads (median of {args.reps})")
+        part_models(args, results)
+    if "loops" in parts:
+        print(f"== training loops, {args.loop_steps} steps after the first")
+        part_loops(args, results)
+    if "breakdown" in parts:
+        print("== where a training step goes (forward + backward of each part alone)")
+        part_breakdown(args, results)
+    Path(args.json).write_text(json.dumps(results, indent=2))
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
