@@ -111,7 +111,7 @@ Kwargs parse_config_json(const std::string& text, const std::string& path) {
   Kwargs config;
   try {
     config = Kwargs::parse(text, check);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error, and out_of_range for 1e400
     TORCH_CHECK(false, path, ": invalid JSON: ", e.what());
   }
   TORCH_CHECK(!too_deep, path, ": JSON values nest more than ", kMaxDepth, " deep");

@@ -322,6 +322,10 @@ TEST_F(Loading, ConfigJsonThatIsNotAnObjectOrTooDeepIsRefused) {
                        "c.json: expected a JSON object of constructor keywords, got list"));
   EXPECT_TRUE(contains(error_of([] { da::parse_config_json("{\"a\":", "c.json"); }),
                        "c.json: invalid JSON"));
+  // Found by fuzz_config: a number beyond double's range escaped as nlohmann's out_of_range
+  // (tests/fixtures/fuzz/fuzz_config/number-overflow-11e308.json).
+  EXPECT_TRUE(contains(error_of([] { da::parse_config_json("{\"d_model\": 11e308}", "c.json"); }),
+                       "c.json: invalid JSON: [json.exception.out_of_range.406] number overflow"));
   const std::string deep = "{\"ra_kwargs\":" + std::string(150, '[') + std::string(150, ']') + "}";
   EXPECT_TRUE(contains(error_of([&] { da::parse_config_json(deep, "c.json"); }),
                        "c.json: JSON values nest more than 100 deep"));
