@@ -31,11 +31,28 @@ exclude_patterns = ["_build", "Doxyfile", "doxygen_filter.py", "plot_benchmarks.
 myst_enable_extensions = ["dollarmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
 
+# Every cross-reference must resolve ({cpp:class}`...`, {py:class}`...`, the types in signatures),
+# except the types of the libraries underneath, which have no pages here.
+nitpicky = True
+nitpick_ignore_regex = [
+    (r"cpp:.*", r"(std|torch|c10|at|nlohmann|pybind11)(::.*)?"),
+    (r"cpp:.*", r"u?int\d+_t|size_t|Derived|Options|T|Visitor"),
+    # Kwargs is nlohmann::json (Kwargs::object() is its static member); detail:: holds private
+    # implementation types (MappedFile, TokenizerImpl) that the headers only declare.
+    (r"cpp:.*", r"Kwargs::.*|detail::.*"),
+    (r"py:.*", r"(torch|typing|collections|numpy|pathlib|os)(\..*)?"),
+    (r"py:.*", r"Tensor|Optional|Tuple|List|Dict|Any|Union|Callable|Sequence|Module|Parameter"),
+    # NumPy-style docstrings: "n_relations : int, optional".
+    (r"py:class", r"optional|default.*|callable"),
+]
+
 # Breathe over Doxygen's XML of include/dual_attention.
 breathe_projects = {"dual_attention": os.environ.get("DOXYGEN_XML", str(ROOT / "build/docs/doxygen/xml"))}
 breathe_default_project = "dual_attention"
 breathe_default_members = ("members",)
-breathe_show_include = True
+# Its "#include <attention.h>" lines would name the header without its folder, and link to file
+# pages the site does not have; api/cpp.md says what to include.
+breathe_show_include = False
 cpp_index_common_prefix = ["dual_attention::"]
 # Breathe's doxygenfile declares the enclosing namespace again for every header (one directive per
 # header in api/cpp.md), which Sphinx reports as a duplicate declaration of `dual_attention`.

@@ -10,24 +10,29 @@ on the text Doxygen parses (the files themselves are untouched):
 - separator lines (`// ----`)            -> blank lines;
 - any other comment line                 -> `///` (documents the declaration that follows);
 - `decl;  // text` at the end of a line  -> `decl;  ///< text` (documents that declaration);
+- a raw string literal `R"(...)"` in code  -> the same string as an ordinary literal;
 - indented lines inside a comment (examples, formulas) -> `@verbatim`, so they stay as written;
-  other text is escaped (`<folder>`, `&`, `@`, `\\` are not markup).
+  other text is escaped (`<folder>`, `&`, `@`, `\\`, file names are not markup).
 
 Line numbers are kept, so Doxygen's locations point at the real lines.
 Usage (Doxyfile): INPUT_FILTER = "python3 docs/doxygen_filter.py"
 """
 
+import json
 import re
 import sys
 
 SEPARATOR = re.compile(r"^\s*//\s*-{3,}")
 COMMENT = re.compile(r"^(\s*)//(?![/!])\s?(.*)$")
+RAW_STRING = re.compile(r'R"\((.*?)\)"')
 TRAILING = re.compile(r"^(.*?[;,{])(\s+)//(?![/!])\s?(.*)$")
 
 
 def escape(text):
     """Comment text as Doxygen should print it: `<folder>`, `a & b`, `@x`, `\\n` are not markup."""
-    return re.sub(r"([\\<>&@$#%])", r"\\\1", text)
+    text = re.sub(r"([\\<>&@$#%])", r"\\\1", text)
+    # A file name (hub.h) would become a link to the file's page, which the site does not have.
+    return re.sub(r"(?<![\w/\\%])([\w/]+\.h)\b", r"%\1", text)
 
 
 def comment_block(texts):
@@ -70,6 +75,8 @@ def filter_lines(lines):
                 body[0] = f"@file {sys.argv[1].split('include/')[-1]} {body[0]}"
             out.extend(f"{indent}/// {b}" for b in body)
             continue
+        # Sphinx's C++ parser cannot read raw string literals: give it the same string escaped.
+        lines[i] = RAW_STRING.sub(lambda r: json.dumps(r.group(1)), lines[i])
         m = TRAILING.match(lines[i])
         if m and '"' not in m.group(1):
             out.append(f"{m.group(1)}{m.group(2)}///< {escape(m.group(3))}")

@@ -194,8 +194,10 @@ def example_commands() -> tuple[list[str], list[str]]:
         ["ninja", "-C", str(BUILD), "-t", "commands", "relational_attention"],
         capture_output=True, text=True, check=True,
     ).stdout.splitlines()
-    compile_cmd = [c for c in out if "examples/relational_attention.cpp" in c and " -c " in c]
-    link_cmd = [c for c in out if "-o examples/relational_attention " in c + " "]
+    # Ninja wraps link commands as ": && c++ ... && :"; keep the compiler's part.
+    parts = [p.strip() for c in out for p in c.split(" && ") if p.strip() != ":"]
+    compile_cmd = [p for p in parts if "examples/relational_attention.cpp" in p and " -c " in p]
+    link_cmd = [p for p in parts if "-o examples/relational_attention " in p + " "]
     assert compile_cmd and link_cmd, "no compile/link command for examples/relational_attention"
     return shlex.split(compile_cmd[-1]), shlex.split(link_cmd[-1])
 
