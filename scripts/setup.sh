@@ -46,10 +46,16 @@ gen=()
 command -v ninja >/dev/null && [ ! -f "$BUILD_DIR/CMakeCache.txt" ] && gen=(-G Ninja)
 launcher=()
 command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
-cmake -S . -B "$BUILD_DIR" "${gen[@]}" "${launcher[@]}" \
+# Everything on: tests, examples, benchmarks and the Python package (a plain cmake builds the library
+# and the CLI only). DUAL_ATTENTION_WARNINGS_AS_ERRORS=ON in the environment adds -Werror (test.sh).
+werror=()
+[ -n "${DUAL_ATTENTION_WARNINGS_AS_ERRORS:-}" ] &&
+  werror=(-DDUAL_ATTENTION_WARNINGS_AS_ERRORS="$DUAL_ATTENTION_WARNINGS_AS_ERRORS")
+cmake -S . -B "$BUILD_DIR" "${gen[@]}" "${launcher[@]}" "${werror[@]}" \
   -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" \
   -DPython_EXECUTABLE="$ROOT/.venv/bin/python" \
-  -DDUAL_ATTENTION_BUILD_PYTHON=ON >/dev/null
+  -DDUAL_ATTENTION_BUILD_TESTS=ON -DDUAL_ATTENTION_BUILD_EXAMPLES=ON \
+  -DDUAL_ATTENTION_BUILD_BENCHMARKS=ON -DDUAL_ATTENTION_BUILD_PYTHON=ON >/dev/null
 cmake --build "$BUILD_DIR" -j "$(nproc)"
 
 # The Python package built in $BUILD_DIR/python is importable from .venv (a .pth file; idempotent).

@@ -86,4 +86,23 @@ std::tuple<torch::Tensor, torch::Tensor> AttentionImpl::forward(
   return {resid_dropout(wo(out)), scores};
 }
 
+torch::Tensor AttentionImpl::forward_cached(const torch::Tensor& x, const torch::Tensor& freqs_cos,
+                                            const torch::Tensor& freqs_sin, LayerCache& cache,
+                                            const CacheStep& step) {
+  detail::check_sequence_input(x, options.d_model(), "Attention", "x");
+  const int64_t b = x.size(0), t = x.size(1), h = options.n_heads();
+  auto q = wq(x).view({b, t, h, key_dim});
+  auto k = wk(x).view({b, t, n_kv_heads, key_dim});
+  auto v = wv(x).view({b, t, n_kv_heads, head_dim});
+  if (freqs_cos.defined()) std::tie(q, k) = apply_rotary_emb(q, k, freqs_cos, freqs_sin);
+  k = detail::cache_append(cache.k, k, step);  // [b, T, n_kv_heads, key_dim]
+  v = detail::cache_append(cache.v, v, step);  // [b, T, n_kv_heads, head_dim]
+  auto mask = step.mask.defined() ? std::optional(step.mask) : std::nullopt;
+  auto out = torch::scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
+                                                 v.transpose(1, 2), mask, 0.0, step.causal,
+                                                 attn_scale, /*enable_gqa=*/n_rep_kv > 1);
+  out = out.transpose(1, 2).reshape({b, t, h * head_dim});  // [b, t, h * head_dim]
+  return wo(out);
+}
+
 }  // namespace dual_attention

@@ -32,14 +32,24 @@ std::tuple<torch::Tensor, torch::Tensor> apply_rotary_emb(const torch::Tensor& x
               xq.sizes(), " and ", xk.sizes());
   TORCH_CHECK(xq.size(-1) % 2 == 0, "apply_rotary_emb: the last dim must be even, got ",
               xq.size(-1));
+  TORCH_CHECK(freqs_cos.dim() == 2 || freqs_cos.dim() == 3,
+              "apply_rotary_emb: freqs_cos/freqs_sin must be [len, dim / 2] or [batch, len, dim / "
+              "2], got ",
+              freqs_cos.sizes());
   const auto compute = xq.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
-  // [len, dim / 2] -> [1, len, 1, dim / 2] against the pairs of x
-  auto cos = freqs_cos.to(compute).unsqueeze(1).unsqueeze(0);
-  auto sin = freqs_sin.to(compute).unsqueeze(1).unsqueeze(0);
+  // [len, dim / 2] -> [1, len, 1, dim / 2]; per-row angles [b, len, dim / 2] -> [b, len, 1, dim /
+  // 2]
+  const bool per_row = freqs_cos.dim() == 3;
+  auto cos = per_row ? freqs_cos.to(compute).unsqueeze(2)
+                     : freqs_cos.to(compute).unsqueeze(1).unsqueeze(0);
+  auto sin = per_row ? freqs_sin.to(compute).unsqueeze(2)
+                     : freqs_sin.to(compute).unsqueeze(1).unsqueeze(0);
   auto rotate = [&](const torch::Tensor& x) {
-    TORCH_CHECK(freqs_cos.size(0) == x.size(1) && 2 * freqs_cos.size(1) == x.size(3),
+    TORCH_CHECK(cos.size(1) == x.size(1) && 2 * cos.size(3) == x.size(3) &&
+                    (!per_row || cos.size(0) == x.size(0)),
                 "apply_rotary_emb: freqs_cos/freqs_sin must be [", x.size(1), ", ", x.size(3) / 2,
-                "], got ", freqs_cos.sizes());
+                "] (or [", x.size(0), ", ", x.size(1), ", ", x.size(3) / 2, "]), got ",
+                freqs_cos.sizes());
     auto pairs = x.to(compute).unflatten(-1, {-1, 2});  // [b, s, h, d/2, 2]
     auto re = pairs.select(-1, 0), im = pairs.select(-1, 1);
     auto out = torch::stack({re * cos - im * sin, re * sin + im * cos}, -1).flatten(3);
@@ -49,8 +59,7 @@ std::tuple<torch::Tensor, torch::Tensor> apply_rotary_emb(const torch::Tensor& x
 }
 
 torch::Tensor compute_causal_mask(int64_t size, torch::Device device) {
-  return torch::ones({size, size}, torch::TensorOptions().dtype(torch::kBool).device(device))
-      .tril();
+  return detail::causal_mask(size, size, 0, device);
 }
 
 torch::Tensor compute_diag_mask(int64_t size, torch::Device device) {
@@ -94,12 +103,14 @@ torch::Tensor resolve_attn_mask(const torch::Tensor& attn_mask, bool is_causal, 
                 attn_mask.sizes());
     return attn_mask.to(device);
   }
-  if (is_causal) {
-    // Top-left aligned, as scaled_dot_product_attention does when q_len != k_len.
-    return torch::ones({q_len, k_len}, torch::TensorOptions().dtype(torch::kBool).device(device))
-        .tril();
-  }
+  // Top-left aligned, as scaled_dot_product_attention does when q_len != k_len.
+  if (is_causal) return causal_mask(q_len, k_len, 0, device);
   return {};
+}
+
+torch::Tensor causal_mask(int64_t q_len, int64_t k_len, int64_t offset, torch::Device device) {
+  return torch::ones({q_len, k_len}, torch::TensorOptions().dtype(torch::kBool).device(device))
+      .tril(offset);
 }
 
 torch::Tensor apply_additive_mask(const torch::Tensor& scores, const torch::Tensor& mask) {

@@ -1,8 +1,5 @@
 #include "dual_attention/dual_attention.h"
 
-#include <algorithm>
-#include <sstream>
-
 namespace dual_attention {
 
 const std::vector<std::string>& ra_type_names() {
@@ -25,13 +22,7 @@ void DualAttentionImpl::reset() {
   TORCH_CHECK(!o.share_attn_params() || o.n_heads_sa() == o.n_heads_ra(), owner,
               ": share_attn_params needs n_heads_sa == n_heads_ra, got ", o.n_heads_sa(), " and ",
               o.n_heads_ra());
-  const auto& names = ra_type_names();
-  if (std::find(names.begin(), names.end(), o.ra_type()) == names.end()) {
-    std::ostringstream valid;
-    for (const auto& n : names) valid << (valid.tellp() ? ", " : "") << "'" << n << "'";
-    TORCH_CHECK(false, owner, ": ra_type '", o.ra_type(), "' is not valid; expected one of ",
-                valid.str());
-  }
+  check_one_of(owner, "ra_type", o.ra_type(), ra_type_names());
   use_self_attn = o.n_heads_sa() > 0;
   use_rel_attn = o.n_heads_ra() > 0;
   total_n_heads = o.n_heads_sa() + o.n_heads_ra();
@@ -126,6 +117,29 @@ std::tuple<torch::Tensor, torch::Tensor, std::vector<torch::Tensor>> DualAttenti
     return {torch::cat({sa_out, ra_out}, -1), sa_scores, ra_scores};
   if (use_self_attn) return {sa_out, sa_scores, ra_scores};
   return {ra_out, torch::Tensor(), ra_scores};
+}
+
+torch::Tensor DualAttentionImpl::forward_cached(const torch::Tensor& x,
+                                                const torch::Tensor& symbols,
+                                                const torch::Tensor& freqs_cos,
+                                                const torch::Tensor& freqs_sin,
+                                                LayerCache& sa_cache, LayerCache& ra_cache,
+                                                const CacheStep& step) {
+  std::vector<torch::Tensor> outs;  // sa first, as forward concatenates them
+  if (use_self_attn) {
+    outs.push_back(self_attention->forward_cached(x, freqs_cos, freqs_sin, sa_cache, step));
+  }
+  if (relational_attention) {
+    outs.push_back(
+        relational_attention->forward_cached(x, symbols, freqs_cos, freqs_sin, ra_cache, step));
+  } else if (relational_cross_attention) {
+    outs.push_back(relational_cross_attention->forward_cached(x, symbols, freqs_cos, freqs_sin,
+                                                              ra_cache, step));
+  } else if (disentangled_relational_cross_attention) {
+    outs.push_back(disentangled_relational_cross_attention->forward_cached(
+        x, symbols, freqs_cos, freqs_sin, ra_cache, step));
+  }
+  return outs.size() == 1 ? outs[0] : torch::cat(outs, -1);  // [b, t, d_model]
 }
 
 }  // namespace dual_attention

@@ -1,5 +1,7 @@
 #include "dual_attention/dual_attn_blocks.h"
 
+#include "dual_attention/attention_utils.h"
+
 namespace dual_attention {
 namespace {
 
@@ -53,6 +55,22 @@ torch::Tensor DualAttnEncoderBlockImpl::forward(const torch::Tensor& x,
     auto out = std::get<0>(dual_attn->forward(h, symbols, {}, options.causal(), freqs_cos,
                                               freqs_sin, /*need_weights=*/false));
     return dropout(out);
+  };
+  return detail::encoder_residuals(x, options.norm_first(), attend, ff_block, norm1, norm2,
+                                   dropout);
+}
+
+torch::Tensor DualAttnEncoderBlockImpl::forward_cached(const torch::Tensor& x,
+                                                       const torch::Tensor& symbols,
+                                                       const torch::Tensor& freqs_cos,
+                                                       const torch::Tensor& freqs_sin,
+                                                       LayerCache& sa_cache, LayerCache& ra_cache,
+                                                       const CacheStep& step) {
+  detail::check_sequence_input(x, options.d_model(), "DualAttnEncoderBlock", "x");
+  TORCH_CHECK(options.causal(), "DualAttnEncoderBlock: forward_cached needs a causal block");
+  auto attend = [&](const torch::Tensor& h) {
+    return dropout(
+        dual_attn->forward_cached(h, symbols, freqs_cos, freqs_sin, sa_cache, ra_cache, step));
   };
   return detail::encoder_residuals(x, options.norm_first(), attend, ff_block, norm1, norm2,
                                    dropout);

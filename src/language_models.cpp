@@ -32,31 +32,6 @@ torch::Tensor check_token_ids(const torch::Tensor& idx, int64_t vocab_size, cons
   return idx.to(torch::kLong);
 }
 
-void check_sequence_length(const torch::Tensor& idx, int64_t max_block_size, const char* owner) {
-  TORCH_CHECK(idx.size(1) <= max_block_size, owner, ": input sequence length ", idx.size(1),
-              " exceeds max_block_size ", max_block_size);
-}
-
-// Mean cross-entropy of logits [b, t, vocab] against targets [b, t], ignoring targets of -1; an
-// undefined tensor without targets.
-torch::Tensor lm_loss(const torch::Tensor& logits, const torch::Tensor& targets,
-                      const char* owner) {
-  if (!targets.defined()) return {};
-  const int64_t vocab_size = logits.size(-1);
-  TORCH_CHECK(targets.sizes() == logits.sizes().slice(0, 2), owner,
-              ": targets must have the shape of idx ", logits.sizes().slice(0, 2), ", got ",
-              targets.sizes());
-  TORCH_CHECK(c10::isIntegralType(targets.scalar_type(), /*includeBool=*/false), owner,
-              ": targets must hold integer token ids, got dtype ", targets.scalar_type());
-  const auto [lo, hi] = torch::aminmax(targets);
-  const int64_t min_id = lo.item<int64_t>(), max_id = hi.item<int64_t>();
-  TORCH_CHECK(min_id >= -1 && max_id < vocab_size, owner, ": targets must be in [0, ", vocab_size,
-              ") or -1 (ignored), got values from ", min_id, " to ", max_id);
-  namespace F = torch::nn::functional;
-  return F::cross_entropy(logits.reshape({-1, vocab_size}), targets.reshape({-1}).to(torch::kLong),
-                          F::CrossEntropyFuncOptions().ignore_index(-1));
-}
-
 // The reference's _init_weights over every module, then the scaled init of the weights that add to
 // the residual stream.
 void init_lm_weights(torch::nn::Module& model, const std::string& activation, int64_t n_layers) {
@@ -114,8 +89,8 @@ void LanguageModelImpl<Derived, Options>::check_options() const {
               o.max_block_size());
   TORCH_CHECK(o.dropout_rate() >= 0.0 && o.dropout_rate() <= 1.0, owner_,
               ": dropout_rate must be in [0, 1], got ", o.dropout_rate());
-  TORCH_CHECK(o.pos_enc_type() == "pos_emb" || o.pos_enc_type() == "RoPE", owner_,
-              ": pos_enc_type must be 'pos_emb' or 'RoPE', got '", o.pos_enc_type(), "'");
+  static const std::vector<std::string> pos_enc_types = {"pos_emb", "RoPE"};
+  check_one_of(owner_, "pos_enc_type", o.pos_enc_type(), pos_enc_types);
 }
 
 template <class Derived, class Options>
@@ -147,24 +122,95 @@ void LanguageModelImpl<Derived, Options>::register_layers(const NamedModules& mi
 }
 
 template <class Derived, class Options>
-std::tuple<torch::Tensor, torch::Tensor> LanguageModelImpl<Derived, Options>::forward_blocks(
-    const torch::Tensor& idx, const torch::Tensor& targets,
-    const std::function<torch::Tensor(torch::Tensor, const torch::Tensor&, const torch::Tensor&)>&
-        run_blocks) {
+torch::Tensor LanguageModelImpl<Derived, Options>::token_ids(const torch::Tensor& idx) const {
   auto ids = check_token_ids(idx, options.vocab_size(), owner_);
-  check_sequence_length(ids, options.max_block_size(), owner_);
-  const int64_t t = ids.size(1);
+  TORCH_CHECK(ids.size(1) <= options.max_block_size(), owner_, ": input sequence length ",
+              ids.size(1), " exceeds max_block_size ", options.max_block_size());
+  return ids;
+}
 
+template <class Derived, class Options>
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> LanguageModelImpl<Derived, Options>::embed(
+    const torch::Tensor& ids, const torch::Tensor& positions) {
   auto x = token_embedder(ids);  // [b, t, d_model]
-  torch::Tensor cos, sin;        // RoPE angles of the first t positions, [t, head_dim / 2]
-  if (positional_embedder) {
-    x = x + positional_embedder(torch::arange(t, ids.options()));
-  } else {
-    cos = freqs_cos.slice(0, 0, t);
-    sin = freqs_sin.slice(0, 0, t);
+  if (positional_embedder) return {x + positional_embedder(positions), {}, {}};
+  auto angles = [&](const torch::Tensor& table) {  // [t | b, t, head_dim / 2]
+    auto rows = table.index_select(0, positions.reshape({-1}));
+    auto shape = positions.sizes().vec();
+    shape.push_back(table.size(1));
+    return rows.view(shape);
+  };
+  return {x, angles(freqs_cos), angles(freqs_sin)};
+}
+
+template <class Derived, class Options>
+torch::Tensor LanguageModelImpl<Derived, Options>::loss(const torch::Tensor& logits,
+                                                        const torch::Tensor& targets) const {
+  if (!targets.defined()) return {};
+  const int64_t vocab_size = logits.size(-1);
+  TORCH_CHECK(targets.sizes() == logits.sizes().slice(0, 2), owner_,
+              ": targets must have the shape of idx ", logits.sizes().slice(0, 2), ", got ",
+              targets.sizes());
+  TORCH_CHECK(c10::isIntegralType(targets.scalar_type(), /*includeBool=*/false), owner_,
+              ": targets must hold integer token ids, got dtype ", targets.scalar_type());
+  const auto [lo, hi] = torch::aminmax(targets);
+  const int64_t min_id = lo.item<int64_t>(), max_id = hi.item<int64_t>();
+  TORCH_CHECK(min_id >= -1 && max_id < vocab_size, owner_, ": targets must be in [0, ", vocab_size,
+              ") or -1 (ignored), got values from ", min_id, " to ", max_id);
+  namespace F = torch::nn::functional;
+  return F::cross_entropy(logits.reshape({-1, vocab_size}), targets.reshape({-1}).to(torch::kLong),
+                          F::CrossEntropyFuncOptions().ignore_index(-1));
+}
+
+template <class Derived, class Options>
+LMCache LanguageModelImpl<Derived, Options>::make_cache(int64_t batch_size, int64_t capacity,
+                                                        torch::Tensor padding) const {
+  TORCH_CHECK(batch_size > 0, owner_, ": the cache's batch_size must be positive, got ",
+              batch_size);
+  TORCH_CHECK(capacity >= 1 && capacity <= options.max_block_size(), owner_,
+              ": the cache's capacity must be in [1, max_block_size = ", options.max_block_size(),
+              "], got ", capacity);
+  LMCache cache;
+  const int64_t modules_per_block = std::is_same_v<Derived, TransformerLMImpl> ? 1 : 2;
+  cache.layers.resize(static_cast<size_t>(modules_per_block * options.n_layers()));
+  cache.capacity = capacity;
+  cache.batch_size = batch_size;
+  cache.reset(std::move(padding));
+  return cache;
+}
+
+template <class Derived, class Options>
+std::tuple<torch::Tensor, CacheStep> LanguageModelImpl<Derived, Options>::cache_step(
+    const LMCache& cache, int64_t batch, int64_t t) const {
+  TORCH_CHECK(batch == cache.batch_size, owner_, ": idx has ", batch,
+              " rows but the cache was made for ", cache.batch_size);
+  TORCH_CHECK(t >= 1 && cache.length + t <= cache.capacity, owner_, ": ", t,
+              " new tokens do not fit the cache (", cache.length, " of ", cache.capacity,
+              " slots filled)");
+  const auto device = final_out->weight.device();
+  auto idx = torch::dtype(torch::kLong).device(device);
+  CacheStep step;
+  step.start = cache.length;
+  step.capacity = cache.capacity;
+  const int64_t end = step.start + t;
+  auto query_slots = torch::arange(step.start, end, idx);  // [t]
+  auto positions = query_slots.unsqueeze(0).expand({batch, t});
+  const bool padded = cache.padding.defined() && cache.padding.any().item<bool>();
+  if (padded) {
+    auto padding = cache.padding.to(device).view({batch, 1});
+    positions = (positions - padding).clamp_min(0);  // pad slots read position 0, unused
+    // Query i may see key j <= i that is a real token; pad queries see themselves (no empty rows).
+    auto key_slots = torch::arange(end, idx);
+    auto causal = detail::causal_mask(t, end, step.start, device);                // [t, end]
+    auto real = (key_slots.unsqueeze(0) >= padding).unsqueeze(1);                 // [b, 1, end]
+    auto self = key_slots.unsqueeze(0) == query_slots.unsqueeze(1);               // [t, end]
+    step.mask = (causal.unsqueeze(0) & (real | self.unsqueeze(0))).unsqueeze(1);  // [b,1,t,end]
+  } else if (t > 1 && step.start == 0) {
+    step.causal = true;
+  } else if (t > 1) {
+    step.mask = detail::causal_mask(t, end, step.start, device);
   }
-  auto logits = final_out(norm.forward(run_blocks(x, cos, sin)));  // [b, t, vocab_size]
-  return {logits, lm_loss(logits, targets, owner_)};
+  return {positions.contiguous(), step};
 }
 
 template <class Derived, class Options>
@@ -176,35 +222,6 @@ template <class Derived, class Options>
 std::shared_ptr<torch::nn::Module> LanguageModelImpl<Derived, Options>::clone(
     const std::optional<torch::Device>& device) const {
   return clone_model(static_cast<const Derived&>(*this), device);
-}
-
-// The reference's generate loop.
-template <class Derived, class Options>
-torch::Tensor LanguageModelImpl<Derived, Options>::generate(torch::Tensor idx,
-                                                            int64_t max_new_tokens,
-                                                            double temperature,
-                                                            std::optional<int64_t> top_k) {
-  const std::string owner = std::string(owner_) + ".generate";
-  check_token_ids(idx, options.vocab_size(), owner.c_str());
-  TORCH_CHECK(max_new_tokens >= 0, owner, ": max_new_tokens must be >= 0, got ", max_new_tokens);
-  TORCH_CHECK(temperature > 0.0 && std::isfinite(temperature), owner,
-              ": temperature must be positive and finite, got ", temperature);
-  TORCH_CHECK(!top_k || *top_k >= 1, owner, ": top_k must be >= 1, got ", top_k.value_or(0));
-  torch::NoGradGuard no_grad;
-  auto& model = static_cast<Derived&>(*this);
-  const int64_t block_size = options.max_block_size();
-  for (int64_t step = 0; step < max_new_tokens; ++step) {
-    const int64_t t = idx.size(1);
-    auto context = t <= block_size ? idx : idx.slice(1, t - block_size);
-    auto logits = std::get<0>(model.forward(context)).select(1, -1) / temperature;  // [b, vocab]
-    if (top_k) {
-      auto kth = std::get<0>(torch::topk(logits, std::min(*top_k, logits.size(-1)))).slice(1, -1);
-      logits = logits.masked_fill(logits < kth, -std::numeric_limits<double>::infinity());
-    }
-    auto next = torch::multinomial(torch::softmax(logits, -1), 1);  // [b, 1]
-    idx = torch::cat({idx, next.to(idx.scalar_type())}, 1);
-  }
-  return idx;
 }
 
 template <class Derived, class Options>
@@ -237,12 +254,6 @@ template class LanguageModelImpl<TransformerLMImpl, TransformerLMOptions>;
 
 // ---- DualAttnTransformerLM -----------------------------------------------------------------
 
-DualAttnTransformerLMOptions DualAttnTransformerLMOptions::from_kwargs(const Kwargs& kwargs) {
-  return options_from_kwargs<DualAttnTransformerLMOptions, int64_t, int64_t, int64_t, int64_t,
-                             int64_t, Kwargs, std::optional<int64_t>, double, std::string, bool,
-                             int64_t>(kwargs, "DualAttnTransformerLM", required_keywords);
-}
-
 DualAttnTransformerLMImpl::DualAttnTransformerLMImpl(const DualAttnTransformerLMOptions& options_)
     : LanguageModelImpl(options_, "DualAttnTransformerLM") {
   reset();
@@ -263,11 +274,9 @@ void DualAttnTransformerLMImpl::reset() {
           owner_, ": unexpected key '", item.key(),
           "' in symbol_retriever_config; valid keys are: shared_symbol_retriever, "
           "weight_tie_symbol_library");
-      TORCH_CHECK(item.value().is_boolean(), owner_, ": symbol_retriever_config['", item.key(),
-                  "'] must be a bool, got ", item.value().dump());
+      detail::read_kwarg(std::string(owner_) + " symbol_retriever_config", item.key(), item.value(),
+                         item.key() == "shared_symbol_retriever" ? shared : tie_library);
     }
-    shared = config.value("shared_symbol_retriever", true);
-    tie_library = config.value("weight_tie_symbol_library", false);
     // The reference fills in the dict it is given (setdefault), so a checkpoint saved by its mixin
     // holds both keys; so does ours.
     options.symbol_retriever_config(
@@ -334,23 +343,46 @@ void DualAttnTransformerLMImpl::pretty_print(std::ostream& stream) const {
 
 std::tuple<torch::Tensor, torch::Tensor> DualAttnTransformerLMImpl::forward(
     const torch::Tensor& idx, const torch::Tensor& targets) {
-  return forward_blocks(
-      idx, targets, [this](torch::Tensor x, const torch::Tensor& cos, const torch::Tensor& sin) {
-        for (size_t i = 0; i < blocks->size(); ++i) {
-          auto symbols = symbol_retriever[i].forward(x);  // [b, t, d] or [t, t, d]
-          x = blocks->ptr<DualAttnEncoderBlockImpl>(i)->forward(x, symbols, cos, sin);
-        }
-        return x;
-      });
+  auto ids = token_ids(idx);  // [b, t]
+  const int64_t t = ids.size(1);
+  auto positions = torch::arange(t, ids.options());  // [t]
+  auto [x, cos, sin] = embed(ids, positions);        // [b, t, d]; [t, head_dim / 2]
+  for (size_t i = 0; i < blocks->size(); ++i) {
+    auto symbols = symbol_retriever[i].forward(x);  // [b, t, d] or [t, t, d]
+    x = blocks->ptr<DualAttnEncoderBlockImpl>(i)->forward(x, symbols, cos, sin);  // [b, t, d]
+  }
+  auto logits = final_out(norm.forward(x));  // [b, t, vocab_size]
+  return {logits, loss(logits, targets)};
+}
+
+torch::Tensor DualAttnTransformerLMImpl::forward_cached(const torch::Tensor& idx, LMCache& cache,
+                                                        int64_t logits_to_keep) {
+  torch::NoGradGuard no_grad;
+  auto ids = token_ids(idx);  // [b, t]
+  const int64_t t = ids.size(1);
+  auto [positions, step] = cache_step(cache, ids.size(0), t);  // [b, t]
+  auto [x, cos, sin] = embed(ids, positions);                  // [b, t, d]; [b, t, hd / 2]
+  for (size_t i = 0; i < blocks->size(); ++i) {
+    // Symbols of the new positions only: symbolic attention reads its own position's input,
+    // positional symbols the absolute position; relative ones pass their table (s_ij = row j - i).
+    torch::Tensor symbols;
+    auto* retriever = symbol_retriever[i].ptr().get();
+    if (auto* relative = dynamic_cast<PositionRelativeSymbolRetrieverImpl*>(retriever)) {
+      symbols = relative->rel_pos_enc->rel_pos_embeddings;  // [2m + 1, d]
+    } else if (auto* positional = dynamic_cast<PositionalSymbolRetrieverImpl*>(retriever)) {
+      symbols = positional->symbol_library(positions);  // [b, t, d]
+    } else {
+      symbols = symbol_retriever[i].forward(x);  // [b, t, d]
+    }
+    x = blocks->ptr<DualAttnEncoderBlockImpl>(i)->forward_cached(
+        x, symbols, cos, sin, cache.layers[2 * i], cache.layers[2 * i + 1], step);
+  }
+  cache.length += t;
+  const int64_t keep = logits_to_keep > 0 ? std::min(logits_to_keep, t) : t;
+  return final_out(norm.forward(x.slice(1, t - keep)));  // [b, keep, vocab_size]
 }
 
 // ---- TransformerLM -------------------------------------------------------------------------
-
-TransformerLMOptions TransformerLMOptions::from_kwargs(const Kwargs& kwargs) {
-  return options_from_kwargs<TransformerLMOptions, int64_t, int64_t, int64_t, int64_t,
-                             std::optional<int64_t>, double, std::string, bool, int64_t>(
-      kwargs, "TransformerLM", required_keywords);
-}
 
 TransformerLMImpl::TransformerLMImpl(const TransformerLMOptions& options_)
     : LanguageModelImpl(options_, "TransformerLM") {
@@ -388,15 +420,30 @@ void TransformerLMImpl::pretty_print(std::ostream& stream) const {
 
 std::tuple<torch::Tensor, torch::Tensor> TransformerLMImpl::forward(const torch::Tensor& idx,
                                                                     const torch::Tensor& targets) {
-  const bool need_weights = !options.use_flash_attention();
-  return forward_blocks(
-      idx, targets,
-      [this, need_weights](torch::Tensor x, const torch::Tensor& cos, const torch::Tensor& sin) {
-        for (size_t i = 0; i < blocks->size(); ++i) {
-          x = blocks->ptr<EncoderBlockImpl>(i)->forward(x, cos, sin, need_weights);
-        }
-        return x;
-      });
+  const bool need_weights = !options.use_flash_attention();    // the explicit-weights path
+  auto ids = token_ids(idx);                                   // [b, t]
+  auto positions = torch::arange(ids.size(1), ids.options());  // [t]
+  auto [x, cos, sin] = embed(ids, positions);                  // [b, t, d]; [t, head_dim / 2]
+  for (size_t i = 0; i < blocks->size(); ++i) {
+    x = blocks->ptr<EncoderBlockImpl>(i)->forward(x, cos, sin, need_weights);  // [b, t, d]
+  }
+  auto logits = final_out(norm.forward(x));  // [b, t, vocab_size]
+  return {logits, loss(logits, targets)};
+}
+
+torch::Tensor TransformerLMImpl::forward_cached(const torch::Tensor& idx, LMCache& cache,
+                                                int64_t logits_to_keep) {
+  torch::NoGradGuard no_grad;
+  auto ids = token_ids(idx);  // [b, t]
+  const int64_t t = ids.size(1);
+  auto [positions, step] = cache_step(cache, ids.size(0), t);  // [b, t]
+  auto [x, cos, sin] = embed(ids, positions);                  // [b, t, d]; [b, t, hd / 2]
+  for (size_t i = 0; i < blocks->size(); ++i) {
+    x = blocks->ptr<EncoderBlockImpl>(i)->forward_cached(x, cos, sin, cache.layers[i], step);
+  }
+  cache.length += t;
+  const int64_t keep = logits_to_keep > 0 ? std::min(logits_to_keep, t) : t;
+  return final_out(norm.forward(x.slice(1, t - keep)));  // [b, keep, vocab_size]
 }
 
 }  // namespace dual_attention

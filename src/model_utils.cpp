@@ -6,15 +6,32 @@
 namespace dual_attention {
 namespace {
 
-const std::vector<std::pair<std::string, Activation>>& activation_table() {
-  static const std::vector<std::pair<std::string, Activation>> table = {
-      {"relu", [](const torch::Tensor& x) { return torch::relu(x); }},
-      {"sigmoid", [](const torch::Tensor& x) { return torch::sigmoid(x); }},
-      {"tanh", [](const torch::Tensor& x) { return torch::tanh(x); }},
-      {"gelu", [](const torch::Tensor& x) { return torch::gelu(x, "tanh"); }},
-      {"silu", [](const torch::Tensor& x) { return torch::silu(x); }},
-      {"softmax", [](const torch::Tensor& x) { return torch::softmax(x, -1); }},
-      {"identity", [](const torch::Tensor& x) { return x; }},
+using torch::Tensor;
+
+const std::vector<ActivationFunction>& activation_table() {
+  static const std::vector<ActivationFunction> table = {
+      {"relu", [](const Tensor& x) { return torch::relu(x); },
+       [](Tensor& g, const Tensor&, const Tensor& r) {
+         return at::threshold_backward_out(g, g, r, 0);
+       }},
+      {"sigmoid", [](const Tensor& x) { return torch::sigmoid(x); },
+       [](Tensor& g, const Tensor&, const Tensor& r) { return at::sigmoid_backward_out(g, g, r); }},
+      {"tanh", [](const Tensor& x) { return torch::tanh(x); },
+       [](Tensor& g, const Tensor&, const Tensor& r) { return at::tanh_backward_out(g, g, r); }},
+      {"gelu", [](const Tensor& x) { return torch::gelu(x, "tanh"); },
+       [](Tensor& g, const Tensor& t, const Tensor&) {
+         return at::gelu_backward_out(g, g, t, "tanh");
+       },
+       /*needs_input=*/true},
+      {"silu", [](const Tensor& x) { return torch::silu(x); },
+       [](Tensor& g, const Tensor& t, const Tensor&) { return at::silu_backward_out(g, g, t); },
+       /*needs_input=*/true},
+      {"softmax", [](const Tensor& x) { return torch::softmax(x, -1); },
+       [](Tensor& g, const Tensor&, const Tensor& r) {
+         return at::_softmax_backward_data(g, r, -1, r.scalar_type());
+       }},
+      {"identity", [](const Tensor& x) { return x; },
+       [](Tensor& g, const Tensor&, const Tensor&) { return g; }},
   };
   return table;
 }
@@ -24,20 +41,24 @@ const std::vector<std::pair<std::string, Activation>>& activation_table() {
 const std::vector<std::string>& activation_names() {
   static const std::vector<std::string> names = [] {
     std::vector<std::string> out;
-    for (const auto& entry : activation_table()) out.push_back(entry.first);
+    for (const auto& entry : activation_table()) out.push_back(entry.name);
     return out;
   }();
   return names;
 }
 
-Activation get_activation_function(const std::string& name, const std::string& argument) {
+const ActivationFunction& get_activation(const std::string& name, const std::string& argument) {
   for (const auto& entry : activation_table()) {
-    if (entry.first == name) return entry.second;
+    if (entry.name == name) return entry;
   }
   std::ostringstream valid;
   for (const auto& n : activation_names()) valid << (valid.tellp() ? ", " : "") << "'" << n << "'";
   TORCH_CHECK(false, argument, " '", name, "' is not a known activation; expected one of ",
               valid.str());
+}
+
+Activation get_activation_function(const std::string& name, const std::string& argument) {
+  return get_activation(name, argument).forward;
 }
 
 }  // namespace dual_attention

@@ -27,31 +27,58 @@ void check_symbols(const torch::Tensor& symbols, int64_t b, int64_t n, int64_t d
   }
 }
 
-// W_s s split into query heads: [b, n, h, head_dim], or [n, n, h, head_dim] when relative.
+// W_s s split into kv heads: [b, n, g, head_dim], or [n, n, g, head_dim] when relative.
 torch::Tensor project_symbols(torch::nn::Linear& wv, const torch::Tensor& symbols,
-                              int64_t n_kv_heads, int64_t head_dim, int64_t n_rep) {
+                              int64_t n_kv_heads, int64_t head_dim) {
   auto sv = wv(symbols);
-  sv = sv.view({sv.size(0), sv.size(1), n_kv_heads, head_dim});
-  return repeat_kv(sv, n_rep);
+  return sv.view({sv.size(0), sv.size(1), n_kv_heads, head_dim});
 }
 
-// sum_j scores[b, h, i, j] sv[b, j, h, :] (or sv[i, j, h, :] when relative) -> [b, n, h, head_dim].
+// <q_i, k_j> * scale for every query head: q [b, n, h, dim], k [b, m, g, dim] -> [b, h, n, m].
+// Query head hh reads kv head hh / (h / g): the heads of a group share one matmul, so the keys are
+// never repeated.
+torch::Tensor grouped_scores(const torch::Tensor& q, const torch::Tensor& k, double scale) {
+  const int64_t b = q.size(0), n = q.size(1), h = q.size(2), m = k.size(1), g = k.size(2);
+  auto qg = q.reshape({b, n, g, h / g, q.size(3)})
+                .permute({0, 2, 3, 1, 4})
+                .reshape({b, g, h / g * n, q.size(3)});
+  return torch::matmul(qg, k.permute({0, 2, 3, 1})).mul_(scale).view({b, h, n, m});
+}
+
+// sum_j scores[b, h, i, j] sv[b, j, g(h), :] (or sv[i, j, g(h), :] when relative) -> [b, n, h, hd].
 torch::Tensor attend_symbols(const torch::Tensor& scores, const torch::Tensor& sv, bool relative) {
-  if (relative) return torch::einsum("bhij,ijhd->bihd", {scores, sv});
-  return torch::matmul(scores, sv.transpose(1, 2)).transpose(1, 2);
+  const int64_t b = scores.size(0), h = scores.size(1), n = scores.size(2), m = scores.size(3);
+  const int64_t g = sv.size(2), hd = sv.size(3);
+  if (relative) return torch::einsum("bhij,ijhd->bihd", {scores, repeat_kv(sv, h / g)});
+  auto out = torch::matmul(scores.reshape({b, g, h / g * n, m}), sv.transpose(1, 2));
+  return out.view({b, h, n, hd}).transpose(1, 2);
 }
 
-// Query/key heads for attention scores: [b, h, n, dim] each, RoPE applied, kv heads repeated.
-std::tuple<torch::Tensor, torch::Tensor> attention_heads(
-    torch::nn::Linear& wq, torch::nn::Linear& wk, const torch::Tensor& x, int64_t n_heads,
-    int64_t n_kv_heads, int64_t dim, const torch::Tensor& freqs_cos, const torch::Tensor& freqs_sin,
-    bool rope) {
-  const int64_t b = x.size(0), n = x.size(1);
-  auto q = wq(x).view({b, n, n_heads, dim});
-  auto k = wk(x).view({b, n, n_kv_heads, dim});
-  if (rope) std::tie(q, k) = apply_rotary_emb(q, k, freqs_cos, freqs_sin);
-  k = repeat_kv(k, n_heads / n_kv_heads);
-  return {q.transpose(1, 2), k.transpose(1, 2)};
+// The keys' symbols of a cached step: W_s s_j appended to the cache, or, with relative symbols, the
+// rows W_s s_ij = (W_s table)[clip(j - i, -M, M) + M] of the projected table (projected once per
+// cache): [b, start + t, g, hd] or [t, start + t, g, hd].
+torch::Tensor cached_symbols(torch::nn::Linear& wv, const torch::Tensor& symbols, bool relative,
+                             int64_t n_kv_heads, int64_t head_dim, int64_t t, LayerCache& cache,
+                             const CacheStep& step, const char* owner) {
+  if (!relative)
+    return detail::cache_append(cache.sv, project_symbols(wv, symbols, n_kv_heads, head_dim), step);
+  TORCH_CHECK(symbols.defined() && symbols.dim() == 2 && symbols.size(0) % 2 == 1, owner,
+              ": when decoding with relative positional symbols, symbols must be the symbol table "
+              "[2 * max_rel_pos + 1, d_model], got ",
+              symbols.defined() ? c10::str("shape ", symbols.sizes()) : "nothing");
+  if (!cache.sv_table.defined()) {
+    cache.sv_table = wv(symbols).view({symbols.size(0), n_kv_heads, head_dim});
+  }
+  const int64_t max_rel_pos = (symbols.size(0) - 1) / 2, end = step.start + t;
+  auto idx = torch::dtype(torch::kLong).device(symbols.device());
+  auto offsets =
+      torch::arange(end, idx).unsqueeze(0) - torch::arange(step.start, end, idx).unsqueeze(1);
+  return cache.sv_table.index({offsets.clamp(-max_rel_pos, max_rel_pos) + max_rel_pos});
+}
+
+// The mask of a cached step, broadcastable to [b, 1, t, start + t] (undefined: none).
+torch::Tensor step_mask(const CacheStep& step, int64_t t, torch::Device device) {
+  return step.causal ? detail::causal_mask(t, t, 0, device) : step.mask;
 }
 
 }  // namespace
@@ -123,6 +150,47 @@ void RelationalAttentionImpl::check_inputs(const torch::Tensor& x,
   detail::check_sequence_input(x, options.d_model(), owner, "x");
   check_symbols(symbols, x.size(0), x.size(1), options.d_model(),
                 options.use_relative_positional_symbols(), owner);
+  TORCH_CHECK(block_size > 0, owner, ": block_size must be positive, got ", block_size);
+}
+
+RelationalAttentionImpl::Implementation RelationalAttentionImpl::choose_implementation(
+    const torch::Tensor& x, const torch::Tensor& attn_mask, bool need_weights) const {
+  // Without weights to return, nothing n x n needs to exist (src/relational_attention_fast.cpp).
+  // (An empty batch or sequence has nothing to save either way: it materialises.)
+  if (need_weights || x.numel() == 0) return Implementation::Materialize;
+  if (implementation != Implementation::Auto) return implementation;
+  const int64_t b = x.size(0), n = x.size(1);
+  // SDPA needs a fused kernel that takes values wider than keys: CUDA's, not the CPU's.
+  const bool sdpa_fits = options.rel_activation() == "identity" &&
+                         !options.use_relative_positional_symbols() && x.device().is_cuda() &&
+                         x.scalar_type() != torch::kDouble && !attn_mask.defined();
+  // On the CPU, short sequences are cheaper materialised: the blocks' fixed costs (custom
+  // autograd, recomputation, the parallel region) outweigh n x n tensors this small (measured
+  // by benchmarks/bench_relational.py: materialising wins up to n = 256, blockwise from 512).
+  const bool small =
+      x.device().is_cpu() && n <= kMaterializeMaxLength &&
+      b * std::max(options.n_heads(), n_relations) * n * n <= kMaterializeMaxElements;
+  return sdpa_fits ? Implementation::SDPA
+         : small   ? Implementation::Materialize
+                   : Implementation::Blockwise;
+}
+
+RelationalAttentionImpl::Projections RelationalAttentionImpl::project(
+    const torch::Tensor& x, const torch::Tensor& symbols, const torch::Tensor& freqs_cos,
+    const torch::Tensor& freqs_sin, bool raw_relative_symbols) {
+  const int64_t b = x.size(0), n = x.size(1), h = options.n_heads(), R = n_relations;
+  Projections p;
+  p.q = wq_attn(x).view({b, n, h, key_dim});
+  p.k = wk_attn(x).view({b, n, n_kv_heads, key_dim});
+  if (freqs_cos.defined()) std::tie(p.q, p.k) = apply_rotary_emb(p.q, p.k, freqs_cos, freqs_sin);
+  p.q_rel = wq_rel(x).view({b, n, R, rel_proj_dim});
+  p.k_rel = options.symmetric_rels() ? p.q_rel : wk_rel(x).view({b, n, R, rel_proj_dim});
+  if (options.use_relative_positional_symbols() && raw_relative_symbols) {
+    p.symbols = symbols;
+  } else if (symbols.defined()) {
+    p.sv = project_symbols(wv, symbols, n_kv_heads, head_dim);
+  }
+  return p;
 }
 
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> RelationalAttentionImpl::forward(
@@ -132,60 +200,84 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> RelationalAttentionImpl:
   const char* owner = "RelationalAttention";
   check_inputs(x, symbols);
   const int64_t b = x.size(0), n = x.size(1), h = options.n_heads();
-  const bool rope = detail::check_rope_inputs(freqs_cos, freqs_sin, n, key_dim, owner);
-  const bool relative = options.use_relative_positional_symbols();
-
-  TORCH_CHECK(block_size > 0, owner, ": block_size must be positive, got ", block_size);
-  // Without weights to return, nothing n x n needs to exist (src/relational_attention_fast.cpp).
-  // (An empty batch or sequence has nothing to save either way: it materialises.)
-  last_implementation =
-      need_weights || x.numel() == 0 ? Implementation::Materialize : implementation;
-  if (last_implementation == Implementation::Auto) {
-    // SDPA needs a fused kernel that takes values wider than keys: CUDA's, not the CPU's.
-    const bool sdpa_fits = options.rel_activation() == "identity" && !relative &&
-                           x.device().is_cuda() && x.scalar_type() != torch::kDouble &&
-                           !attn_mask.defined();
-    // On the CPU, short sequences are cheaper materialised: the blocks' fixed costs (custom
-    // autograd, recomputation, the parallel region) outweigh n x n tensors this small (measured
-    // by benchmarks/bench_relational.py: materialising wins up to n = 256, blockwise from 512).
-    const bool small = x.device().is_cpu() && n <= kMaterializeMaxLength &&
-                       b * std::max(h, n_relations) * n * n <= kMaterializeMaxElements;
-    last_implementation = sdpa_fits ? Implementation::SDPA
-                          : small   ? Implementation::Materialize
-                                    : Implementation::Blockwise;
-  }
-  if (last_implementation != Implementation::Materialize) {
-    if (attn_mask.defined()) {  // validated here; the blocks read it a piece at a time
-      detail::resolve_attn_mask(attn_mask, is_causal, n, n, x.device(), owner);
-    }
-    auto heads = last_implementation == Implementation::SDPA
-                     ? attend_sdpa(x, symbols, freqs_cos, freqs_sin, attn_mask, is_causal)
-                     : attend_blockwise(x, symbols, freqs_cos, freqs_sin, attn_mask, is_causal);
-    return {resid_dropout(wo(heads.reshape({b, n, h * head_dim}))), {}, {}};
+  detail::check_rope_inputs(freqs_cos, freqs_sin, n, key_dim, owner);
+  last_implementation = choose_implementation(x, attn_mask, need_weights);
+  // Validated here; only the materialising path needs an n x n causal mask (the others take
+  // is_causal, and read attn_mask a block at a time).
+  torch::Tensor mask;
+  if (last_implementation == Implementation::Materialize || attn_mask.defined()) {
+    mask = detail::resolve_attn_mask(attn_mask, is_causal, n, n, x.device(), owner);
   }
 
-  const auto mask = detail::resolve_attn_mask(attn_mask, is_causal, n, n, x.device(), owner);
-
-  // a^h_ij = softmax_j(<q_i, k_j> / sqrt(head_dim))
-  auto [q, k] = attention_heads(wq_attn, wk_attn, x, h, n_kv_heads, key_dim, freqs_cos, freqs_sin,
-                                rope);                             // [b, h, n, key_dim]
-  auto scores = torch::matmul(q, k.transpose(2, 3)) * attn_scale;  // [b, h, n, n]
-  scores = attn_dropout(torch::softmax(detail::apply_additive_mask(scores, mask), -1));
-
-  // r_ijl = act(<qrel_il, krel_jl> / sqrt(rel_proj_dim))
-  auto q_rel = wq_rel(x).view({b, n, n_relations, rel_proj_dim}).transpose(1, 2);
-  auto k_rel = wk_rel(x).view({b, n, n_relations, rel_proj_dim}).transpose(1, 2);
-  auto relations = rel_activation(torch::matmul(q_rel, k_rel.transpose(2, 3)) * rel_scale);
-  relations = relations.permute({0, 2, 3, 1});  // [b, n, n, R]
-
-  // sum_j a^h_ij s_j W_s^h + W_r^h sum_j a^h_ij r_ij
-  auto sv = project_symbols(wv, symbols, n_kv_heads, head_dim, n_rep_kv);
-  auto attended_symbols = attend_symbols(scores, sv, relative);  // [b, n, h, head_dim]
-  auto attended_relations = torch::matmul(scores.transpose(1, 2), relations);  // [b, n, h, R]
-  auto out = attended_symbols + torch::einsum("bihr,hdr->bihd", {attended_relations, wr});
-  out = resid_dropout(wo(out.reshape({b, n, h * head_dim})));
+  const auto p =
+      project(x, symbols, freqs_cos, freqs_sin, last_implementation == Implementation::Blockwise);
+  torch::Tensor heads, scores, relations;  // [b, n, h, head_dim], [b, h, n, n], [b, n, n, R]
+  switch (last_implementation) {
+    case Implementation::Blockwise:
+      heads = attend_blockwise(p, attn_mask, is_causal);
+      break;
+    case Implementation::SDPA:
+      heads = attend_sdpa(p, attn_mask, is_causal);
+      break;
+    default:
+      std::tie(heads, scores, relations) = attend_materialize(p, mask);
+  }
+  auto out = resid_dropout(wo(heads.reshape({b, n, h * head_dim})));  // [b, n, d_out]
   if (!need_weights) return {out, torch::Tensor(), torch::Tensor()};
   return {out, scores, relations};
+}
+
+torch::Tensor RelationalAttentionImpl::forward_cached(const torch::Tensor& x,
+                                                      const torch::Tensor& symbols,
+                                                      const torch::Tensor& freqs_cos,
+                                                      const torch::Tensor& freqs_sin,
+                                                      LayerCache& cache, const CacheStep& step) {
+  const char* owner = "RelationalAttention";
+  detail::check_sequence_input(x, options.d_model(), owner, "x");
+  const int64_t b = x.size(0), t = x.size(1), h = options.n_heads();
+  const bool relative = options.use_relative_positional_symbols();
+  if (!relative) check_symbols(symbols, b, t, options.d_model(), false, owner);
+
+  auto p = project(x, /*symbols=*/{}, freqs_cos, freqs_sin, false);
+  p.k = detail::cache_append(cache.k, p.k, step);              // [b, T, g, key_dim]
+  p.k_rel = detail::cache_append(cache.k_rel, p.k_rel, step);  // [b, T, R, rel_proj_dim]
+  p.sv = cached_symbols(wv, symbols, relative, n_kv_heads, head_dim, t, cache, step, owner);
+  torch::Tensor heads;  // [b, t, h, head_dim]
+  last_implementation =
+      step.causal && choose_implementation(x, {}, false) == Implementation::Blockwise
+          ? Implementation::Blockwise
+          : Implementation::Materialize;
+  if (last_implementation == Implementation::Blockwise) {
+    // A long prompt: the memory-linear path, which reads relative symbols raw.
+    if (relative) {
+      auto idx = torch::dtype(torch::kLong).device(x.device());
+      const int64_t m = (symbols.size(0) - 1) / 2;
+      auto offsets = torch::arange(t, idx).unsqueeze(0) - torch::arange(t, idx).unsqueeze(1);
+      p.symbols = symbols.index({offsets.clamp(-m, m) + m});  // [t, t, d_model]
+      p.sv = torch::Tensor();
+    }
+    heads = attend_blockwise(p, {}, /*is_causal=*/true);
+  } else {
+    heads = std::get<0>(attend_materialize(p, step_mask(step, t, x.device())));
+  }
+  return wo(heads.reshape({b, t, h * head_dim}));
+}
+
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> RelationalAttentionImpl::attend_materialize(
+    const Projections& p, const torch::Tensor& mask) {
+  // a^h_ij = softmax_j(<q_i, k_j> / sqrt(head_dim))
+  auto scores = grouped_scores(p.q, p.k, attn_scale);  // [b, h, n, m]
+  scores = attn_dropout(torch::softmax(detail::apply_additive_mask(scores, mask), -1));
+  // r_ijl = act(<qrel_il, krel_jl> / sqrt(rel_proj_dim))
+  auto q_rel = p.q_rel.transpose(1, 2), k_rel = p.k_rel.transpose(1, 2);  // [b, R, n|m, dr]
+  auto relations = rel_activation(torch::matmul(q_rel, k_rel.transpose(2, 3)) * rel_scale)
+                       .permute({0, 2, 3, 1});  // [b, n, m, R]
+  // A_i^h = sum_j a^h_ij s_j W_s^h + W_r^h sum_j a^h_ij r_ij
+  auto attended_symbols =
+      attend_symbols(scores, p.sv, options.use_relative_positional_symbols());  // [b, n, h, hd]
+  auto attended_relations = torch::matmul(scores.transpose(1, 2), relations);   // [b, n, h, R]
+  auto heads = attended_symbols + torch::einsum("bihr,hdr->bihd", {attended_relations, wr});
+  return {heads, scores, relations};
 }
 
 // ---- RelationalCrossAttention -------------------------------------------------------------------
@@ -225,28 +317,59 @@ void RelationalCrossAttentionImpl::pretty_print(std::ostream& stream) const {
          << ")";
 }
 
+namespace {
+
+// RCA's A_i = sum_j act(<q_i, k_j> / sqrt(head_dim)) W_v s_j over q [b, n, h, hd], k [b, m, g, hd],
+// sv as attend_symbols takes it. With softmax the mask adds -inf before it; another activation
+// zeroes masked scores after it. Returns (heads [b, n, h, hd], scores [b, h, n, m]).
+std::tuple<torch::Tensor, torch::Tensor> attend_rca(RelationalCrossAttentionImpl& m,
+                                                    const torch::Tensor& q, const torch::Tensor& k,
+                                                    const torch::Tensor& sv,
+                                                    const torch::Tensor& mask) {
+  auto scores = grouped_scores(q, k, m.attn_scale);  // [b, h, n, m]
+  const bool softmax = m.options.activation() == "softmax";
+  if (softmax) scores = detail::apply_additive_mask(scores, mask);
+  scores = m.activation(scores);
+  if (!softmax && mask.defined()) scores = scores * mask;
+  scores = m.attn_dropout(scores);
+  return {attend_symbols(scores, sv, m.options.use_relative_positional_symbols()), scores};
+}
+
+}  // namespace
+
 std::tuple<torch::Tensor, torch::Tensor> RelationalCrossAttentionImpl::forward(
     const torch::Tensor& x, const torch::Tensor& symbols, const torch::Tensor& freqs_cos,
     const torch::Tensor& freqs_sin, const torch::Tensor& attn_mask, bool is_causal) {
   const char* owner = "RelationalCrossAttention";
   detail::check_sequence_input(x, options.d_model(), owner, "x");
   const int64_t b = x.size(0), n = x.size(1), h = options.n_heads();
-  const bool relative = options.use_relative_positional_symbols();
-  check_symbols(symbols, b, n, options.d_model(), relative, owner);
+  check_symbols(symbols, b, n, options.d_model(), options.use_relative_positional_symbols(), owner);
   const bool rope = detail::check_rope_inputs(freqs_cos, freqs_sin, n, head_dim, owner);
   const auto mask = detail::resolve_attn_mask(attn_mask, is_causal, n, n, x.device(), owner);
 
-  auto [q, k] = attention_heads(wq, wk, x, h, n_kv_heads, head_dim, freqs_cos, freqs_sin, rope);
-  auto scores = torch::matmul(q, k.transpose(2, 3)) * attn_scale;  // [b, h, n, n]
-  const bool softmax = options.activation() == "softmax";
-  if (softmax) scores = detail::apply_additive_mask(scores, mask);
-  scores = activation(scores);
-  if (!softmax && mask.defined()) scores = scores * mask;
-  scores = attn_dropout(scores);
+  auto q = wq(x).view({b, n, h, head_dim});
+  auto k = wk(x).view({b, n, n_kv_heads, head_dim});
+  if (rope) std::tie(q, k) = apply_rotary_emb(q, k, freqs_cos, freqs_sin);
+  auto sv = project_symbols(wv, symbols, n_kv_heads, head_dim);
+  auto [heads, scores] = attend_rca(*this, q, k, sv, mask);
+  return {resid_dropout(wo(heads.reshape({b, n, h * head_dim}))), scores};
+}
 
-  auto sv = project_symbols(wv, symbols, n_kv_heads, head_dim, n_rep_kv);
-  auto out = attend_symbols(scores, sv, relative).reshape({b, n, h * head_dim});
-  return {resid_dropout(wo(out)), scores};
+torch::Tensor RelationalCrossAttentionImpl::forward_cached(
+    const torch::Tensor& x, const torch::Tensor& symbols, const torch::Tensor& freqs_cos,
+    const torch::Tensor& freqs_sin, LayerCache& cache, const CacheStep& step) {
+  const char* owner = "RelationalCrossAttention";
+  detail::check_sequence_input(x, options.d_model(), owner, "x");
+  const int64_t b = x.size(0), t = x.size(1), h = options.n_heads();
+  const bool relative = options.use_relative_positional_symbols();
+  if (!relative) check_symbols(symbols, b, t, options.d_model(), false, owner);
+  auto q = wq(x).view({b, t, h, head_dim});
+  auto k = wk(x).view({b, t, n_kv_heads, head_dim});
+  if (freqs_cos.defined()) std::tie(q, k) = apply_rotary_emb(q, k, freqs_cos, freqs_sin);
+  k = detail::cache_append(cache.k, k, step);
+  auto sv = cached_symbols(wv, symbols, relative, n_kv_heads, head_dim, t, cache, step, owner);
+  auto heads = std::get<0>(attend_rca(*this, q, k, sv, step_mask(step, t, x.device())));
+  return wo(heads.reshape({b, t, h * head_dim}));
 }
 
 // ---- DisentangledRelationalCrossAttention -------------------------------------------------------
@@ -290,6 +413,25 @@ void DisentangledRelationalCrossAttentionImpl::pretty_print(std::ostream& stream
          << ")";
 }
 
+namespace {
+
+// disrca's A_i = sum_j softmax_j(<q_i, k_j>) act(<qrel_i, krel_j>) W_v s_j, both inner products
+// scaled by 1/sqrt(head_dim); q, q_rel [b, n, h, hd], k, k_rel [b, m, g, hd]. Returns
+// (heads [b, n, h, hd], attn_scores, rel_scores [b, h, n, m]).
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> attend_disrca(
+    DisentangledRelationalCrossAttentionImpl& m, const torch::Tensor& q, const torch::Tensor& k,
+    const torch::Tensor& q_rel, const torch::Tensor& k_rel, const torch::Tensor& sv,
+    const torch::Tensor& mask) {
+  auto attn_scores = grouped_scores(q, k, m.attn_scale);  // [b, h, n, m]
+  attn_scores = torch::softmax(detail::apply_additive_mask(attn_scores, mask), -1);
+  auto rel_scores = m.rel_activation(grouped_scores(q_rel, k_rel, m.attn_scale));
+  auto rca_scores = m.attn_dropout(attn_scores * rel_scores);
+  auto heads = attend_symbols(rca_scores, sv, m.options.use_relative_positional_symbols());
+  return {heads, attn_scores, rel_scores};
+}
+
+}  // namespace
+
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor>
 DisentangledRelationalCrossAttentionImpl::forward(const torch::Tensor& x,
                                                   const torch::Tensor& symbols,
@@ -298,25 +440,66 @@ DisentangledRelationalCrossAttentionImpl::forward(const torch::Tensor& x,
                                                   const torch::Tensor& attn_mask, bool is_causal) {
   const char* owner = "DisentangledRelationalCrossAttention";
   detail::check_sequence_input(x, options.d_model(), owner, "x");
-  const int64_t b = x.size(0), n = x.size(1), h = options.n_heads();
-  const bool relative = options.use_relative_positional_symbols();
-  check_symbols(symbols, b, n, options.d_model(), relative, owner);
+  const int64_t b = x.size(0), n = x.size(1), h = options.n_heads(), g = n_kv_heads;
+  check_symbols(symbols, b, n, options.d_model(), options.use_relative_positional_symbols(), owner);
   const bool rope = detail::check_rope_inputs(freqs_cos, freqs_sin, n, head_dim, owner);
   const auto mask = detail::resolve_attn_mask(attn_mask, is_causal, n, n, x.device(), owner);
 
-  auto [q, k] =
-      attention_heads(wq_attn, wk_attn, x, h, n_kv_heads, head_dim, freqs_cos, freqs_sin, rope);
-  auto attn_scores = torch::matmul(q, k.transpose(2, 3)) * attn_scale;  // [b, h, n, n]
-  attn_scores = torch::softmax(detail::apply_additive_mask(attn_scores, mask), -1);
+  auto q = wq_attn(x).view({b, n, h, head_dim});
+  auto k = wk_attn(x).view({b, n, g, head_dim});
   // RoPE applies to the attention pair only, as in the reference.
-  auto [q_rel, k_rel] =
-      attention_heads(wq_rel, wk_rel, x, h, n_kv_heads, head_dim, {}, {}, /*rope=*/false);
-  auto rel_scores = rel_activation(torch::matmul(q_rel, k_rel.transpose(2, 3)) * attn_scale);
-  auto rca_scores = attn_dropout(attn_scores * rel_scores);
+  if (rope) std::tie(q, k) = apply_rotary_emb(q, k, freqs_cos, freqs_sin);
+  auto q_rel = wq_rel(x).view({b, n, h, head_dim});
+  auto k_rel = wk_rel(x).view({b, n, g, head_dim});
+  auto sv = project_symbols(wv, symbols, g, head_dim);
+  auto [heads, attn_scores, rel_scores] = attend_disrca(*this, q, k, q_rel, k_rel, sv, mask);
+  return {resid_dropout(wo(heads.reshape({b, n, h * head_dim}))), attn_scores, rel_scores};
+}
 
-  auto sv = project_symbols(wv, symbols, n_kv_heads, head_dim, n_rep_kv);
-  auto out = attend_symbols(rca_scores, sv, relative).reshape({b, n, h * head_dim});
-  return {resid_dropout(wo(out)), attn_scores, rel_scores};
+torch::Tensor DisentangledRelationalCrossAttentionImpl::forward_cached(
+    const torch::Tensor& x, const torch::Tensor& symbols, const torch::Tensor& freqs_cos,
+    const torch::Tensor& freqs_sin, LayerCache& cache, const CacheStep& step) {
+  const char* owner = "DisentangledRelationalCrossAttention";
+  detail::check_sequence_input(x, options.d_model(), owner, "x");
+  const int64_t b = x.size(0), t = x.size(1), h = options.n_heads(), g = n_kv_heads;
+  const bool relative = options.use_relative_positional_symbols();
+  if (!relative) check_symbols(symbols, b, t, options.d_model(), false, owner);
+  auto q = wq_attn(x).view({b, t, h, head_dim});
+  auto k = wk_attn(x).view({b, t, g, head_dim});
+  if (freqs_cos.defined()) std::tie(q, k) = apply_rotary_emb(q, k, freqs_cos, freqs_sin);
+  k = detail::cache_append(cache.k, k, step);
+  auto q_rel = wq_rel(x).view({b, t, h, head_dim});
+  auto k_rel = detail::cache_append(cache.k_rel, wk_rel(x).view({b, t, g, head_dim}), step);
+  auto sv = cached_symbols(wv, symbols, relative, g, head_dim, t, cache, step, owner);
+  auto heads =
+      std::get<0>(attend_disrca(*this, q, k, q_rel, k_rel, sv, step_mask(step, t, x.device())));
+  return wo(heads.reshape({b, t, h * head_dim}));
+}
+
+// ---- lookup helpers
+// ------------------------------------------------------------------------------
+
+std::ostream& operator<<(std::ostream& stream, RelationalAttentionImpl::Implementation impl) {
+  using Implementation = RelationalAttentionImpl::Implementation;
+  switch (impl) {
+    case Implementation::Auto:
+      return stream << "auto";
+    case Implementation::Materialize:
+      return stream << "materialize";
+    case Implementation::Blockwise:
+      return stream << "blockwise";
+    case Implementation::SDPA:
+      return stream << "sdpa";
+  }
+  return stream << "unknown";
+}
+
+std::vector<RelationalAttentionImpl*> relational_attention_layers(torch::nn::Module& module) {
+  std::vector<RelationalAttentionImpl*> found;
+  for (const auto& m : module.modules(/*include_self=*/true)) {
+    if (auto* ra = dynamic_cast<RelationalAttentionImpl*>(m.get())) found.push_back(ra);
+  }
+  return found;
 }
 
 }  // namespace dual_attention

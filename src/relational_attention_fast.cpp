@@ -1,7 +1,5 @@
-// The need_weights=false paths of RelationalAttention. They compute what the materialising path in
-// src/relational_attention.cpp computes,
-//   A_i^h = sum_j a^h_ij ( s_j W_s^h + sum_l r_ijl W_r[h, :, l] ),
-// without an n x n tensor per head or per relation:
+// The need_weights=false paths of RelationalAttention (the formula is in relational_attention.h).
+// They compute what the materialising path computes without an n x n tensor per head or relation:
 // - Blockwise: query rows in blocks of at most `block_size`, each against the keys it may see (a
 //   causal block stops at its last row; an explicit mask cuts the columns no row of the block
 //   sees). A custom autograd function saves only the O(n) inputs and outputs and recomputes each
@@ -219,26 +217,6 @@ Tensor dropout_keep_mask(const Tensor& like, const BlockwiseConfig& c, const Blo
   return torch::empty_like(like).bernoulli_(1.0 - c.dropout, gen).mul_(scale);
 }
 
-// Gradient of r = act(t) with respect to t, written over `grad` (the gradient of r) where the
-// formula is elementwise: the formulas autograd uses for each activation of
-// get_activation_function. `t` is needed by gelu and silu only.
-Tensor activation_backward(const std::string& name, Tensor& grad, const Tensor& t,
-                           const Tensor& r) {
-  if (name == "identity") return grad;
-  if (name == "relu") return at::threshold_backward_out(grad, grad, r, 0);
-  if (name == "sigmoid") return at::sigmoid_backward_out(grad, grad, r);
-  if (name == "tanh") return at::tanh_backward_out(grad, grad, r);
-  if (name == "gelu") return at::gelu_backward_out(grad, grad, t, "tanh");
-  if (name == "silu") return at::silu_backward_out(grad, grad, t);
-  if (name == "softmax") return at::_softmax_backward_data(grad, r, -1, r.scalar_type());
-  TORCH_CHECK(false,
-              "RelationalAttention: the blockwise path has no derivative for rel_activation '",
-              name, "'");
-}
-bool activation_backward_needs_input(const std::string& name) {
-  return name == "gelu" || name == "silu";
-}
-
 // Per-thread accumulators of a gradient that several blocks add to (the keys' side), summed at the
 // end, so that blocks on different threads never add to one tensor.
 class ThreadSums {
@@ -290,7 +268,7 @@ struct BlockwiseRelationalAttention
     auto out_s = make(in.symbols.defined(), {n, bh, in.symbols.defined() ? in.symbols.size(2) : 0});
     auto out_r = make(true, {n, bh, R});
     auto row_sums = make(c.need_row_sums, {n, bh});
-    const auto activation = get_activation_function(c.rel_activation);
+    const auto activation = get_activation(c.rel_activation).forward;
     const int64_t row_width = bh + b * R + (in.symbols.defined() ? in.symbols.size(2) : 0);
 
     for_each_block(make_blocks(n, row_width, c, in.mask), q, [&](const Block& blk, int) {
@@ -358,7 +336,7 @@ struct BlockwiseRelationalAttention
     auto dq = torch::zeros_like(in.q), dq_rel = torch::zeros_like(in.q_rel);
     auto d_symbols = want_symbols ? torch::zeros_like(in.symbols) : Tensor();
     ThreadSums dk(in.k, true), dk_rel(in.k_rel, true), dv(in.v, want_v);
-    const auto activation = get_activation_function(c.rel_activation);
+    const auto& activation = get_activation(c.rel_activation);
     const int64_t row_width = b * h + b * R + (in.symbols.defined() ? in.symbols.size(2) : 0);
 
     for_each_block(make_blocks(n, row_width, c, in.mask), in.q, [&](const Block& blk, int thread) {
@@ -406,12 +384,12 @@ struct BlockwiseRelationalAttention
       }
       {
         auto t = block_relation_logits(in, c, blk).view({m * b, R, -1});
-        auto r = activation(t);  // [m * b, R, kj]
-        if (!activation_backward_needs_input(c.rel_activation)) t.reset();
+        auto r = activation.forward(t);  // [m * b, R, kj]
+        if (!activation.needs_input) t.reset();
         auto d_o = d_o_r.view({m * b, h, R});
         dpd.view({m * b, h, -1}).baddbmm_(d_o, r);
         auto dr = torch::bmm(d_o.transpose(1, 2), pd.view({m * b, h, -1}));  // [m * b, R, kj]
-        auto dt = activation_backward(c.rel_activation, dr, t, r).view({m, b * R, -1});
+        auto dt = activation.backward(dr, t, r).view({m, b * R, -1});
         t.reset(), r.reset(), dr.reset();
         for (int64_t bb = 0; bb < b; ++bb) {
           for (int64_t l = 0; l < R; ++l) {
@@ -459,47 +437,19 @@ int64_t draw_seed() {
 
 }  // namespace
 
-std::ostream& operator<<(std::ostream& stream, Implementation impl) {
-  switch (impl) {
-    case Implementation::Auto:
-      return stream << "auto";
-    case Implementation::Materialize:
-      return stream << "materialize";
-    case Implementation::Blockwise:
-      return stream << "blockwise";
-    case Implementation::SDPA:
-      return stream << "sdpa";
-  }
-  return stream << "unknown";
-}
-
-std::vector<RelationalAttentionImpl*> relational_attention_layers(torch::nn::Module& module) {
-  std::vector<RelationalAttentionImpl*> found;
-  for (const auto& m : module.modules(/*include_self=*/true)) {
-    if (auto* ra = dynamic_cast<RelationalAttentionImpl*>(m.get())) found.push_back(ra);
-  }
-  return found;
-}
-
-torch::Tensor RelationalAttentionImpl::attend_blockwise(
-    const torch::Tensor& x, const torch::Tensor& symbols, const torch::Tensor& freqs_cos,
-    const torch::Tensor& freqs_sin, const torch::Tensor& attn_mask, bool is_causal) {
-  const int64_t b = x.size(0), n = x.size(1), h = options.n_heads(), g = n_kv_heads, rep = n_rep_kv,
-                R = n_relations;
+torch::Tensor RelationalAttentionImpl::attend_blockwise(const Projections& p,
+                                                        const torch::Tensor& attn_mask,
+                                                        bool is_causal) {
+  const int64_t b = p.q.size(0), n = p.q.size(1), h = options.n_heads(), g = n_kv_heads,
+                rep = n_rep_kv;
   const bool relative = options.use_relative_positional_symbols();
-
-  auto q = wq_attn(x).view({b, n, h, key_dim});
-  auto k = wk_attn(x).view({b, n, g, key_dim});
-  if (freqs_cos.defined()) std::tie(q, k) = apply_rotary_emb(q, k, freqs_cos, freqs_sin);
-  auto q_rel = wq_rel(x).view({b, n, R, rel_proj_dim});
-  auto k_rel = options.symmetric_rels() ? q_rel : wk_rel(x).view({b, n, R, rel_proj_dim});
   std::optional<Tensor> v, relative_symbols, mask;
   if (relative) {
-    relative_symbols = symbols;
+    relative_symbols = p.symbols;
   } else {
-    v = wv(symbols).view({b, n, g, head_dim});
+    v = p.sv;
   }
-  if (attn_mask.defined()) mask = attn_mask.to(x.device());
+  if (attn_mask.defined()) mask = attn_mask.to(p.q.device());
 
   BlockwiseConfig c;
   c.block_size = block_size;
@@ -510,8 +460,8 @@ torch::Tensor RelationalAttentionImpl::attend_blockwise(
   c.dropout = is_training() ? options.dropout() : 0.0;
   if (c.dropout > 0) c.seed = draw_seed();
   c.need_row_sums = relative && wv->options.bias();
-  auto outs = BlockwiseRelationalAttention::apply(q.contiguous(), k.contiguous(), v,
-                                                  relative_symbols, q_rel, k_rel, mask, c);
+  auto outs = BlockwiseRelationalAttention::apply(p.q.contiguous(), p.k.contiguous(), v,
+                                                  relative_symbols, p.q_rel, p.k_rel, mask, c);
 
   auto by_head = [&](const Tensor& t) {  // [n, b * h, w] -> [b, n, h, w]
     return t.view({n, b, h, t.size(2)}).transpose(0, 1);
@@ -534,37 +484,29 @@ torch::Tensor RelationalAttentionImpl::attend_blockwise(
   return symbol_part + torch::einsum("bnhr,hdr->bnhd", {attended_relations, wr});
 }
 
-torch::Tensor RelationalAttentionImpl::attend_sdpa(const torch::Tensor& x,
-                                                   const torch::Tensor& symbols,
-                                                   const torch::Tensor& freqs_cos,
-                                                   const torch::Tensor& freqs_sin,
+torch::Tensor RelationalAttentionImpl::attend_sdpa(const Projections& p,
                                                    const torch::Tensor& attn_mask, bool is_causal) {
   const char* owner = "RelationalAttention";
   TORCH_CHECK(options.rel_activation() == "identity" && !options.use_relative_positional_symbols(),
               owner, ": the SDPA implementation needs rel_activation 'identity' and per-position ",
               "symbols, got rel_activation '", options.rel_activation(),
               "' and use_relative_positional_symbols=", options.use_relative_positional_symbols());
-  const int64_t b = x.size(0), n = x.size(1), h = options.n_heads(), g = n_kv_heads,
-                R = n_relations;
-  auto q = wq_attn(x).view({b, n, h, key_dim});
-  auto k = wk_attn(x).view({b, n, g, key_dim});
-  if (freqs_cos.defined()) std::tie(q, k) = apply_rotary_emb(q, k, freqs_cos, freqs_sin);
-  k = repeat_kv(k, n_rep_kv);
-  auto q_rel = wq_rel(x).view({b, n, R, rel_proj_dim});
-  auto k_rel = options.symmetric_rels() ? q_rel : wk_rel(x).view({b, n, R, rel_proj_dim});
-  auto sv = repeat_kv(wv(symbols).view({b, n, g, head_dim}), n_rep_kv);
+  const int64_t b = p.q.size(0), n = p.q.size(1), h = options.n_heads(), R = n_relations;
+  const auto device = p.q.device();
+  auto q = p.q, k = repeat_kv(p.k, n_rep_kv), q_rel = p.q_rel, k_rel = p.k_rel;
+  auto sv = repeat_kv(p.sv, n_rep_kv);
   auto values = torch::cat({sv, k_rel.reshape({b, n, 1, R * rel_proj_dim}).expand({-1, -1, h, -1})},
                            -1);  // [b,n,h,dv]
   const int64_t dv = values.size(-1);
   q = q.transpose(1, 2), k = k.transpose(1, 2), values = values.transpose(1, 2);
-  if (x.device().is_cpu() && key_dim != dv) {
+  if (device.is_cpu() && key_dim != dv) {
     // The CPU's fused kernel wants one width for queries, keys and values; zero columns leave the
     // scores unchanged (the scale is explicit).
     q = torch::constant_pad_nd(q, {0, dv - key_dim});
     k = torch::constant_pad_nd(k, {0, dv - key_dim});
   }
   std::optional<Tensor> mask;
-  if (attn_mask.defined()) mask = attn_mask.to(x.device());
+  if (attn_mask.defined()) mask = attn_mask.to(device);
   auto attended =
       at::scaled_dot_product_attention(q, k, values, mask, is_training() ? options.dropout() : 0.0,
                                        is_causal, attn_scale)

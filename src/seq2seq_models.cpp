@@ -160,15 +160,13 @@ void Seq2SeqModelImpl<Derived, Options>::register_layers(const NamedModules& mid
 }
 
 template <class Derived, class Options>
-std::tuple<torch::Tensor, torch::Tensor> Seq2SeqModelImpl<Derived, Options>::forward_blocks(
-    const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& targets,
-    const std::function<torch::Tensor(torch::Tensor, torch::Tensor)>& run_blocks) {
+std::tuple<torch::Tensor, torch::Tensor> Seq2SeqModelImpl<Derived, Options>::embed(
+    const torch::Tensor& x, const torch::Tensor& y) {
   check_inputs(x, y, options.input_spec(), options.output_spec(), options.in_block_size(),
                options.out_block_size(), owner_);
   auto source = source_pos_embedder(source_embedder.forward(x));  // [b, n, d]
   auto target = target_pos_embedder(target_embedder.forward(y));  // [b, m, d]
-  return logits_and_loss(final_out, run_blocks(source, target), targets, options.loss_ignore_idx(),
-                         owner_);
+  return {source, target};
 }
 
 template <class Derived, class Options>
@@ -194,12 +192,6 @@ template class Seq2SeqModelImpl<Seq2SeqDualAttnTransformerImpl, Seq2SeqDualAttnT
 
 // ---- Seq2SeqTransformer --------------------------------------------------------------------
 
-Seq2SeqTransformerOptions Seq2SeqTransformerOptions::from_kwargs(const Kwargs& kwargs) {
-  return options_from_kwargs<Seq2SeqTransformerOptions, Kwargs, Kwargs, int64_t, int64_t, int64_t,
-                             int64_t, Kwargs, Kwargs, int64_t, int64_t>(
-      kwargs, "Seq2SeqTransformer", required_keywords);
-}
-
 Seq2SeqTransformerImpl::Seq2SeqTransformerImpl(const Seq2SeqTransformerOptions& options_)
     : Seq2SeqModelImpl(options_, "Seq2SeqTransformer") {
   reset();
@@ -215,20 +207,13 @@ void Seq2SeqTransformerImpl::reset() {
   encoder_blocks.clear();
   decoder_blocks.clear();
   for (int64_t i = 0; i < o.n_layers_enc(); ++i) {
-    encoder_blocks.emplace_back(
-        options_from_kwargs<EncoderBlockOptions, int64_t, int64_t, std::optional<int64_t>, double,
-                            std::string, bool>(
-            enc_kwargs, "Seq2SeqTransformer: encoder_kwargs (EncoderBlock)",
-            {"d_model", "n_heads", "dff", "dropout_rate", "activation", "norm_first"}));
+    encoder_blocks.emplace_back(EncoderBlockOptions::from_kwargs(
+        enc_kwargs, "Seq2SeqTransformer: encoder_kwargs (EncoderBlock)"));
     encoder_list->push_back(encoder_blocks.back());
   }
   for (int64_t i = 0; i < o.n_layers_dec(); ++i) {
-    decoder_blocks.emplace_back(
-        options_from_kwargs<DecoderBlockOptions, int64_t, int64_t, int64_t, std::optional<int64_t>,
-                            double, std::string, bool>(
-            dec_kwargs, "Seq2SeqTransformer: decoder_kwargs (DecoderBlock)",
-            {"d_model", "n_heads", "n_heads_cross", "dff", "dropout_rate", "activation",
-             "norm_first"}));
+    decoder_blocks.emplace_back(DecoderBlockOptions::from_kwargs(
+        dec_kwargs, "Seq2SeqTransformer: decoder_kwargs (DecoderBlock)"));
     decoder_list->push_back(decoder_blocks.back());
   }
   register_layers({{"encoder_blocks", encoder_list.ptr()}, {"decoder_blocks", decoder_list.ptr()}});
@@ -244,21 +229,13 @@ void Seq2SeqTransformerImpl::pretty_print(std::ostream& stream) const {
 
 std::tuple<torch::Tensor, torch::Tensor> Seq2SeqTransformerImpl::forward(
     const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& targets) {
-  return forward_blocks(x, y, targets, [this](torch::Tensor source, torch::Tensor target) {
-    for (auto& block : encoder_blocks) source = block(source);
-    for (auto& block : decoder_blocks) target = block(target, source);
-    return target;
-  });
+  auto [source, target] = embed(x, y);                                // [b, n, d], [b, m, d]
+  for (auto& block : encoder_blocks) source = block(source);          // [b, n, d]
+  for (auto& block : decoder_blocks) target = block(target, source);  // [b, m, d]
+  return logits_and_loss(final_out, target, targets, options.loss_ignore_idx(), owner_);
 }
 
 // ---- Seq2SeqDualAttnTransformer ------------------------------------------------------------
-
-Seq2SeqDualAttnTransformerOptions Seq2SeqDualAttnTransformerOptions::from_kwargs(
-    const Kwargs& kwargs) {
-  return options_from_kwargs<Seq2SeqDualAttnTransformerOptions, Kwargs, Kwargs, std::string, Kwargs,
-                             int64_t, int64_t, int64_t, int64_t, Kwargs, Kwargs, int64_t, int64_t>(
-      kwargs, "Seq2SeqDualAttnTransformer", required_keywords);
-}
 
 Seq2SeqDualAttnTransformerImpl::Seq2SeqDualAttnTransformerImpl(
     const Seq2SeqDualAttnTransformerOptions& options_)
@@ -278,22 +255,14 @@ void Seq2SeqDualAttnTransformerImpl::reset() {
   encoder_blocks.clear();
   decoder_blocks.clear();
   for (int64_t i = 0; i < o.n_layers_enc(); ++i) {
-    encoder_blocks.emplace_back(
-        options_from_kwargs<DualAttnEncoderBlockOptions, int64_t, int64_t, int64_t,
-                            std::optional<int64_t>, std::string, double, bool>(
-            enc_kwargs, "Seq2SeqDualAttnTransformer: encoder_kwargs (DualAttnEncoderBlock)",
-            {"d_model", "n_heads_sa", "n_heads_ra", "dff", "activation", "dropout_rate",
-             "norm_first"}));
+    encoder_blocks.emplace_back(DualAttnEncoderBlockOptions::from_kwargs(
+        enc_kwargs, "Seq2SeqDualAttnTransformer: encoder_kwargs (DualAttnEncoderBlock)"));
     encoder_list->push_back(encoder_blocks.back());
   }
   // n_layers_enc decoder blocks: the reference's quirk, kept for checkpoint compatibility.
   for (int64_t i = 0; i < o.n_layers_enc(); ++i) {
-    decoder_blocks.emplace_back(
-        options_from_kwargs<DualAttnDecoderBlockOptions, int64_t, int64_t, int64_t, int64_t,
-                            std::optional<int64_t>, std::string, double, bool>(
-            dec_kwargs, "Seq2SeqDualAttnTransformer: decoder_kwargs (DualAttnDecoderBlock)",
-            {"d_model", "n_heads_sa", "n_heads_ra", "n_heads_cross", "dff", "activation",
-             "dropout_rate", "norm_first"}));
+    decoder_blocks.emplace_back(DualAttnDecoderBlockOptions::from_kwargs(
+        dec_kwargs, "Seq2SeqDualAttnTransformer: decoder_kwargs (DualAttnDecoderBlock)"));
     decoder_list->push_back(decoder_blocks.back());
   }
   register_layers({{"symbol_retriever", symbol_retriever.ptr()},
@@ -311,15 +280,14 @@ void Seq2SeqDualAttnTransformerImpl::pretty_print(std::ostream& stream) const {
 
 std::tuple<torch::Tensor, torch::Tensor> Seq2SeqDualAttnTransformerImpl::forward(
     const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& targets) {
-  return forward_blocks(x, y, targets, [this](torch::Tensor source, torch::Tensor target) {
-    for (auto& block : encoder_blocks) {
-      source = block(source, symbol_retriever.forward(source));
-    }
-    for (auto& block : decoder_blocks) {
-      target = block(target, source, symbol_retriever.forward(target));
-    }
-    return target;
-  });
+  auto [source, target] = embed(x, y);  // [b, n, d], [b, m, d]
+  for (auto& block : encoder_blocks) {
+    source = block(source, symbol_retriever.forward(source));  // [b, n, d]
+  }
+  for (auto& block : decoder_blocks) {
+    target = block(target, source, symbol_retriever.forward(target));  // [b, m, d]
+  }
+  return logits_and_loss(final_out, target, targets, options.loss_ignore_idx(), owner_);
 }
 
 }  // namespace dual_attention

@@ -239,53 +239,30 @@ torch::Tensor RelationalSymbolicAttentionImpl::compute_causal_neighbor_mask(int6
 
 namespace {
 
-// Fills Options from kwargs after checking that every argument without a default is there (the
-// Options constructor's placeholders must never reach a module).
-template <class Options>
-Options options_from_kwargs(Options options, const Kwargs& kwargs, const char* owner,
-                            std::initializer_list<const char*> required) {
-  TORCH_CHECK(kwargs.is_null() || kwargs.is_object(), owner,
-              ": symbol_retrieval_kwargs must be a dict, got ", kwargs.dump());
-  for (const char* key : required) {
-    TORCH_CHECK(kwargs.is_object() && kwargs.contains(key), owner,
-                ": missing required keyword argument '", key, "' in symbol_retrieval_kwargs");
-  }
-  apply_kwargs(options, kwargs, owner);
-  return options;
+// A retriever built from symbol_retrieval_kwargs through its Options (the module's keywords).
+template <class Module>
+torch::nn::AnyModule make_retriever(const Kwargs& kwargs, const char* name) {
+  using Options = std::decay_t<decltype(std::declval<typename Module::Impl>().options)>;
+  return torch::nn::AnyModule(
+      Module(Options::from_kwargs(kwargs, std::string("symbol_retrieval_kwargs (") + name + ")")));
 }
 
 struct RetrieverEntry {
   const char* name;
   bool seq2seq_and_vision_only;
-  std::function<torch::nn::AnyModule(const Kwargs&)> make;
+  torch::nn::AnyModule (*make)(const Kwargs&, const char*);
+  const char* module_name;
 };
 
 const std::vector<RetrieverEntry>& retriever_table() {
   static const std::vector<RetrieverEntry> table = {
-      {"symbolic_attention", false,
-       [](const Kwargs& kw) {
-         return torch::nn::AnyModule(SymbolicAttention(
-             options_from_kwargs(SymbolicAttentionOptions(0, 0, 0), kw, "SymbolicAttention",
-                                 {"d_model", "n_heads", "n_symbols"})));
-       }},
-      {"rel_sym_attn", true,
-       [](const Kwargs& kw) {
-         return torch::nn::AnyModule(RelationalSymbolicAttention(options_from_kwargs(
-             RelationalSymbolicAttentionOptions(0, 0, 0, 0, 0), kw, "RelationalSymbolicAttention",
-             {"d_model", "rel_n_heads", "symbolic_attn_n_heads", "n_symbols", "nbhd_delta"})));
-       }},
-      {"positional_symbols", false,
-       [](const Kwargs& kw) {
-         return torch::nn::AnyModule(PositionalSymbolRetriever(
-             options_from_kwargs(PositionalSymbolRetrieverOptions(0, 0), kw,
-                                 "PositionalSymbolRetriever", {"symbol_dim", "max_length"})));
-       }},
-      {"position_relative", false,
-       [](const Kwargs& kw) {
-         return torch::nn::AnyModule(PositionRelativeSymbolRetriever(options_from_kwargs(
-             PositionRelativeSymbolRetrieverOptions(0, 0), kw, "PositionRelativeSymbolRetriever",
-             {"symbol_dim", "max_rel_pos"})));
-       }},
+      {"symbolic_attention", false, make_retriever<SymbolicAttention>, "SymbolicAttention"},
+      {"rel_sym_attn", true, make_retriever<RelationalSymbolicAttention>,
+       "RelationalSymbolicAttention"},
+      {"positional_symbols", false, make_retriever<PositionalSymbolRetriever>,
+       "PositionalSymbolRetriever"},
+      {"position_relative", false, make_retriever<PositionRelativeSymbolRetriever>,
+       "PositionRelativeSymbolRetriever"},
   };
   return table;
 }
@@ -306,7 +283,7 @@ torch::nn::AnyModule make_symbol_retriever(const std::string& name, const Kwargs
   std::ostringstream valid;
   for (const auto& entry : retriever_table()) {
     if (entry.seq2seq_and_vision_only && !allow_rel_sym_attn) continue;
-    if (name == entry.name) return entry.make(kwargs);
+    if (name == entry.name) return entry.make(kwargs, entry.module_name);
     valid << (valid.tellp() ? ", " : "") << "'" << entry.name << "'";
   }
   TORCH_CHECK(false, "symbol_retrieval '", name,

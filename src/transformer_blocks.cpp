@@ -234,6 +234,19 @@ torch::Tensor EncoderBlockImpl::forward(const torch::Tensor& x, const torch::Ten
                                    dropout);
 }
 
+torch::Tensor EncoderBlockImpl::forward_cached(const torch::Tensor& x,
+                                               const torch::Tensor& freqs_cos,
+                                               const torch::Tensor& freqs_sin, LayerCache& cache,
+                                               const CacheStep& step) {
+  detail::check_sequence_input(x, options.d_model(), "EncoderBlock", "x");
+  TORCH_CHECK(options.causal(), "EncoderBlock: forward_cached needs a causal block");
+  auto attend = [&](const torch::Tensor& input) {
+    return dropout(self_attn->forward_cached(input, freqs_cos, freqs_sin, cache, step));
+  };
+  return detail::encoder_residuals(x, options.norm_first(), attend, ff_block, norm1, norm2,
+                                   dropout);
+}
+
 // ---- DecoderBlock --------------------------------------------------------------------------
 
 DecoderBlockImpl::DecoderBlockImpl(const DecoderBlockOptions& options_) : options(options_) {

@@ -103,13 +103,7 @@ void VisionModelImpl<Derived, Options>::resolve_options() {
   TORCH_CHECK(o.n_layers() >= 0, owner_, ": n_layers must be >= 0, got ", o.n_layers());
   TORCH_CHECK(o.dropout_rate() >= 0.0 && o.dropout_rate() <= 1.0, owner_,
               ": dropout_rate must be in [0, 1], got ", o.dropout_rate());
-  const auto& pools = vision_pool_names();
-  if (std::find(pools.begin(), pools.end(), o.pool()) == pools.end()) {
-    std::ostringstream valid;
-    for (const auto& name : pools) valid << (valid.tellp() ? ", " : "") << "'" << name << "'";
-    TORCH_CHECK(false, owner_, ": pool '", o.pool(), "' is not valid; expected one of ",
-                valid.str());
-  }
+  check_one_of(owner_, "pool", o.pool(), vision_pool_names());
   img_channels = image_shape[0];
   img_width = image_shape[1];
   img_height = image_shape[2];
@@ -138,11 +132,9 @@ void VisionModelImpl<Derived, Options>::register_blocks(const torch::nn::ModuleL
 }
 
 template <class Derived, class Options>
-torch::Tensor VisionModelImpl<Derived, Options>::forward_blocks(
-    const torch::Tensor& x, const std::function<torch::Tensor(torch::Tensor)>& run_blocks) {
+torch::Tensor VisionModelImpl<Derived, Options>::embed(const torch::Tensor& x) {
   check_image(x, *this, owner_);
-  auto h = run_blocks(embed_image(x, *this));        // [b, n+1, d]
-  return final_out(pool_tokens(h, options.pool()));  // [b, num_classes]
+  return embed_image(x, *this);  // [b, n + 1, d]
 }
 
 template <class Derived, class Options>
@@ -161,12 +153,6 @@ template class VisionModelImpl<VisionDualAttnTransformerImpl, VisionDualAttnTran
 }  // namespace detail
 
 // ---- VisionTransformer ---------------------------------------------------------------------
-
-VisionTransformerOptions VisionTransformerOptions::from_kwargs(const Kwargs& kwargs) {
-  return options_from_kwargs<VisionTransformerOptions, std::vector<int64_t>, std::vector<int64_t>,
-                             int64_t, int64_t, int64_t, int64_t, std::optional<int64_t>, double,
-                             std::string, bool>(kwargs, "VisionTransformer", required_keywords);
-}
 
 VisionTransformerImpl::VisionTransformerImpl(const VisionTransformerOptions& options_)
     : VisionModelImpl(options_, "VisionTransformer") {
@@ -201,21 +187,12 @@ void VisionTransformerImpl::pretty_print(std::ostream& stream) const {
 }
 
 torch::Tensor VisionTransformerImpl::forward(const torch::Tensor& x) {
-  return forward_blocks(x, [this](torch::Tensor h) {
-    for (auto& block : encoder_blocks) h = block(h);
-    return h;
-  });
+  auto h = embed(x);                                 // [b, n + 1, d]
+  for (auto& block : encoder_blocks) h = block(h);   // [b, n + 1, d]
+  return final_out(pool_tokens(h, options.pool()));  // [b, num_classes]
 }
 
 // ---- VisionDualAttnTransformer -------------------------------------------------------------
-
-VisionDualAttnTransformerOptions VisionDualAttnTransformerOptions::from_kwargs(
-    const Kwargs& kwargs) {
-  return options_from_kwargs<VisionDualAttnTransformerOptions, std::vector<int64_t>,
-                             std::vector<int64_t>, int64_t, int64_t, int64_t, int64_t, int64_t,
-                             std::optional<int64_t>, double, std::string, bool, std::string,
-                             Kwargs>(kwargs, "VisionDualAttnTransformer", required_keywords);
-}
 
 VisionDualAttnTransformerImpl::VisionDualAttnTransformerImpl(
     const VisionDualAttnTransformerOptions& options_)
@@ -258,10 +235,9 @@ void VisionDualAttnTransformerImpl::pretty_print(std::ostream& stream) const {
 }
 
 torch::Tensor VisionDualAttnTransformerImpl::forward(const torch::Tensor& x) {
-  return forward_blocks(x, [this](torch::Tensor h) {
-    for (auto& block : encoder_blocks) h = block(h, symbol_retriever.forward(h));
-    return h;
-  });
+  auto h = embed(x);                                                             // [b, n + 1, d]
+  for (auto& block : encoder_blocks) h = block(h, symbol_retriever.forward(h));  // [b, n + 1, d]
+  return final_out(pool_tokens(h, options.pool()));                              // [b, num_classes]
 }
 
 }  // namespace dual_attention

@@ -7,6 +7,7 @@
 #include <optional>
 #include <tuple>
 
+#include "dual_attention/kv_cache.h"
 #include "dual_attention/kwargs.h"
 
 namespace dual_attention {
@@ -41,6 +42,14 @@ struct AttentionOptions {
     v("add_bias_out", add_bias_out_);
     v("total_n_heads", total_n_heads_);
   }
+
+  // Attention(**kwargs): the constructor takes the required keywords (the first fields() above), of
+  // these types; a missing or unknown keyword or a value of the wrong type is an error naming it.
+  using required_types = std::tuple<int64_t, int64_t, double>;
+  static AttentionOptions from_kwargs(const Kwargs& kwargs,
+                                      const std::string& owner = "Attention") {
+    return options_from_kwargs<AttentionOptions>(kwargs, owner);
+  }
 };
 
 class AttentionImpl : public torch::nn::Cloneable<AttentionImpl> {
@@ -60,6 +69,15 @@ class AttentionImpl : public torch::nn::Cloneable<AttentionImpl> {
       const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
       const torch::Tensor& freqs_cos = {}, const torch::Tensor& freqs_sin = {},
       const torch::Tensor& attn_mask = {}, bool is_causal = false, bool need_weights = false);
+
+  // Incremental decoding (self-attention, query = key = value = x): x [b, t, d_model] are the new
+  // tokens, at slots [step.start, step.start + t) of `cache` (keys after RoPE and values, at
+  // n_kv_heads heads); freqs [t, key_dim / 2] or [b, t, key_dim / 2] are their RoPE angles.
+  // Returns [b, t, head_dim * n_heads]: what forward() of the whole sequence gives at those
+  // positions. Inference only (no dropout).
+  torch::Tensor forward_cached(const torch::Tensor& x, const torch::Tensor& freqs_cos,
+                               const torch::Tensor& freqs_sin, LayerCache& cache,
+                               const CacheStep& step);
 
   AttentionOptions options;
   // Resolved sizes (defaults applied).

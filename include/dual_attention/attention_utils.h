@@ -18,9 +18,10 @@ torch::Tensor repeat_kv(const torch::Tensor& x, int64_t n_rep);
 std::tuple<torch::Tensor, torch::Tensor> precompute_freqs_cis(int64_t dim, int64_t end,
                                                               double theta = 10000.0);
 
-// Rotates xq, xk ([b, s, h, d]) by the angles of (freqs_cos, freqs_sin) ([s, d / 2]); dims 2i, 2i+1
-// form one complex number. Computed in float32, or float64 for float64 inputs (the reference always
-// uses float32), and returned in the inputs' dtypes.
+// Rotates xq, xk ([b, s, h, d]) by the angles of (freqs_cos, freqs_sin): [s, d / 2], or
+// [b, s, d / 2] for angles that differ per row (left-padded batches); dims 2i, 2i+1 form one
+// complex number. Computed in float32, or float64 for float64 inputs (the reference always uses
+// float32), and returned in the inputs' dtypes.
 std::tuple<torch::Tensor, torch::Tensor> apply_rotary_emb(const torch::Tensor& xq,
                                                           const torch::Tensor& xk,
                                                           const torch::Tensor& freqs_cos,
@@ -47,6 +48,10 @@ HeadLayout resolve_heads(const char* owner, int64_t d_model, int64_t n_heads,
 // causal mask; attn_mask with is_causal, a non-boolean mask or a misshapen one is an error.
 torch::Tensor resolve_attn_mask(const torch::Tensor& attn_mask, bool is_causal, int64_t q_len,
                                 int64_t k_len, torch::Device device, const char* owner);
+
+// The one causal mask: boolean [q_len, k_len], True at (i, j) when j <= i + offset (query i sits at
+// key position i + offset: 0 for a whole sequence, the cached length when decoding).
+torch::Tensor causal_mask(int64_t q_len, int64_t k_len, int64_t offset, torch::Device device);
 
 // Adds -inf where `mask` is False to `scores` ([..., q_len, k_len]).
 torch::Tensor apply_additive_mask(const torch::Tensor& scores, const torch::Tensor& mask);

@@ -46,6 +46,15 @@ struct DualAttentionOptions {
     v("share_attn_params", share_attn_params_);
     v("ra_type", ra_type_);
   }
+
+  // DualAttention(**kwargs): the constructor takes the required keywords (the first fields()
+  // above), of these types; a missing or unknown keyword or a value of the wrong type is an error
+  // naming it.
+  using required_types = std::tuple<int64_t, int64_t, int64_t, double>;
+  static DualAttentionOptions from_kwargs(const Kwargs& kwargs,
+                                          const std::string& owner = "DualAttention") {
+    return options_from_kwargs<DualAttentionOptions>(kwargs, owner);
+  }
 };
 
 class DualAttentionImpl : public torch::nn::Cloneable<DualAttentionImpl> {
@@ -68,6 +77,13 @@ class DualAttentionImpl : public torch::nn::Cloneable<DualAttentionImpl> {
       const torch::Tensor& attn_mask = {}, bool is_causal = false,
       const torch::Tensor& freqs_cos = {}, const torch::Tensor& freqs_sin = {},
       bool need_weights = false);
+
+  // Incremental decoding: x [b, t, d_model] the new tokens at slots [step.start, step.start + t);
+  // symbols and freqs as the relational module's forward_cached takes them. Each half keeps its own
+  // cache. Returns [b, t, d_model]. Inference only.
+  torch::Tensor forward_cached(const torch::Tensor& x, const torch::Tensor& symbols,
+                               const torch::Tensor& freqs_cos, const torch::Tensor& freqs_sin,
+                               LayerCache& sa_cache, LayerCache& ra_cache, const CacheStep& step);
 
   DualAttentionOptions options;
   bool use_self_attn = false, use_rel_attn = false;

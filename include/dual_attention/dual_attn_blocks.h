@@ -63,6 +63,16 @@ struct DualAttnEncoderBlockOptions {
     v("bias", bias_);
     v("causal", causal_);
   }
+
+  // DualAttnEncoderBlock(**kwargs): the constructor takes the required keywords (the first fields()
+  // above), of these types; a missing or unknown keyword or a value of the wrong type is an error
+  // naming it.
+  using required_types =
+      std::tuple<int64_t, int64_t, int64_t, std::optional<int64_t>, std::string, double, bool>;
+  static DualAttnEncoderBlockOptions from_kwargs(
+      const Kwargs& kwargs, const std::string& owner = "DualAttnEncoderBlock") {
+    return options_from_kwargs<DualAttnEncoderBlockOptions>(kwargs, owner);
+  }
 };
 
 class DualAttnEncoderBlockImpl : public torch::nn::Cloneable<DualAttnEncoderBlockImpl> {
@@ -77,6 +87,12 @@ class DualAttnEncoderBlockImpl : public torch::nn::Cloneable<DualAttnEncoderBloc
   // x [b, n, d_model]; symbols as DualAttention takes them; freqs [n, head_dim / 2] apply RoPE.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& symbols,
                         const torch::Tensor& freqs_cos = {}, const torch::Tensor& freqs_sin = {});
+
+  // Incremental decoding: the block's forward for new tokens x [b, t, d_model] at slots
+  // [step.start, step.start + t) (see DualAttention::forward_cached).
+  torch::Tensor forward_cached(const torch::Tensor& x, const torch::Tensor& symbols,
+                               const torch::Tensor& freqs_cos, const torch::Tensor& freqs_sin,
+                               LayerCache& sa_cache, LayerCache& ra_cache, const CacheStep& step);
 
   DualAttnEncoderBlockOptions options;
   torch::nn::Dropout dropout{nullptr};
@@ -137,6 +153,16 @@ struct DualAttnDecoderBlockOptions {
     v("share_attn_params", share_attn_params_);
     v("bias", bias_);
     v("causal", causal_);
+  }
+
+  // DualAttnDecoderBlock(**kwargs): the constructor takes the required keywords (the first fields()
+  // above), of these types; a missing or unknown keyword or a value of the wrong type is an error
+  // naming it.
+  using required_types = std::tuple<int64_t, int64_t, int64_t, int64_t, std::optional<int64_t>,
+                                    std::string, double, bool>;
+  static DualAttnDecoderBlockOptions from_kwargs(
+      const Kwargs& kwargs, const std::string& owner = "DualAttnDecoderBlock") {
+    return options_from_kwargs<DualAttnDecoderBlockOptions>(kwargs, owner);
   }
 };
 

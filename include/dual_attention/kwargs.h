@@ -16,6 +16,7 @@
 #include <sstream>
 #include <string>
 #include <tuple>
+#include <typeinfo>
 #include <vector>
 
 namespace dual_attention {
@@ -42,7 +43,8 @@ inline std::string json_type_name(const Kwargs& v) {
 
 inline void read_kwarg(const std::string& owner, const std::string& key, const Kwargs& v,
                        int64_t& out) {
-  if (!v.is_number_integer()) bad_kwarg(owner, key, v, "an int");
+  if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX)))
+    bad_kwarg(owner, key, v, "an int (64-bit)");
   out = v.get<int64_t>();
 }
 inline void read_kwarg(const std::string& owner, const std::string& key, const Kwargs& v,
@@ -50,10 +52,17 @@ inline void read_kwarg(const std::string& owner, const std::string& key, const K
   if (!v.is_number() || v.is_boolean()) bad_kwarg(owner, key, v, "a float");
   out = v.get<double>();
 }
+// A bool keyword takes true/false, and also the ints 0 and 1: Python code passes them for flags
+// (`norm_first=1`), the reference accepts them and its mixin writes them to config.json as given.
+// Any other value (2, 1.0, "yes") is an error.
+inline bool is_bool_like(const Kwargs& v) {
+  return v.is_boolean() ||
+         (v.is_number_integer() && (v.get<int64_t>() == 0 || v.get<int64_t>() == 1));
+}
 inline void read_kwarg(const std::string& owner, const std::string& key, const Kwargs& v,
                        bool& out) {
-  if (!v.is_boolean()) bad_kwarg(owner, key, v, "a bool");
-  out = v.get<bool>();
+  if (!is_bool_like(v)) bad_kwarg(owner, key, v, "a bool (true, false, 0 or 1)");
+  out = v.is_boolean() ? v.get<bool>() : v.get<int64_t>() == 1;
 }
 inline void read_kwarg(const std::string& owner, const std::string& key, const Kwargs& v,
                        std::string& out) {
@@ -65,7 +74,9 @@ inline void read_kwarg(const std::string& owner, const std::string& key, const K
   if (!v.is_array()) bad_kwarg(owner, key, v, "a list of ints");
   out.clear();
   for (const auto& e : v) {
-    if (!e.is_number_integer()) bad_kwarg(owner, key, v, "a list of ints");
+    if (!e.is_number_integer() ||
+        (e.is_number_unsigned() && e.get<uint64_t>() > uint64_t(INT64_MAX)))
+      bad_kwarg(owner, key, v, "a list of ints");
     out.push_back(e.get<int64_t>());
   }
 }
@@ -130,20 +141,49 @@ Kwargs to_kwargs(Options options) {
   return out;
 }
 
-// Builds an Options struct whose constructor takes the keywords `required`, in that order and of
-// types Args, from a kwargs dict; the other keywords are then applied. A missing required keyword
-// is an error naming it, as Python's TypeError does.
-//   auto o = options_from_kwargs<AttentionOptions, int64_t, int64_t, double>(
-//       kwargs, "Attention", {"d_model", "n_heads", "dropout"});
-template <class Options, class... Args>
-Options options_from_kwargs(const Kwargs& kwargs, const std::string& owner,
-                            const std::array<const char*, sizeof...(Args)>& required) {
+// Each Options struct also names the types of its constructor's arguments,
+//   using required_types = std::tuple<int64_t, int64_t, double>;
+// which are the reference's required keywords: the first fields() of the struct, in order. The
+// keywords, their order and their types are thus written once, on the Options, and everything else
+// (from_kwargs, the Python signatures, config.json) is derived from them.
+
+// Options with placeholder (zero) values for the required keywords and the defaults for the rest.
+template <class Options>
+Options placeholder_options() {
+  return std::make_from_tuple<Options>(typename Options::required_types{});
+}
+
+// The names of the required keywords of Options (its constructor's arguments), in order.
+template <class Options>
+std::vector<std::string> required_keywords() {
+  using Required = typename Options::required_types;
+  constexpr std::size_t n = std::tuple_size_v<Required>;
+  const auto types = std::apply(
+      [](const auto&... value) { return std::array<const std::type_info*, n>{&typeid(value)...}; },
+      Required{});
+  std::vector<std::string> names;
+  placeholder_options<Options>().fields([&](const char* name, auto& field) {
+    if (names.size() == n) return;
+    TORCH_INTERNAL_ASSERT(typeid(field) == *types[names.size()],
+                          "required_types of the Options of '", name,
+                          "' do not match its fields()");
+    names.emplace_back(name);
+  });
+  return names;
+}
+
+// Python's Module(**kwargs): Options built from a kwargs dict. A missing required keyword is an
+// error naming it, as Python's TypeError does; then the other keywords are applied (apply_kwargs).
+// Options::from_kwargs calls it with the module's name as `owner`.
+template <class Options>
+Options options_from_kwargs(const Kwargs& kwargs, const std::string& owner) {
   TORCH_CHECK(kwargs.is_null() || kwargs.is_object(), owner,
               ": keyword arguments must be a dict, got ", kwargs.dump());
-  std::tuple<Args...> values;
+  const std::vector<std::string> required = required_keywords<Options>();
+  typename Options::required_types values;
   std::size_t i = 0;
   auto read_required = [&](auto& value) {
-    const char* key = required[i++];
+    const std::string& key = required[i++];
     TORCH_CHECK(kwargs.is_object() && kwargs.contains(key), owner, ": missing required argument '",
                 key, "'");
     detail::read_kwarg(owner, key, kwargs[key], value);
@@ -152,6 +192,20 @@ Options options_from_kwargs(const Kwargs& kwargs, const std::string& owner,
   Options options = std::make_from_tuple<Options>(values);
   apply_kwargs(options, kwargs, owner);
   return options;
+}
+
+// An option string (ra_type, pos_enc_type, pool, ...) checked against its one table of valid names:
+// the error names the owner, the argument, the value and every valid name, e.g.
+//   DualAttention: ra_type 'xyz' is not valid; expected one of 'relational_attention', 'rca', ...
+inline void check_one_of(const std::string& owner, const char* argument, const std::string& value,
+                         const std::vector<std::string>& valid) {
+  for (const auto& name : valid) {
+    if (name == value) return;
+  }
+  std::ostringstream names;
+  for (const auto& name : valid) names << (names.tellp() ? ", " : "") << "'" << name << "'";
+  TORCH_CHECK(false, owner, ": ", argument, " '", value, "' is not valid; expected one of ",
+              names.str());
 }
 
 // Keywords a composite module sets itself (e.g. DualAttention passes d_model and n_heads to its

@@ -21,6 +21,7 @@
 #include "dual_attention/detail/model_common.h"
 #include "dual_attention/dual_attn_blocks.h"
 #include "dual_attention/io/state_dict.h"
+#include "dual_attention/kv_cache.h"
 #include "dual_attention/kwargs.h"
 #include "dual_attention/pretrained.h"
 #include "dual_attention/transformer_blocks.h"
@@ -114,15 +115,52 @@ struct DualAttnTransformerLMOptions {
     v("bias", bias_);
   }
 
-  // The constructor's arguments (keywords without a default), in order.
-  static constexpr std::array<const char*, 11> required_keywords = {
-      "vocab_size", "d_model",       "n_layers",
-      "n_heads_sa", "n_heads_ra",    "symbol_retrieval_kwargs",
-      "dff",        "dropout_rate",  "activation",
-      "norm_first", "max_block_size"};
-  // DualAttnTransformerLM(**kwargs): a missing required keyword, an unknown one or a value of the
-  // wrong type is an error naming it.
-  static DualAttnTransformerLMOptions from_kwargs(const Kwargs& kwargs);
+  // DualAttnTransformerLM(**kwargs): the constructor takes the required keywords (the first
+  // fields() above), of these types; a missing or unknown keyword or a value of the wrong type is
+  // an error naming it.
+  using required_types = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, Kwargs,
+                                    std::optional<int64_t>, double, std::string, bool, int64_t>;
+  static DualAttnTransformerLMOptions from_kwargs(
+      const Kwargs& kwargs, const std::string& owner = "DualAttnTransformerLM") {
+    return options_from_kwargs<DualAttnTransformerLMOptions>(kwargs, owner);
+  }
+};
+
+// The KV cache of a language model for one generation (generation.h fills and reads it through the
+// models' forward_cached). Each row is left-padded: slot s of row r holds position s - padding[r].
+// Each attention module's tensors are preallocated at the first step for `capacity` slots; their
+// size in bytes, with B rows, T = capacity slots and e bytes per element:
+//   TransformerLM:         n_layers * B * T * n_kv_heads * (key_dim + head_dim) * e
+//   DualAttnTransformerLM: n_layers * B * T * e * (g_sa * (key_dim_sa + head_dim)      [self-attn]
+//                                     + g_ra * (key_dim_ra + head_dim) + n_heads_ra * head_dim)
+//   (relational: attention keys, W_s s_j, and relation keys of n_relations * rel_proj_dim =
+//   n_heads_ra * head_dim), plus (2 max_rel_pos + 1) * g_ra * head_dim * e per layer with
+//   position-relative symbols; head_dim = d_model / (n_heads_sa + n_heads_ra), g = n_kv_heads.
+// 'rca' keeps k and W_s s_j; 'disrca' also relation keys at g_ra * head_dim. nbytes() reports it.
+struct LMCache {
+  // One per attention module: DualAttnTransformerLM 2 per layer (self-attention, relational),
+  // TransformerLM 1 per layer.
+  std::vector<LayerCache> layers;
+  int64_t capacity = 0;   // slots per row (<= max_block_size)
+  int64_t length = 0;     // slots filled
+  torch::Tensor padding;  // [b] int64 left-padding slots per row; undefined: none
+  int64_t batch_size = 0;
+
+  // Empties the cache for a new prompt window (the storage is kept); padding as above.
+  void reset(torch::Tensor new_padding = {}) {
+    length = 0;
+    padding = std::move(new_padding);
+  }
+  // Bytes held by the cache tensors.
+  int64_t nbytes() const {
+    int64_t total = 0;
+    for (const auto& l : layers) {
+      for (const auto* t : {&l.k, &l.v, &l.k_rel, &l.sv, &l.sv_table}) {
+        if (t->defined()) total += t->numel() * static_cast<int64_t>(t->element_size());
+      }
+    }
+    return total;
+  }
 };
 
 namespace detail {
@@ -130,7 +168,7 @@ namespace detail {
 // What DualAttnTransformerLM and TransformerLM share: the token embedding tied to the output layer,
 // the positions (a learned embedding or RoPE tables), the final norm, and everything done with a
 // built model. `Derived` builds its blocks in reset() (through check_options and register_layers)
-// and runs them in forward() (through forward_blocks). Instantiated for the two models only.
+// and runs them in its own forward() and forward_cached(). Instantiated for the two models only.
 template <class Derived, class Options>
 class LanguageModelImpl : public torch::nn::Cloneable<Derived>, public io::NonPersistentBuffers {
  public:
@@ -148,12 +186,18 @@ class LanguageModelImpl : public torch::nn::Cloneable<Derived>, public io::NonPe
   std::shared_ptr<torch::nn::Module> clone(
       const std::optional<torch::Device>& device = std::nullopt) const override;
 
-  // Appends max_new_tokens tokens to idx ([b, t]), each sampled (torch::multinomial, the global
-  // generator) from softmax(logits / temperature) of the last position, keeping only the top_k
-  // largest logits when top_k is given; the context is cropped to the last max_block_size tokens.
-  // top_k = 1 is greedy decoding. Runs without grad; call eval() first (from_pretrained does).
+  // The reference's generate: appends max_new_tokens tokens to idx ([b, t]), each sampled
+  // (torch::multinomial, the global generator) from softmax(logits / temperature) of the last
+  // position, keeping only the top_k largest logits when top_k is given; the context is cropped to
+  // the last max_block_size tokens. top_k = 1 is greedy decoding. Runs without grad with a KV cache
+  // (generation.h; its logits equal the full forward's); call eval() first (from_pretrained does).
+  // Errors: temperature <= 0, top_k < 1, max_new_tokens < 0, bad token ids.
   torch::Tensor generate(torch::Tensor idx, int64_t max_new_tokens, double temperature = 1.0,
                          std::optional<int64_t> top_k = std::nullopt);
+
+  // A cache for `batch_size` rows of `capacity` slots (1 <= capacity <= max_block_size), with
+  // `padding` as LMCache::padding. Tensors are allocated by the first forward_cached.
+  LMCache make_cache(int64_t batch_size, int64_t capacity, torch::Tensor padding = {}) const;
 
   // Number of parameters (each shared tensor once); non_embedding leaves out the positional
   // embedding (the token embedding stays: it is the output layer too).
@@ -187,12 +231,19 @@ class LanguageModelImpl : public torch::nn::Cloneable<Derived>, public io::NonPe
   // dropout, middle..., norm, final_out[, positional_embedder]. RoPE tables get head_dim
   // d_model / n_heads; `heads_argument` names n_heads in the error when it is not positive.
   void register_layers(const NamedModules& middle, int64_t n_heads, const char* heads_argument);
-  // idx [b, t] -> (logits [b, t, vocab_size], loss), with `run_blocks(x, cos, sin)` between the
-  // embedding and the final norm (cos, sin: RoPE angles of the first t positions, or undefined).
-  std::tuple<torch::Tensor, torch::Tensor> forward_blocks(
-      const torch::Tensor& idx, const torch::Tensor& targets,
-      const std::function<torch::Tensor(torch::Tensor, const torch::Tensor&, const torch::Tensor&)>&
-          run_blocks);
+  // idx as int64 token ids [b, t] after checking shape, dtype, range and t <= max_block_size.
+  torch::Tensor token_ids(const torch::Tensor& idx) const;
+  // The token embedding plus the positions ([t] or [b, t] int64): x [b, t, d_model] (learned
+  // positions added), and the RoPE angles of the positions (cos, sin: [t | b, t, head_dim / 2];
+  // undefined with pos_emb).
+  std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> embed(const torch::Tensor& ids,
+                                                                const torch::Tensor& positions);
+  // Mean cross-entropy of logits [b, t, vocab] against targets [b, t] (-1 ignored); undefined
+  // without targets.
+  torch::Tensor loss(const torch::Tensor& logits, const torch::Tensor& targets) const;
+  // The step of t new tokens into `cache`: their positions [b, t] and the CacheStep (mask).
+  std::tuple<torch::Tensor, CacheStep> cache_step(const LMCache& cache, int64_t batch,
+                                                  int64_t t) const;
 
   const char* owner_;
 };
@@ -213,6 +264,13 @@ class DualAttnTransformerLMImpl
   // `targets` ([b, t], -1 = ignore), or an undefined tensor when no targets are given.
   std::tuple<torch::Tensor, torch::Tensor> forward(const torch::Tensor& idx,
                                                    const torch::Tensor& targets = {});
+
+  // Incremental decoding: the logits of new tokens idx [b, t] written at slots [cache.length,
+  // cache.length + t) of `cache` (then cache.length += t), for the last `logits_to_keep` positions
+  // (0: all): [b, keep, vocab_size]. Equal to forward() of the whole context at those positions.
+  // Inference only (no grad, no dropout).
+  torch::Tensor forward_cached(const torch::Tensor& idx, LMCache& cache,
+                               int64_t logits_to_keep = 0);
 
   // `blocks` holds DualAttnEncoderBlocks; symbol_retrievers the retrievers below, once each.
   torch::nn::ModuleList symbol_retrievers{nullptr};
@@ -283,11 +341,15 @@ struct TransformerLMOptions {
     v("block_kwargs", block_kwargs_);
   }
 
-  static constexpr std::array<const char*, 9> required_keywords = {
-      "vocab_size",   "d_model",    "n_layers",   "n_heads",       "dff",
-      "dropout_rate", "activation", "norm_first", "max_block_size"};
-  // TransformerLM(**kwargs), with the errors of DualAttnTransformerLMOptions::from_kwargs.
-  static TransformerLMOptions from_kwargs(const Kwargs& kwargs);
+  // TransformerLM(**kwargs): the constructor takes the required keywords (the first fields()
+  // above), of these types; a missing or unknown keyword or a value of the wrong type is an error
+  // naming it.
+  using required_types = std::tuple<int64_t, int64_t, int64_t, int64_t, std::optional<int64_t>,
+                                    double, std::string, bool, int64_t>;
+  static TransformerLMOptions from_kwargs(const Kwargs& kwargs,
+                                          const std::string& owner = "TransformerLM") {
+    return options_from_kwargs<TransformerLMOptions>(kwargs, owner);
+  }
 };
 
 class TransformerLMImpl
@@ -300,6 +362,9 @@ class TransformerLMImpl
   void pretty_print(std::ostream& stream) const override;
   std::tuple<torch::Tensor, torch::Tensor> forward(const torch::Tensor& idx,
                                                    const torch::Tensor& targets = {});
+  // As DualAttnTransformerLMImpl::forward_cached.
+  torch::Tensor forward_cached(const torch::Tensor& idx, LMCache& cache,
+                               int64_t logits_to_keep = 0);
 };
 
 extern template class detail::LanguageModelImpl<TransformerLMImpl, TransformerLMOptions>;

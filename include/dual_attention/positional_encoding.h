@@ -31,6 +31,15 @@ struct SinusoidalPositionalEncodingOptions {
     v("dropout", dropout_);
     v("max_len", max_len_);
   }
+
+  // SinusoidalPositionalEncoding(**kwargs): the constructor takes the required keywords (the first
+  // fields() above), of these types; a missing or unknown keyword or a value of the wrong type is
+  // an error naming it.
+  using required_types = std::tuple<int64_t>;
+  static SinusoidalPositionalEncodingOptions from_kwargs(
+      const Kwargs& kwargs, const std::string& owner = "SinusoidalPositionalEncoding") {
+    return options_from_kwargs<SinusoidalPositionalEncodingOptions>(kwargs, owner);
+  }
 };
 
 class SinusoidalPositionalEncodingImpl
@@ -74,6 +83,15 @@ struct LearnedPositionalEmbeddingsOptions {
     v("dropout", dropout_);
     v("max_len", max_len_);
   }
+
+  // LearnedPositionalEmbeddings(**kwargs): the constructor takes the required keywords (the first
+  // fields() above), of these types; a missing or unknown keyword or a value of the wrong type is
+  // an error naming it.
+  using required_types = std::tuple<int64_t>;
+  static LearnedPositionalEmbeddingsOptions from_kwargs(
+      const Kwargs& kwargs, const std::string& owner = "LearnedPositionalEmbeddings") {
+    return options_from_kwargs<LearnedPositionalEmbeddingsOptions>(kwargs, owner);
+  }
 };
 
 class LearnedPositionalEmbeddingsImpl
@@ -109,6 +127,15 @@ struct RelativePositionalEncodingOptions {
   void fields(Visitor&& v) {
     v("dim", dim_);
     v("max_rel_pos", max_rel_pos_);
+  }
+
+  // RelativePositionalEncoding(**kwargs): the constructor takes the required keywords (the first
+  // fields() above), of these types; a missing or unknown keyword or a value of the wrong type is
+  // an error naming it.
+  using required_types = std::tuple<int64_t, int64_t>;
+  static RelativePositionalEncodingOptions from_kwargs(
+      const Kwargs& kwargs, const std::string& owner = "RelativePositionalEncoding") {
+    return options_from_kwargs<RelativePositionalEncodingOptions>(kwargs, owner);
   }
 };
 

@@ -8,6 +8,7 @@
 #include <string>
 #include <tuple>
 
+#include "dual_attention/kv_cache.h"
 #include "dual_attention/kwargs.h"
 #include "dual_attention/model_utils.h"
 
@@ -58,6 +59,15 @@ struct RelationalAttentionOptions {
     v("symmetric_rels", symmetric_rels_);
     v("use_relative_positional_symbols", use_relative_positional_symbols_);
   }
+
+  // RelationalAttention(**kwargs): the constructor takes the required keywords (the first fields()
+  // above), of these types; a missing or unknown keyword or a value of the wrong type is an error
+  // naming it.
+  using required_types = std::tuple<int64_t, int64_t>;
+  static RelationalAttentionOptions from_kwargs(const Kwargs& kwargs,
+                                                const std::string& owner = "RelationalAttention") {
+    return options_from_kwargs<RelationalAttentionOptions>(kwargs, owner);
+  }
 };
 
 class RelationalAttentionImpl : public torch::nn::Cloneable<RelationalAttentionImpl> {
@@ -92,10 +102,21 @@ class RelationalAttentionImpl : public torch::nn::Cloneable<RelationalAttentionI
   // Returns (out [b, n, head_dim * n_heads], attn_scores [b, n_heads, n, n],
   // relations [b, n, n, n_relations]). With need_weights=false the scores and relations are not
   // returned (undefined tensors) and `implementation` chooses how the output is computed.
+  // Reads: check the inputs -> project (once) -> one of the three paths -> wo.
   std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> forward(
       const torch::Tensor& x, const torch::Tensor& symbols, const torch::Tensor& freqs_cos = {},
       const torch::Tensor& freqs_sin = {}, const torch::Tensor& attn_mask = {},
       bool is_causal = false, bool need_weights = true);
+
+  // Incremental decoding: x [b, t, d_model] are the new tokens, at slots [step.start, step.start +
+  // t) of `cache` (attention keys after RoPE, relation keys, W_s s_j); symbols [b, t, d_model] are
+  // theirs, or, with relative positional symbols, the whole (2 max_rel_pos + 1)-row table
+  // [2m + 1, d_model] of PositionRelativeSymbolRetriever (s_ij = table[clip(j - i) + m]), projected
+  // once per cache. freqs [t, key_dim / 2] or [b, t, key_dim / 2]. Returns [b, t, head_dim *
+  // n_heads], what forward() of the whole sequence gives at those positions. Inference only.
+  torch::Tensor forward_cached(const torch::Tensor& x, const torch::Tensor& symbols,
+                               const torch::Tensor& freqs_cos, const torch::Tensor& freqs_sin,
+                               LayerCache& cache, const CacheStep& step);
 
   // Not constructor keywords (the Options mirror the reference's): set them on the module.
   Implementation implementation = Implementation::Auto;
@@ -116,16 +137,36 @@ class RelationalAttentionImpl : public torch::nn::Cloneable<RelationalAttentionI
   torch::Tensor wr;  // [n_heads, head_dim, n_relations]
   torch::nn::Dropout attn_dropout{nullptr}, resid_dropout{nullptr};
 
+  // Everything the paths need from x and the symbols, each projection computed once (n queries,
+  // m keys; m = n except when decoding against a cache).
+  struct Projections {
+    torch::Tensor q;      // W_q^attn x, RoPE applied: [b, n, h, key_dim]
+    torch::Tensor k;      // W_k^attn x, RoPE applied: [b, m, n_kv_heads, key_dim]
+    torch::Tensor q_rel;  // W_q^rel x: [b, n, n_relations, rel_proj_dim]
+    torch::Tensor k_rel;  // W_k^rel x: [b, m, n_relations, rel_proj_dim] (q_rel if symmetric)
+    // W_s s_j: [b, m, n_kv_heads, head_dim]; relative symbols: W_s s_ij [n, m, n_kv_heads,
+    // head_dim]
+    torch::Tensor sv;
+    // Relative symbols for the blockwise path, raw [n, n, d_model] (it projects after attending:
+    // sum_j a_ij (W_s s_ij + b) = W_s sum_j a_ij s_ij + b sum_j a_ij); sv is then undefined.
+    torch::Tensor symbols;
+  };
+
  private:
   void check_inputs(const torch::Tensor& x, const torch::Tensor& symbols) const;
-  // The need_weights=false paths (src/relational_attention_fast.cpp): the heads' outputs
-  // [b, n, h, head_dim] before the output projection.
-  torch::Tensor attend_blockwise(const torch::Tensor& x, const torch::Tensor& symbols,
-                                 const torch::Tensor& freqs_cos, const torch::Tensor& freqs_sin,
-                                 const torch::Tensor& attn_mask, bool is_causal);
-  torch::Tensor attend_sdpa(const torch::Tensor& x, const torch::Tensor& symbols,
-                            const torch::Tensor& freqs_cos, const torch::Tensor& freqs_sin,
-                            const torch::Tensor& attn_mask, bool is_causal);
+  Implementation choose_implementation(const torch::Tensor& x, const torch::Tensor& attn_mask,
+                                       bool need_weights) const;
+  Projections project(const torch::Tensor& x, const torch::Tensor& symbols,
+                      const torch::Tensor& freqs_cos, const torch::Tensor& freqs_sin,
+                      bool raw_relative_symbols);
+  // The three paths. Each returns the heads' outputs [b, n, h, head_dim] before wo; materialize
+  // also returns attn_scores [b, h, n, m] and relations [b, n, m, n_relations]. `mask` is boolean,
+  // broadcastable to [b, 1, n, m]. Blockwise and SDPA: src/relational_attention_fast.cpp.
+  std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> attend_materialize(
+      const Projections& p, const torch::Tensor& mask);
+  torch::Tensor attend_blockwise(const Projections& p, const torch::Tensor& attn_mask,
+                                 bool is_causal);
+  torch::Tensor attend_sdpa(const Projections& p, const torch::Tensor& attn_mask, bool is_causal);
 };
 TORCH_MODULE(RelationalAttention);
 
@@ -168,6 +209,15 @@ struct RelationalCrossAttentionOptions {
     v("total_n_heads", total_n_heads_);
     v("use_relative_positional_symbols", use_relative_positional_symbols_);
   }
+
+  // RelationalCrossAttention(**kwargs): the constructor takes the required keywords (the first
+  // fields() above), of these types; a missing or unknown keyword or a value of the wrong type is
+  // an error naming it.
+  using required_types = std::tuple<int64_t, int64_t, double>;
+  static RelationalCrossAttentionOptions from_kwargs(
+      const Kwargs& kwargs, const std::string& owner = "RelationalCrossAttention") {
+    return options_from_kwargs<RelationalCrossAttentionOptions>(kwargs, owner);
+  }
 };
 
 class RelationalCrossAttentionImpl : public torch::nn::Cloneable<RelationalCrossAttentionImpl> {
@@ -186,6 +236,11 @@ class RelationalCrossAttentionImpl : public torch::nn::Cloneable<RelationalCross
                                                    const torch::Tensor& freqs_sin = {},
                                                    const torch::Tensor& attn_mask = {},
                                                    bool is_causal = false);
+
+  // Incremental decoding, as RelationalAttentionImpl::forward_cached (cache: k, sv or sv_table).
+  torch::Tensor forward_cached(const torch::Tensor& x, const torch::Tensor& symbols,
+                               const torch::Tensor& freqs_cos, const torch::Tensor& freqs_sin,
+                               LayerCache& cache, const CacheStep& step);
 
   RelationalCrossAttentionOptions options;
   int64_t n_kv_heads = 0, total_n_heads = 0, head_dim = 0, n_rep_kv = 0;
@@ -232,6 +287,15 @@ struct DisentangledRelationalCrossAttentionOptions {
     v("total_n_heads", total_n_heads_);
     v("use_relative_positional_symbols", use_relative_positional_symbols_);
   }
+
+  // DisentangledRelationalCrossAttention(**kwargs): the constructor takes the required keywords
+  // (the first fields() above), of these types; a missing or unknown keyword or a value of the
+  // wrong type is an error naming it.
+  using required_types = std::tuple<int64_t, int64_t, double>;
+  static DisentangledRelationalCrossAttentionOptions from_kwargs(
+      const Kwargs& kwargs, const std::string& owner = "DisentangledRelationalCrossAttention") {
+    return options_from_kwargs<DisentangledRelationalCrossAttentionOptions>(kwargs, owner);
+  }
 };
 
 class DisentangledRelationalCrossAttentionImpl
@@ -252,6 +316,12 @@ class DisentangledRelationalCrossAttentionImpl
       const torch::Tensor& x, const torch::Tensor& symbols, const torch::Tensor& freqs_cos = {},
       const torch::Tensor& freqs_sin = {}, const torch::Tensor& attn_mask = {},
       bool is_causal = false);
+
+  // Incremental decoding, as RelationalAttentionImpl::forward_cached (cache: k, k_rel, sv or
+  // sv_table).
+  torch::Tensor forward_cached(const torch::Tensor& x, const torch::Tensor& symbols,
+                               const torch::Tensor& freqs_cos, const torch::Tensor& freqs_sin,
+                               LayerCache& cache, const CacheStep& step);
 
   DisentangledRelationalCrossAttentionOptions options;
   int64_t n_kv_heads = 0, total_n_heads = 0, head_dim = 0, n_rep_kv = 0;

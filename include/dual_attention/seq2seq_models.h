@@ -45,7 +45,7 @@ namespace detail {
 // What Seq2SeqTransformer and Seq2SeqDualAttnTransformer share: the source and target embeddings
 // with their sinusoidal positions, the output layer, and everything done with a built model.
 // `Derived` builds its blocks in reset() (through build_embeddings and register_layers) and runs
-// them in forward() (through forward_blocks). Instantiated for the two models only.
+// them in its own forward(). Instantiated for the two models only.
 template <class Derived, class Options>
 class Seq2SeqModelImpl : public torch::nn::Cloneable<Derived> {
  public:
@@ -77,11 +77,8 @@ class Seq2SeqModelImpl : public torch::nn::Cloneable<Derived> {
   // beside them) and final_out as "layers", in the reference's order; for tie_weights, final_out
   // again under target_embedder (see the file comment).
   void register_layers(const NamedModules& middle);
-  // (x, y, targets) -> (logits, loss) with `run_blocks(source, target)` between the embeddings
-  // (source [b, n, d], target [b, m, d]) and final_out; it returns the decoded target.
-  std::tuple<torch::Tensor, torch::Tensor> forward_blocks(
-      const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& targets,
-      const std::function<torch::Tensor(torch::Tensor, torch::Tensor)>& run_blocks);
+  // The checked inputs embedded with their positions: (source [b, n, d], target [b, m, d]).
+  std::tuple<torch::Tensor, torch::Tensor> embed(const torch::Tensor& x, const torch::Tensor& y);
 
   const char* owner_;
 };
@@ -143,14 +140,15 @@ struct Seq2SeqTransformerOptions {
     v("loss_ignore_idx", loss_ignore_idx_);
   }
 
-  // The constructor arguments without a default, in order.
-  static constexpr std::array<const char*, 10> required_keywords = {
-      "input_spec",   "output_spec",    "d_model",        "out_dim",       "n_layers_enc",
-      "n_layers_dec", "encoder_kwargs", "decoder_kwargs", "in_block_size", "out_block_size"};
-  // Seq2SeqTransformer(**kwargs), as config.json stores them: a missing required keyword, an
-  // unknown one or a value of the wrong type is an error naming it; the others take the defaults
-  // above.
-  static Seq2SeqTransformerOptions from_kwargs(const Kwargs& kwargs);
+  // Seq2SeqTransformer(**kwargs): the constructor takes the required keywords (the first fields()
+  // above), of these types; a missing or unknown keyword or a value of the wrong type is an error
+  // naming it.
+  using required_types = std::tuple<Kwargs, Kwargs, int64_t, int64_t, int64_t, int64_t, Kwargs,
+                                    Kwargs, int64_t, int64_t>;
+  static Seq2SeqTransformerOptions from_kwargs(const Kwargs& kwargs,
+                                               const std::string& owner = "Seq2SeqTransformer") {
+    return options_from_kwargs<Seq2SeqTransformerOptions>(kwargs, owner);
+  }
 };
 
 class Seq2SeqTransformerImpl
@@ -245,12 +243,15 @@ struct Seq2SeqDualAttnTransformerOptions {
     v("loss_ignore_idx", loss_ignore_idx_);
   }
 
-  static constexpr std::array<const char*, 12> required_keywords = {
-      "input_spec",     "output_spec",    "symbol_retrieval", "symbol_retrieval_kwargs",
-      "d_model",        "out_dim",        "n_layers_enc",     "n_layers_dec",
-      "encoder_kwargs", "decoder_kwargs", "in_block_size",    "out_block_size"};
-  // See Seq2SeqTransformerOptions::from_kwargs.
-  static Seq2SeqDualAttnTransformerOptions from_kwargs(const Kwargs& kwargs);
+  // Seq2SeqDualAttnTransformer(**kwargs): the constructor takes the required keywords (the first
+  // fields() above), of these types; a missing or unknown keyword or a value of the wrong type is
+  // an error naming it.
+  using required_types = std::tuple<Kwargs, Kwargs, std::string, Kwargs, int64_t, int64_t, int64_t,
+                                    int64_t, Kwargs, Kwargs, int64_t, int64_t>;
+  static Seq2SeqDualAttnTransformerOptions from_kwargs(
+      const Kwargs& kwargs, const std::string& owner = "Seq2SeqDualAttnTransformer") {
+    return options_from_kwargs<Seq2SeqDualAttnTransformerOptions>(kwargs, owner);
+  }
 };
 
 class Seq2SeqDualAttnTransformerImpl

@@ -41,6 +41,15 @@ struct SymbolicAttentionOptions {
     v("scale", scale_);
     v("trainable_symbols", trainable_symbols_);
   }
+
+  // SymbolicAttention(**kwargs): the constructor takes the required keywords (the first fields()
+  // above), of these types; a missing or unknown keyword or a value of the wrong type is an error
+  // naming it.
+  using required_types = std::tuple<int64_t, int64_t, int64_t>;
+  static SymbolicAttentionOptions from_kwargs(const Kwargs& kwargs,
+                                              const std::string& owner = "SymbolicAttention") {
+    return options_from_kwargs<SymbolicAttentionOptions>(kwargs, owner);
+  }
 };
 
 class SymbolicAttentionImpl : public torch::nn::Cloneable<SymbolicAttentionImpl> {
@@ -89,6 +98,15 @@ struct PositionalSymbolRetrieverOptions {
     v("max_length", max_length_);
     v("sinusoidal", sinusoidal_);
   }
+
+  // PositionalSymbolRetriever(**kwargs): the constructor takes the required keywords (the first
+  // fields() above), of these types; a missing or unknown keyword or a value of the wrong type is
+  // an error naming it.
+  using required_types = std::tuple<int64_t, int64_t>;
+  static PositionalSymbolRetrieverOptions from_kwargs(
+      const Kwargs& kwargs, const std::string& owner = "PositionalSymbolRetriever") {
+    return options_from_kwargs<PositionalSymbolRetrieverOptions>(kwargs, owner);
+  }
 };
 
 class PositionalSymbolRetrieverImpl : public torch::nn::Cloneable<PositionalSymbolRetrieverImpl> {
@@ -124,6 +142,15 @@ struct PositionRelativeSymbolRetrieverOptions {
   void fields(Visitor&& v) {
     v("symbol_dim", symbol_dim_);
     v("max_rel_pos", max_rel_pos_);
+  }
+
+  // PositionRelativeSymbolRetriever(**kwargs): the constructor takes the required keywords (the
+  // first fields() above), of these types; a missing or unknown keyword or a value of the wrong
+  // type is an error naming it.
+  using required_types = std::tuple<int64_t, int64_t>;
+  static PositionRelativeSymbolRetrieverOptions from_kwargs(
+      const Kwargs& kwargs, const std::string& owner = "PositionRelativeSymbolRetriever") {
+    return options_from_kwargs<PositionRelativeSymbolRetrieverOptions>(kwargs, owner);
   }
 };
 
@@ -192,6 +219,15 @@ struct RelationalSymbolicAttentionOptions {
     v("dropout", dropout_);
     v("rel_scale", rel_scale_);
     v("symbolic_attn_scale", symbolic_attn_scale_);
+  }
+
+  // RelationalSymbolicAttention(**kwargs): the constructor takes the required keywords (the first
+  // fields() above), of these types; a missing or unknown keyword or a value of the wrong type is
+  // an error naming it.
+  using required_types = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t>;
+  static RelationalSymbolicAttentionOptions from_kwargs(
+      const Kwargs& kwargs, const std::string& owner = "RelationalSymbolicAttention") {
+    return options_from_kwargs<RelationalSymbolicAttentionOptions>(kwargs, owner);
   }
 };
 

@@ -36,6 +36,15 @@ struct FeedForwardBlockOptions {
     v("activation", activation_);
     v("use_bias", use_bias_);
   }
+
+  // FeedForwardBlock(**kwargs): the constructor takes the required keywords (the first fields()
+  // above), of these types; a missing or unknown keyword or a value of the wrong type is an error
+  // naming it.
+  using required_types = std::tuple<int64_t>;
+  static FeedForwardBlockOptions from_kwargs(const Kwargs& kwargs,
+                                             const std::string& owner = "FeedForwardBlock") {
+    return options_from_kwargs<FeedForwardBlockOptions>(kwargs, owner);
+  }
 };
 
 class FeedForwardBlockImpl : public torch::nn::Cloneable<FeedForwardBlockImpl> {
@@ -71,6 +80,13 @@ struct RMSNormOptions {
   void fields(Visitor&& v) {
     v("dim", dim_);
     v("eps", eps_);
+  }
+
+  // RMSNorm(**kwargs): the constructor takes the required keywords (the first fields() above), of
+  // these types; a missing or unknown keyword or a value of the wrong type is an error naming it.
+  using required_types = std::tuple<int64_t>;
+  static RMSNormOptions from_kwargs(const Kwargs& kwargs, const std::string& owner = "RMSNorm") {
+    return options_from_kwargs<RMSNormOptions>(kwargs, owner);
   }
 };
 
@@ -178,6 +194,16 @@ struct EncoderBlockOptions {
     v("causal", causal_);
     v("attn_kwargs", attn_kwargs_);
   }
+
+  // EncoderBlock(**kwargs): the constructor takes the required keywords (the first fields() above),
+  // of these types; a missing or unknown keyword or a value of the wrong type is an error naming
+  // it.
+  using required_types =
+      std::tuple<int64_t, int64_t, std::optional<int64_t>, double, std::string, bool>;
+  static EncoderBlockOptions from_kwargs(const Kwargs& kwargs,
+                                         const std::string& owner = "EncoderBlock") {
+    return options_from_kwargs<EncoderBlockOptions>(kwargs, owner);
+  }
 };
 
 class EncoderBlockImpl : public torch::nn::Cloneable<EncoderBlockImpl> {
@@ -193,6 +219,12 @@ class EncoderBlockImpl : public torch::nn::Cloneable<EncoderBlockImpl> {
   // explicit attention path (the weights themselves are not returned, as in the reference).
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& freqs_cos = {},
                         const torch::Tensor& freqs_sin = {}, bool need_weights = false);
+
+  // Incremental decoding: the block's forward for new tokens x [b, t, d_model] at slots
+  // [step.start, step.start + t) of the self-attention's `cache` (see Attention::forward_cached).
+  torch::Tensor forward_cached(const torch::Tensor& x, const torch::Tensor& freqs_cos,
+                               const torch::Tensor& freqs_sin, LayerCache& cache,
+                               const CacheStep& step);
 
   EncoderBlockOptions options;
   torch::nn::Dropout dropout{nullptr};
@@ -244,6 +276,16 @@ struct DecoderBlockOptions {
     v("norm_type", norm_type_);
     v("bias", bias_);
     v("causal", causal_);
+  }
+
+  // DecoderBlock(**kwargs): the constructor takes the required keywords (the first fields() above),
+  // of these types; a missing or unknown keyword or a value of the wrong type is an error naming
+  // it.
+  using required_types =
+      std::tuple<int64_t, int64_t, int64_t, std::optional<int64_t>, double, std::string, bool>;
+  static DecoderBlockOptions from_kwargs(const Kwargs& kwargs,
+                                         const std::string& owner = "DecoderBlock") {
+    return options_from_kwargs<DecoderBlockOptions>(kwargs, owner);
   }
 };
 

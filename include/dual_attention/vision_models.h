@@ -43,7 +43,7 @@ namespace detail {
 // What VisionTransformer and VisionDualAttnTransformer share: the sizes resolved from the options,
 // the patch embedding, class token and positions, the output layer, and everything done with a
 // built model. `Derived` builds its blocks in reset() (through resolve_options,
-// register_embeddings and register_blocks) and runs them in forward() (through forward_blocks).
+// register_embeddings and register_blocks) and runs them in its own forward().
 // Instantiated for the two models only.
 template <class Derived, class Options>
 class VisionModelImpl : public torch::nn::Cloneable<Derived> {
@@ -79,10 +79,9 @@ class VisionModelImpl : public torch::nn::Cloneable<Derived> {
   void register_embeddings();
   // Registers `blocks` as "encoder_blocks", then builds and registers final_out.
   void register_blocks(const torch::nn::ModuleList& blocks);
-  // x [b, channels, H, W] -> logits [b, num_classes], with `run_blocks(h)` between the embedding
-  // (h [b, n + 1, d_model]) and the pooling.
-  torch::Tensor forward_blocks(const torch::Tensor& x,
-                               const std::function<torch::Tensor(torch::Tensor)>& run_blocks);
+  // The checked image x [b, channels, H, W] as tokens: class token and patches with their
+  // positions, [b, n + 1, d_model].
+  torch::Tensor embed(const torch::Tensor& x);
 
   const char* owner_;
 };
@@ -147,14 +146,16 @@ struct VisionTransformerOptions {
     v("pool", pool_);
   }
 
-  // The constructor arguments without a default, in order.
-  static constexpr std::array<const char*, 10> required_keywords = {
-      "image_shape", "patch_size", "num_classes",  "d_model",    "n_layers",
-      "n_heads",     "dff",        "dropout_rate", "activation", "norm_first"};
-  // VisionTransformer(**kwargs), as config.json stores them (lists for the tuples): a missing
-  // required keyword, an unknown one or a value of the wrong type is an error naming it; the others
-  // take the defaults above.
-  static VisionTransformerOptions from_kwargs(const Kwargs& kwargs);
+  // VisionTransformer(**kwargs): the constructor takes the required keywords (the first fields()
+  // above), of these types; a missing or unknown keyword or a value of the wrong type is an error
+  // naming it.
+  using required_types =
+      std::tuple<std::vector<int64_t>, std::vector<int64_t>, int64_t, int64_t, int64_t, int64_t,
+                 std::optional<int64_t>, double, std::string, bool>;
+  static VisionTransformerOptions from_kwargs(const Kwargs& kwargs,
+                                              const std::string& owner = "VisionTransformer") {
+    return options_from_kwargs<VisionTransformerOptions>(kwargs, owner);
+  }
 };
 
 class VisionTransformerImpl
@@ -253,21 +254,16 @@ struct VisionDualAttnTransformerOptions {
     v("pool", pool_);
   }
 
-  static constexpr std::array<const char*, 13> required_keywords = {"image_shape",
-                                                                    "patch_size",
-                                                                    "num_classes",
-                                                                    "d_model",
-                                                                    "n_layers",
-                                                                    "n_heads_sa",
-                                                                    "n_heads_ra",
-                                                                    "dff",
-                                                                    "dropout_rate",
-                                                                    "activation",
-                                                                    "norm_first",
-                                                                    "symbol_retrieval",
-                                                                    "symbol_retrieval_kwargs"};
-  // See VisionTransformerOptions::from_kwargs.
-  static VisionDualAttnTransformerOptions from_kwargs(const Kwargs& kwargs);
+  // VisionDualAttnTransformer(**kwargs): the constructor takes the required keywords (the first
+  // fields() above), of these types; a missing or unknown keyword or a value of the wrong type is
+  // an error naming it.
+  using required_types =
+      std::tuple<std::vector<int64_t>, std::vector<int64_t>, int64_t, int64_t, int64_t, int64_t,
+                 int64_t, std::optional<int64_t>, double, std::string, bool, std::string, Kwargs>;
+  static VisionDualAttnTransformerOptions from_kwargs(
+      const Kwargs& kwargs, const std::string& owner = "VisionDualAttnTransformer") {
+    return options_from_kwargs<VisionDualAttnTransformerOptions>(kwargs, owner);
+  }
 };
 
 class VisionDualAttnTransformerImpl

@@ -3,7 +3,10 @@ C++ ``language_models.h``; reference: ``dual_attention.language_models``)."""
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -11,7 +14,37 @@ from torch import nn
 from . import _C
 from ._module import CppModule, PretrainedModel
 
-__all__ = ["DualAttnTransformerLM", "TransformerLM", "configure_optimizers"]
+__all__ = [
+    "DualAttnTransformerLM",
+    "TransformerLM",
+    "configure_optimizers",
+    "GenerationOutput",
+    "GenerationStep",
+]
+
+
+@dataclass
+class GenerationStep:
+    """What a streamer sees after each step (C++ ``GenerationStep``)."""
+
+    index: int  #: 0 for the first new token
+    tokens: List[int]  #: the new token of each row; -1 for a row that had stopped
+    logprobs: List[float]  #: log-probability of each new token (nan for stopped rows)
+    finished: List[bool]  #: whether the row stops with this token (or had stopped)
+
+
+@dataclass
+class GenerationOutput:
+    """What ``generate(..., return_dict_in_generate=True)`` returns (C++ ``GenerationOutput``)."""
+
+    sequences: torch.Tensor  #: [b, prompt_len + steps] left-padded prompts and new tokens
+    tokens: List[List[int]]  #: each row's new tokens, up to and including its eos / stop sequence
+    logprobs: torch.Tensor  #: [b, steps] float32 log-probability of each new token (nan after a stop)
+    scores: Optional[List[torch.Tensor]]  #: output_scores: per step [b, vocab] log-probabilities
+    finish_reasons: List[str]  #: "length", "eos", "stop" or "callback" per row
+
+
+_UNSET: Any = object()
 
 
 class _LanguageModel(PretrainedModel):
@@ -26,14 +59,148 @@ class _LanguageModel(PretrainedModel):
         return self._cpp_call("forward", x, targets)
 
     def generate(
-        self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: Optional[int] = None
-    ) -> torch.Tensor:
-        """Appends ``max_new_tokens`` tokens to ``idx`` ``[batch, len]``, each sampled from the
-        softmax of the last position's logits divided by ``temperature``, restricted to the
+        self,
+        idx: Union[torch.Tensor, Sequence[Sequence[int]]],
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: Optional[int] = None,
+        *,
+        do_sample: Optional[bool] = None,
+        top_p: Optional[float] = None,
+        min_p: Optional[float] = None,
+        repetition_penalty: float = 1.0,
+        seed: Optional[int] = None,
+        generator: Optional[torch.Generator] = None,
+        eos_token_id: Union[int, Sequence[int], None] = None,
+        stop_sequences: Optional[Sequence[Sequence[int]]] = None,
+        pad_token_id: Optional[int] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        use_cache: bool = True,
+        output_scores: bool = False,
+        streamer: Optional[Callable[[GenerationStep], Optional[bool]]] = None,
+        return_dict_in_generate: bool = False,
+    ) -> Union[torch.Tensor, GenerationOutput]:
+        """Appends up to ``max_new_tokens`` tokens to ``idx`` ``[batch, len]``.
+
+        Called as the reference's ``generate(idx, max_new_tokens, temperature=1.0, top_k=None)`` it
+        keeps its semantics: each token is sampled (``torch.multinomial``, the global generator) from
+        the softmax of the last position's logits divided by ``temperature``, restricted to the
         ``top_k`` largest when given (``top_k=1`` is greedy); the context is cropped to the last
-        ``max_block_size`` tokens. Runs without gradients; call ``eval()`` first. Returns
-        ``[batch, len + max_new_tokens]``."""
-        return self._cpp_call("generate", idx, max_new_tokens, temperature, top_k)
+        ``max_block_size`` tokens; returns ``[batch, len + max_new_tokens]``. It runs on a KV cache
+        whose logits equal the full forward's.
+
+        The keywords after ``*`` are Hugging Face ``generate``'s (C++ ``GenerationConfig``):
+
+        - ``do_sample`` (default: True, the reference's behaviour; False is greedy),
+          ``temperature`` (0 is greedy), ``top_k``, ``top_p`` (in (0, 1]), ``min_p`` (in [0, 1]),
+          ``repetition_penalty`` (1 = off);
+        - ``seed`` (a private generator: reproducible) or ``generator`` (a CPU ``torch.Generator``);
+        - ``eos_token_id`` (one id or several) and ``stop_sequences`` (token-id sequences): a row
+          stops after producing one (it is part of its output); ``pad_token_id`` fills the rest
+          (default: the first eos id, else 0);
+        - ``idx`` may be a list of prompts of different lengths, or a left-padded tensor with
+          ``attention_mask`` (1 = token, 0 = padding); each row gets the tokens it gets alone;
+        - ``streamer``: called with a :class:`GenerationStep` after each step; returning False
+          stops generation (see also :meth:`stream`);
+        - ``use_cache=False`` recomputes the whole context each step (the reference's way);
+        - ``output_scores`` adds each step's log-probabilities to the result;
+        - ``return_dict_in_generate`` returns a :class:`GenerationOutput` instead of the sequences.
+
+        Runs without gradients and leaves the training flag as it is; call ``eval()`` first.
+        Bad arguments raise RuntimeError naming the argument and the value.
+        """
+        extras = (
+            do_sample, top_p, min_p, seed, generator, eos_token_id, stop_sequences, pad_token_id,
+            attention_mask, streamer,
+        )
+        plain = (
+            all(e is None for e in extras)
+            and repetition_penalty == 1.0
+            and use_cache
+            and not output_scores
+            and not return_dict_in_generate
+            and isinstance(idx, torch.Tensor)
+        )
+        if plain:
+            return self._cpp_call("generate", idx, max_new_tokens, temperature, top_k)
+        prompts = _prompts(idx, attention_mask)
+        if isinstance(eos_token_id, int):
+            eos_token_id = [eos_token_id]
+        callback = None
+        if streamer is not None:
+
+            def callback(index, tokens, logprobs, finished):
+                go_on = streamer(GenerationStep(index, tokens, logprobs, finished))
+                return go_on is None or bool(go_on)
+
+        tree = self._tree
+        if tree.dirty:
+            tree.sync_training()
+        sequences, tokens, logprobs, scores, reasons = self._cpp._generate(
+            prompts, max_new_tokens, True if do_sample is None else do_sample, temperature, top_k,
+            top_p, min_p, repetition_penalty, seed, generator, list(eos_token_id or []),
+            [list(s) for s in (stop_sequences or [])], pad_token_id, use_cache, output_scores,
+            callback,
+        )
+        device = idx.device if isinstance(idx, torch.Tensor) else next(self.parameters()).device
+        sequences = sequences.to(device)
+        if not return_dict_in_generate:
+            return sequences
+        return GenerationOutput(sequences, tokens, logprobs, scores if output_scores else None, reasons)
+
+    def stream(
+        self, idx: Union[torch.Tensor, Sequence[Sequence[int]]], max_new_tokens: int, **kwargs: Any
+    ) -> Iterator[GenerationStep]:
+        """:meth:`generate` as an iterator of :class:`GenerationStep`, one per step, with the same
+        arguments (``streamer`` excepted). Leaving the loop early stops the generation."""
+        if "streamer" in kwargs:
+            raise TypeError("stream() takes no streamer; iterate over it instead")
+        steps: "queue.Queue" = queue.Queue(maxsize=1)
+        stopped = threading.Event()
+        done = object()
+        failure: List[BaseException] = []
+
+        def put(step: GenerationStep) -> bool:
+            while not stopped.is_set():
+                try:
+                    steps.put(step, timeout=0.05)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def run() -> None:
+            try:
+                self.generate(idx, max_new_tokens, streamer=put, **kwargs)
+            except BaseException as error:  # reported to the consumer
+                failure.append(error)
+            finally:
+                while True:
+                    try:
+                        steps.put(done, timeout=0.05)
+                        break
+                    except queue.Full:
+                        if stopped.is_set():
+                            break
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        try:
+            while True:
+                item = steps.get()
+                if item is done:
+                    break
+                yield item
+        finally:
+            stopped.set()
+            while worker.is_alive():
+                try:
+                    steps.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+            worker.join()
+        if failure:
+            raise failure[0]
 
     def get_num_params(self, non_embedding: bool = True) -> int:
         """Number of parameters (shared tensors once); ``non_embedding`` leaves out the positional
@@ -43,6 +210,34 @@ class _LanguageModel(PretrainedModel):
     def estimate_mfu(self, fwdbwd_per_iter, dt) -> int:
         """A placeholder, as in the reference: returns -1."""
         return -1
+
+
+def _prompts(idx: Union[torch.Tensor, Sequence[Sequence[int]]], attention_mask: Optional[torch.Tensor]) -> List[List[int]]:
+    """The prompts as lists of token ids (left padding removed by the attention mask)."""
+    if not isinstance(idx, torch.Tensor):
+        if attention_mask is not None:
+            raise ValueError("attention_mask goes with a tensor idx; a list of prompts needs none")
+        return [[int(t) for t in row] for row in idx]
+    if idx.dim() != 2:
+        raise ValueError(f"generate: idx must be token ids of shape [batch, seq_len], got shape {tuple(idx.shape)}")
+    if idx.is_floating_point() or idx.dtype == torch.bool:
+        raise ValueError(f"generate: idx must hold integer token ids, got dtype {idx.dtype}")
+    rows = idx.tolist()
+    if attention_mask is None:
+        return rows
+    if tuple(attention_mask.shape) != tuple(idx.shape):
+        raise ValueError(
+            f"generate: attention_mask must have the shape of idx {tuple(idx.shape)}, got {tuple(attention_mask.shape)}"
+        )
+    prompts = []
+    for r, (row, mask) in enumerate(zip(rows, attention_mask.tolist())):
+        first = next((j for j, m in enumerate(mask) if m), len(mask))
+        if any(m != 1 for m in mask[first:]) or any(m != 0 for m in mask[:first]):
+            raise ValueError(
+                f"generate: attention_mask row {r} is not left padding (0s then 1s), got {mask}"
+            )
+        prompts.append(row[first:])
+    return prompts
 
 
 class DualAttnTransformerLM(_LanguageModel, cpp=_C.DualAttnTransformerLM):

@@ -43,8 +43,7 @@ Implementation parse_implementation(const std::string& name) {
 }  // namespace
 
 void bind_attention(py::module_& m) {
-  ModuleBinding<AttentionImpl, AttentionOptions, int64_t, int64_t, double>(
-      m, "Attention", {"d_model", "n_heads", "dropout"})
+  ModuleBinding<AttentionImpl>(m, "Attention")
       .attr("n_kv_heads", &AttentionImpl::n_kv_heads)
       .attr("total_n_heads", &AttentionImpl::total_n_heads)
       .attr("key_dim", &AttentionImpl::key_dim)
@@ -55,8 +54,7 @@ void bind_attention(py::module_& m) {
           "query", "key", "value", "freqs_cos", "freqs_sin", "attn_mask", "is_causal",
           "need_weights");
 
-  ModuleBinding<RelationalAttentionImpl, RelationalAttentionOptions, int64_t, int64_t>(
-      m, "RelationalAttention", {"d_model", "n_heads"})
+  ModuleBinding<RelationalAttentionImpl>(m, "RelationalAttention")
       .attr("n_relations", &RelationalAttentionImpl::n_relations)
       .attr("n_kv_heads", &RelationalAttentionImpl::n_kv_heads)
       .attr("total_n_heads", &RelationalAttentionImpl::total_n_heads)
@@ -101,16 +99,11 @@ void bind_attention(py::module_& m) {
         .template forward<Tensor, OptTensor, OptTensor, OptTensor, OptTensor, bool>(
             "x", "symbols", "freqs_cos", "freqs_sin", "attn_mask", "is_causal");
   };
-  bind_cross_attention(
-      ModuleBinding<RelationalCrossAttentionImpl, RelationalCrossAttentionOptions, int64_t, int64_t,
-                    double>(m, "RelationalCrossAttention", {"d_model", "n_heads", "dropout"}));
-  bind_cross_attention(
-      ModuleBinding<DisentangledRelationalCrossAttentionImpl,
-                    DisentangledRelationalCrossAttentionOptions, int64_t, int64_t, double>(
-          m, "DisentangledRelationalCrossAttention", {"d_model", "n_heads", "dropout"}));
+  bind_cross_attention(ModuleBinding<RelationalCrossAttentionImpl>(m, "RelationalCrossAttention"));
+  bind_cross_attention(ModuleBinding<DisentangledRelationalCrossAttentionImpl>(
+      m, "DisentangledRelationalCrossAttention"));
 
-  ModuleBinding<DualAttentionImpl, DualAttentionOptions, int64_t, int64_t, int64_t, double>(
-      m, "DualAttention", {"d_model", "n_heads_sa", "n_heads_ra", "dropout"})
+  ModuleBinding<DualAttentionImpl>(m, "DualAttention")
       .attr("use_self_attn", &DualAttentionImpl::use_self_attn)
       .attr("use_rel_attn", &DualAttentionImpl::use_rel_attn)
       .attr("total_n_heads", &DualAttentionImpl::total_n_heads)

@@ -5,6 +5,7 @@
 
 #include <torch/extension.h>
 
+#include <algorithm>
 #include <array>
 #include <functional>
 #include <memory>
@@ -111,32 +112,30 @@ void def_forward(ModuleClass<Impl>& cls, Names... names) {
 template <class Impl>
 using AttrGetters = std::vector<std::pair<std::string, std::function<py::object(const Impl&)>>>;
 
-// Binds a LibTorch module class whose Options are built from keywords, `required` naming the
-// constructor arguments of Options (of types Args) in order. `attrs` lists public members of Impl
-// exposed as Python attributes (the sizes the module resolves from its keywords).
-template <class Impl_, class Options, class... Args>
+// Binds a LibTorch module class whose Options are built from keywords (Options::from_kwargs; the
+// keywords, their order, types and defaults all come from the Options). `attrs` lists public
+// members of Impl exposed as Python attributes (the sizes the module resolves from its keywords).
+template <class Impl_>
 class ModuleBinding {
  public:
   using Impl = Impl_;
+  using Options = std::decay_t<decltype(std::declval<Impl>().options)>;
 
-  ModuleBinding(py::module_& m, const char* name, std::array<const char*, sizeof...(Args)> required)
+  ModuleBinding(py::module_& m, const char* name)
       : cls_(m, name, py::module_local()), getters_(std::make_shared<AttrGetters<Impl>>()) {
     const std::string owner = name;
-    cls_.def(py::init([owner, required](const py::dict& kwargs) {
+    cls_.def(py::init([owner](const py::dict& kwargs) {
                const Kwargs k = to_kwargs(kwargs, owner);
-               return as_value_error([&] {
-                 return std::make_shared<Impl>(
-                     options_from_kwargs<Options, Args...>(k, owner, required));
-               });
+               return as_value_error(
+                   [&] { return std::make_shared<Impl>(Options::from_kwargs(k, owner)); });
              }),
              py::arg("kwargs"));
-    cls_.def_static("_keywords", [required] {
-      Options defaults = std::make_from_tuple<Options>(std::tuple<Args...>{});
+    cls_.def_static("_keywords", [] {
+      const std::vector<std::string> required = required_keywords<Options>();
+      Options defaults = placeholder_options<Options>();
       py::list out;
       defaults.fields([&](const char* key, auto& field) {
-        const bool is_required = std::find_if(required.begin(), required.end(), [&](const char* r) {
-                                   return std::string(r) == key;
-                                 }) != required.end();
+        const bool is_required = std::find(required.begin(), required.end(), key) != required.end();
         py::object dflt = py::module_::import("inspect").attr("Parameter").attr("empty");
         if (!is_required) {
           // A dict keyword defaults to None, as in the reference (None means no keywords).
@@ -150,61 +149,52 @@ class ModuleBinding {
       });
       return out;
     });
-    cls_.def("_kwargs", &ModuleBinding::kwargs_of);
-    auto getters = getters_;
-    cls_.def("_attrs", [getters](const Impl& self) {
-      py::dict out = kwargs_of(self);
-      for (const auto& [key, get] : *getters) out[key.c_str()] = get(self);
+    // Exposes a resolved member (e.g. head_dim) as a read-only attribute and in _attrs(); `Owner`
+    // is Impl or the base class that declares the member (as the vision models' sizes).
+    template <class T, class Owner>
+    ModuleBinding& attr(const char* name, T Owner::*member) {
+      static_assert(std::is_base_of_v<Owner, Impl>, "attr: the member must be one of Impl's");
+      cls_.def_readonly(name, member);
+      getters_->emplace_back(name, [member](const Impl& self) { return py::cast(self.*member); });
+      return *this;
+    }
+
+    // def_forward(): binds Impl::forward.
+    template <class... Py, class... Names>
+    ModuleBinding& forward(Names... names) {
+      def_forward<Py...>(cls_, names...);
+      return *this;
+    }
+
+    // cls.def(...), for other methods.
+    template <class... A>
+    ModuleBinding& def(A && ... args) {
+      cls_.def(std::forward<A>(args)...);
+      return *this;
+    }
+
+    ModuleClass<Impl>& cls() { return cls_; }
+
+   private:
+    // The keywords that rebuild `self`: its Options as a dict.
+    static py::dict kwargs_of(const Impl& self) {
+      py::dict out;
+      Options o = self.options;
+      o.fields([&](const char* key, auto& field) {
+        out[key] = from_kwargs_value(detail::write_kwarg(field));
+      });
       return out;
-    });
-  }
+    }
 
-  // Exposes a resolved member (e.g. head_dim) as a read-only attribute and in _attrs(); `Owner`
-  // is Impl or the base class that declares the member (as the vision models' sizes).
-  template <class T, class Owner>
-  ModuleBinding& attr(const char* name, T Owner::*member) {
-    static_assert(std::is_base_of_v<Owner, Impl>, "attr: the member must be one of Impl's");
-    cls_.def_readonly(name, member);
-    getters_->emplace_back(name, [member](const Impl& self) { return py::cast(self.*member); });
-    return *this;
-  }
+    ModuleClass<Impl> cls_;
+    std::shared_ptr<AttrGetters<Impl>> getters_;
+  };
 
-  // def_forward(): binds Impl::forward.
-  template <class... Py, class... Names>
-  ModuleBinding& forward(Names... names) {
-    def_forward<Py...>(cls_, names...);
-    return *this;
-  }
-
-  // cls.def(...), for other methods.
-  template <class... A>
-  ModuleBinding& def(A&&... args) {
-    cls_.def(std::forward<A>(args)...);
-    return *this;
-  }
-
-  ModuleClass<Impl>& cls() { return cls_; }
-
- private:
-  // The keywords that rebuild `self`: its Options as a dict.
-  static py::dict kwargs_of(const Impl& self) {
-    py::dict out;
-    Options o = self.options;
-    o.fields([&](const char* key, auto& field) {
-      out[key] = from_kwargs_value(detail::write_kwarg(field));
-    });
-    return out;
-  }
-
-  ModuleClass<Impl> cls_;
-  std::shared_ptr<AttrGetters<Impl>> getters_;
-};
-
-// Each translation unit binds one part of the library.
-void bind_core(py::module_& m);
-void bind_attention(py::module_& m);
-void bind_layers(py::module_& m);
-void bind_models(py::module_& m);
+  // Each translation unit binds one part of the library.
+  void bind_core(py::module_& m);
+  void bind_attention(py::module_& m);
+  void bind_layers(py::module_& m);
+  void bind_models(py::module_& m);
 
 }  // namespace dual_attention::python
 #pragma GCC visibility pop

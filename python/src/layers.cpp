@@ -11,23 +11,14 @@ namespace dual_attention::python {
 
 void bind_layers(py::module_& m) {
   // ---- symbol_retrieval ----
-  ModuleBinding<SymbolicAttentionImpl, SymbolicAttentionOptions, int64_t, int64_t, int64_t>(
-      m, "SymbolicAttention", {"d_model", "n_heads", "n_symbols"})
+  ModuleBinding<SymbolicAttentionImpl>(m, "SymbolicAttention").forward<Tensor>("x");
+
+  ModuleBinding<PositionalSymbolRetrieverImpl>(m, "PositionalSymbolRetriever").forward<Tensor>("x");
+
+  ModuleBinding<PositionRelativeSymbolRetrieverImpl>(m, "PositionRelativeSymbolRetriever")
       .forward<Tensor>("x");
 
-  ModuleBinding<PositionalSymbolRetrieverImpl, PositionalSymbolRetrieverOptions, int64_t, int64_t>(
-      m, "PositionalSymbolRetriever", {"symbol_dim", "max_length"})
-      .forward<Tensor>("x");
-
-  ModuleBinding<PositionRelativeSymbolRetrieverImpl, PositionRelativeSymbolRetrieverOptions,
-                int64_t, int64_t>(m, "PositionRelativeSymbolRetriever",
-                                  {"symbol_dim", "max_rel_pos"})
-      .forward<Tensor>("x");
-
-  ModuleBinding<RelationalSymbolicAttentionImpl, RelationalSymbolicAttentionOptions, int64_t,
-                int64_t, int64_t, int64_t, int64_t>(
-      m, "RelationalSymbolicAttention",
-      {"d_model", "rel_n_heads", "symbolic_attn_n_heads", "n_symbols", "nbhd_delta"})
+  ModuleBinding<RelationalSymbolicAttentionImpl>(m, "RelationalSymbolicAttention")
       .attr("nbhd_rel_dim", &RelationalSymbolicAttentionImpl::nbhd_rel_dim)
       .attr("rel_scale", &RelationalSymbolicAttentionImpl::rel_scale)
       .forward<Tensor>("x")
@@ -39,25 +30,21 @@ void bind_layers(py::module_& m) {
                   py::arg("delta"), py::arg("include_self"), py::arg("device"));
 
   // ---- positional_encoding ----
-  ModuleBinding<SinusoidalPositionalEncodingImpl, SinusoidalPositionalEncodingOptions, int64_t>(
-      m, "SinusoidalPositionalEncoding", {"d_model"})
+  ModuleBinding<SinusoidalPositionalEncodingImpl>(m, "SinusoidalPositionalEncoding")
       .forward<Tensor>("x");
 
-  ModuleBinding<LearnedPositionalEmbeddingsImpl, LearnedPositionalEmbeddingsOptions, int64_t>(
-      m, "LearnedPositionalEmbeddings", {"d_model"})
+  ModuleBinding<LearnedPositionalEmbeddingsImpl>(m, "LearnedPositionalEmbeddings")
       .forward<Tensor>("x");
 
-  ModuleBinding<RelativePositionalEncodingImpl, RelativePositionalEncodingOptions, int64_t,
-                int64_t>(m, "RelativePositionalEncoding", {"dim", "max_rel_pos"})
+  ModuleBinding<RelativePositionalEncodingImpl>(m, "RelativePositionalEncoding")
       .forward<int64_t, OptInt>("length_q", "length_k");
 
   // ---- transformer_blocks ----
-  ModuleBinding<FeedForwardBlockImpl, FeedForwardBlockOptions, int64_t>(m, "FeedForwardBlock",
-                                                                        {"embed_dim"})
+  ModuleBinding<FeedForwardBlockImpl>(m, "FeedForwardBlock")
       .attr("dff", &FeedForwardBlockImpl::dff)
       .forward<Tensor>("x");
 
-  ModuleBinding<RMSNormImpl, RMSNormOptions, int64_t>(m, "RMSNorm", {"dim"}).forward<Tensor>("x");
+  ModuleBinding<RMSNormImpl>(m, "RMSNorm").forward<Tensor>("x");
 
   m.def(
       "create_norm",
@@ -66,29 +53,16 @@ void bind_layers(py::module_& m) {
       },
       py::arg("d_model"), py::arg("norm_type"));
 
-  ModuleBinding<EncoderBlockImpl, EncoderBlockOptions, int64_t, int64_t, OptInt, double,
-                std::string, bool>(
-      m, "EncoderBlock", {"d_model", "n_heads", "dff", "dropout_rate", "activation", "norm_first"})
+  ModuleBinding<EncoderBlockImpl>(m, "EncoderBlock")
       .forward<Tensor, OptTensor, OptTensor, bool>("x", "freqs_cos", "freqs_sin", "need_weights");
 
-  ModuleBinding<DecoderBlockImpl, DecoderBlockOptions, int64_t, int64_t, int64_t, OptInt, double,
-                std::string, bool>(
-      m, "DecoderBlock",
-      {"d_model", "n_heads", "n_heads_cross", "dff", "dropout_rate", "activation", "norm_first"})
-      .forward<Tensor, Tensor>("x", "context");
+  ModuleBinding<DecoderBlockImpl>(m, "DecoderBlock").forward<Tensor, Tensor>("x", "context");
 
   // ---- dual_attn_blocks ----
-  ModuleBinding<DualAttnEncoderBlockImpl, DualAttnEncoderBlockOptions, int64_t, int64_t, int64_t,
-                OptInt, std::string, double, bool>(
-      m, "DualAttnEncoderBlock",
-      {"d_model", "n_heads_sa", "n_heads_ra", "dff", "activation", "dropout_rate", "norm_first"})
+  ModuleBinding<DualAttnEncoderBlockImpl>(m, "DualAttnEncoderBlock")
       .forward<Tensor, OptTensor, OptTensor, OptTensor>("x", "symbols", "freqs_cos", "freqs_sin");
 
-  ModuleBinding<DualAttnDecoderBlockImpl, DualAttnDecoderBlockOptions, int64_t, int64_t, int64_t,
-                int64_t, OptInt, std::string, double, bool>(
-      m, "DualAttnDecoderBlock",
-      {"d_model", "n_heads_sa", "n_heads_ra", "n_heads_cross", "dff", "activation", "dropout_rate",
-       "norm_first"})
+  ModuleBinding<DualAttnDecoderBlockImpl>(m, "DualAttnDecoderBlock")
       .forward<Tensor, Tensor, OptTensor>("x", "context", "symbols");
 }
 

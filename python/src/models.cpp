@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "binding.h"
+#include "dual_attention/generation.h"
 #include "dual_attention/hub/hub.h"
 #include "dual_attention/language_models.h"
 #include "dual_attention/seq2seq_models.h"
@@ -22,7 +23,8 @@ void def_pretrained(Binding& binding) {
       [](const std::string& name_or_path, std::optional<torch::Dtype> dtype,
          std::optional<torch::Device> device, std::optional<std::string> revision,
          std::optional<std::string> token, std::optional<std::string> cache_dir,
-         bool local_files_only, bool force_download) -> std::shared_ptr<Impl> {
+         bool local_files_only, bool force_download,
+         std::optional<int64_t> max_parameter_bytes) -> std::shared_ptr<Impl> {
         hub::DownloadOptions download;
         download.revision = std::move(revision);
         download.token = std::move(token);
@@ -32,11 +34,12 @@ void def_pretrained(Binding& binding) {
         PretrainedOptions options;
         options.dtype(dtype).download(download);
         if (device) options.device(*device);
+        if (max_parameter_bytes) options.max_parameter_bytes(*max_parameter_bytes);
         return Holder::from_pretrained(name_or_path, options).ptr();
       },
       py::arg("name_or_path"), py::arg("dtype"), py::arg("device"), py::arg("revision"),
       py::arg("token"), py::arg("cache_dir"), py::arg("local_files_only"),
-      py::arg("force_download"), release_gil);
+      py::arg("force_download"), py::arg("max_parameter_bytes"), release_gil);
   binding.def(
       "save_pretrained",
       [](const Impl& self, const std::string& folder) { self.save_pretrained(folder); },
@@ -132,17 +135,57 @@ void translate_hub_errors() {
   });
 }
 
+// generate(model, prompts, config, callback) with the config's keywords spelt out (the Python
+// layer names them); the callback (index, tokens, logprobs, finished) -> bool runs with the GIL.
+// Returns (sequences, tokens, logprobs, scores, finish_reasons).
+template <class Impl>
+py::tuple generate_with_config(Impl& self, const std::vector<std::vector<int64_t>>& prompts,
+                               int64_t max_new_tokens, bool do_sample, double temperature,
+                               OptInt top_k, std::optional<double> top_p,
+                               std::optional<double> min_p, double repetition_penalty,
+                               std::optional<uint64_t> seed, std::optional<at::Generator> generator,
+                               std::vector<int64_t> eos_token_id,
+                               std::vector<std::vector<int64_t>> stop_sequences,
+                               OptInt pad_token_id, bool use_cache, bool output_scores,
+                               const std::optional<py::function>& callback) {
+  GenerationConfig config;
+  config.max_new_tokens(max_new_tokens)
+      .do_sample(do_sample)
+      .temperature(temperature)
+      .top_k(top_k)
+      .top_p(top_p)
+      .min_p(min_p)
+      .repetition_penalty(repetition_penalty)
+      .seed(seed)
+      .generator(std::move(generator))
+      .eos_token_id(std::move(eos_token_id))
+      .stop_sequences(std::move(stop_sequences))
+      .pad_token_id(pad_token_id)
+      .use_cache(use_cache)
+      .output_scores(output_scores);
+  GenerationCallback stream;
+  if (callback) {
+    stream = [&callback](const GenerationStep& step) {
+      py::gil_scoped_acquire gil;
+      py::object go_on = (*callback)(step.index, step.tokens, step.logprobs, step.finished);
+      return go_on.is_none() || go_on.cast<bool>();
+    };
+  }
+  GenerationOutput out;
+  {
+    py::gil_scoped_release no_gil;
+    out = generate(self, prompts, config, stream);
+  }
+  return py::make_tuple(out.sequences, out.tokens, out.logprobs, out.scores, out.finish_reasons);
+}
+
 }  // namespace
 
 void bind_models(py::module_& m) {
   translate_hub_errors();
   // ---- language_models ----
-  ModuleBinding<DualAttnTransformerLMImpl, DualAttnTransformerLMOptions, int64_t, int64_t, int64_t,
-                int64_t, int64_t, Kwargs, OptInt, double, std::string, bool, int64_t>
-      dat_lm(m, "DualAttnTransformerLM", DualAttnTransformerLMOptions::required_keywords);
-  ModuleBinding<TransformerLMImpl, TransformerLMOptions, int64_t, int64_t, int64_t, int64_t, OptInt,
-                double, std::string, bool, int64_t>
-      t_lm(m, "TransformerLM", TransformerLMOptions::required_keywords);
+  ModuleBinding<DualAttnTransformerLMImpl> dat_lm(m, "DualAttnTransformerLM");
+  ModuleBinding<TransformerLMImpl> t_lm(m, "TransformerLM");
   auto bind_lm = [](auto& lm) {
     using Impl = typename std::decay_t<decltype(lm)>::Impl;
     lm.template forward<Tensor, OptTensor>("x", "targets")
@@ -152,6 +195,12 @@ void bind_models(py::module_& m) {
                OptInt top_k) { return self.generate(idx, max_new_tokens, temperature, top_k); },
             py::arg("idx"), py::arg("max_new_tokens"), py::arg("temperature"), py::arg("top_k"),
             release_gil)
+        .def("_generate", &generate_with_config<Impl>, py::arg("prompts"),
+             py::arg("max_new_tokens"), py::arg("do_sample"), py::arg("temperature"),
+             py::arg("top_k"), py::arg("top_p"), py::arg("min_p"), py::arg("repetition_penalty"),
+             py::arg("seed"), py::arg("generator"), py::arg("eos_token_id"),
+             py::arg("stop_sequences"), py::arg("pad_token_id"), py::arg("use_cache"),
+             py::arg("output_scores"), py::arg("callback"))
         .def("get_num_params", &Impl::get_num_params, py::arg("non_embedding"));
   };
   bind_lm(dat_lm);
@@ -161,14 +210,8 @@ void bind_models(py::module_& m) {
   m.def("optimizer_groups", &optimizer_groups, py::arg("model"), py::arg("weight_decay"));
 
   // ---- seq2seq_models ----
-  ModuleBinding<Seq2SeqTransformerImpl, Seq2SeqTransformerOptions, Kwargs, Kwargs, int64_t, int64_t,
-                int64_t, int64_t, Kwargs, Kwargs, int64_t, int64_t>
-      s2s(m, "Seq2SeqTransformer", Seq2SeqTransformerOptions::required_keywords);
-  ModuleBinding<Seq2SeqDualAttnTransformerImpl, Seq2SeqDualAttnTransformerOptions, Kwargs, Kwargs,
-                std::string, Kwargs, int64_t, int64_t, int64_t, int64_t, Kwargs, Kwargs, int64_t,
-                int64_t>
-      s2s_dat(m, "Seq2SeqDualAttnTransformer",
-              Seq2SeqDualAttnTransformerOptions::required_keywords);
+  ModuleBinding<Seq2SeqTransformerImpl> s2s(m, "Seq2SeqTransformer");
+  ModuleBinding<Seq2SeqDualAttnTransformerImpl> s2s_dat(m, "Seq2SeqDualAttnTransformer");
   auto bind_s2s = [](auto& model) {
     using Impl = typename std::decay_t<decltype(model)>::Impl;
     model.template forward<Tensor, Tensor, OptTensor>("x", "y", "targets")
@@ -180,14 +223,8 @@ void bind_models(py::module_& m) {
   def_pretrained<Seq2SeqDualAttnTransformer>(s2s_dat);
 
   // ---- vision_models ----
-  ModuleBinding<VisionTransformerImpl, VisionTransformerOptions, std::vector<int64_t>,
-                std::vector<int64_t>, int64_t, int64_t, int64_t, int64_t, OptInt, double,
-                std::string, bool>
-      vit(m, "VisionTransformer", VisionTransformerOptions::required_keywords);
-  ModuleBinding<VisionDualAttnTransformerImpl, VisionDualAttnTransformerOptions,
-                std::vector<int64_t>, std::vector<int64_t>, int64_t, int64_t, int64_t, int64_t,
-                int64_t, OptInt, double, std::string, bool, std::string, Kwargs>
-      vit_dat(m, "VisionDualAttnTransformer", VisionDualAttnTransformerOptions::required_keywords);
+  ModuleBinding<VisionTransformerImpl> vit(m, "VisionTransformer");
+  ModuleBinding<VisionDualAttnTransformerImpl> vit_dat(m, "VisionDualAttnTransformer");
   auto bind_vision = [](auto& model) {
     using Impl = typename std::decay_t<decltype(model)>::Impl;
     model.attr("img_channels", &Impl::img_channels)

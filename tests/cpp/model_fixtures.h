@@ -1,7 +1,7 @@
 // The seq2seq and vision models behind one handle, built from a fixture folder of
 // tests/fixtures/models/ (config.json + model.safetensors, the layout from_pretrained reads, plus
 // meta.json naming the class; see tests/fixtures/make_model_fixtures.py). Shared by
-// tests/cpp/test_seq2seq_vision.cpp and tests/tools/model_roundtrip.cpp.
+// tests/cpp/test_seq2seq_vision.cpp and tests/helpers/model_roundtrip.cpp.
 #pragma once
 
 #include <torch/torch.h>

@@ -28,8 +28,11 @@
 #include "dual_attention/hub/hub.h"
 #include "dual_attention/io/safetensors.h"
 #include "dual_attention/language_models.h"
+#include "test_support.h"
 
 extern char** environ;
+
+using namespace test_support;
 
 namespace {
 
@@ -42,18 +45,6 @@ const std::string kCommit2 = "fedcba9876543210fedcba9876543210fedcba98";
 const std::string kPrCommit = "1111111111111111111111111111111111111111";
 const std::string kGoodToken = "hf_good_token";
 constexpr int64_t kBigSize = 3 * 1000 * 1000;
-
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-void write_file(const fs::path& path, const std::string& data) {
-  fs::create_directories(path.parent_path());
-  std::ofstream(path, std::ios::binary) << data;
-}
 
 std::string random_bytes(size_t n, unsigned seed) {
   std::mt19937 rng(seed);
@@ -202,11 +193,11 @@ class Hub : public ::testing::Test {
     repo_dir_ = new fs::path(make_temp_dir("repos"));
     const fs::path fixture = fs::path(DUAL_ATTENTION_FIXTURE_DIR) / "hub" / "tiny-dat-lm";
     const fs::path lm_fixture = fs::path(DUAL_ATTENTION_FIXTURE_DIR) / "lm" / "dat_rca";
-    write_file(*repo_dir_ / "big.bin", random_bytes(kBigSize, 1));
-    write_file(*repo_dir_ / "short.bin", random_bytes(200000, 2));
-    write_file(*repo_dir_ / "corrupt.bin", random_bytes(200000, 3));
-    write_file(*repo_dir_ / "huge.bin", random_bytes(1000, 4));
-    write_file(*repo_dir_ / "secret.bin", random_bytes(50000, 5));
+    write_bytes(*repo_dir_ / "big.bin", random_bytes(kBigSize, 1));
+    write_bytes(*repo_dir_ / "short.bin", random_bytes(200000, 2));
+    write_bytes(*repo_dir_ / "corrupt.bin", random_bytes(200000, 3));
+    write_bytes(*repo_dir_ / "huge.bin", random_bytes(1000, 4));
+    write_bytes(*repo_dir_ / "secret.bin", random_bytes(50000, 5));
     auto file = [](const fs::path& p, bool lfs) {
       return json{{"path", p.string()}, {"lfs", lfs}};
     };
@@ -240,6 +231,16 @@ class Hub : public ::testing::Test {
                {{"config.json", file(lm_fixture / "config.json", false)},
                 {"model.safetensors", file(lm_fixture / "model.safetensors", true)}}}}}}},
           {"branches", {{"main", kCommit1}}}}},
+        // The same checkpoint with its weights as pytorch_model.bin only (torch.save).
+        {"org/dat-rca-bin",
+         {{"commits",
+           {{kCommit1,
+             {{"files",
+               {{"config.json", file(lm_fixture / "config.json", false)},
+                {"pytorch_model.bin", file(fs::path(DUAL_ATTENTION_FIXTURE_DIR) / "torch_save" /
+                                               "dat_rca" / "pytorch_model.bin",
+                                           true)}}}}}}},
+          {"branches", {{"main", kCommit1}}}}},
         {"org/faulty",
          {{"commits",
            {{kCommit1,
@@ -259,7 +260,7 @@ class Hub : public ::testing::Test {
           {"tokens", {"hf_granted"}},
           {"commits", {{kCommit1, {{"files", {{"config.json", {{"text", "{}"}}}}}}}}},
           {"branches", {{"main", kCommit1}}}}}};
-    write_file(*repo_dir_ / "repos.json", json{{"repos", repos}}.dump(2));
+    write_bytes(*repo_dir_ / "repos.json", json{{"repos", repos}}.dump(2));
     server_ = new StandInHub();
     server_->start(*repo_dir_ / "repos.json");
   }
@@ -330,9 +331,9 @@ TEST_F(Hub, FreshDownloadLaysOutTheCacheLikeHuggingfaceHub) {
   ASSERT_TRUE(fs::is_symlink(model));
   EXPECT_EQ(fs::read_symlink(config), fs::path("../../blobs") / config_oid);
   EXPECT_EQ(fs::read_symlink(model), fs::path("../../blobs") / model_sha);
-  EXPECT_EQ(read_file(config), read_file(fixture / "config.json"));
-  EXPECT_EQ(read_file(model), read_file(fixture / "model.safetensors"));  // byte-identical
-  EXPECT_EQ(read_file(storage() / "refs" / "main"), kCommit1);
+  EXPECT_EQ(read_bytes(config), read_bytes(fixture / "config.json"));
+  EXPECT_EQ(read_bytes(model), read_bytes(fixture / "model.safetensors"));  // byte-identical
+  EXPECT_EQ(read_bytes(storage() / "refs" / "main"), kCommit1);
   EXPECT_TRUE(fs::exists(cache_ / "CACHEDIR.TAG"));
   EXPECT_TRUE(fs::exists(cache_ / ".locks" / "models--org--tiny-dat" / (model_sha + ".lock")));
   EXPECT_FALSE(fs::exists(storage() / "blobs" / (model_sha + ".incomplete")));
@@ -412,7 +413,7 @@ TEST_F(Hub, ForceDownloadFetchesAgain) {
   options_.force_download = true;
   std::string path = hub::hf_hub_download("org/big", "model.safetensors", options_);
   EXPECT_EQ(server_->counters()["GET"], 1);
-  EXPECT_EQ(read_file(path), read_file(*repo_dir_ / "big.bin"));
+  EXPECT_EQ(read_bytes(path), read_bytes(*repo_dir_ / "big.bin"));
   options_.local_files_only = true;
   EXPECT_THROW(hub::hf_hub_download("org/big", "model.safetensors", options_),
                std::invalid_argument);
@@ -423,14 +424,14 @@ TEST_F(Hub, ForceDownloadFetchesAgain) {
 TEST_F(Hub, RevisionByBranchTagAndCommit) {
   options_.revision = "dev";
   std::string dev = hub::hf_hub_download("org/tiny-dat", "config.json", options_);
-  EXPECT_EQ(read_file(dev), "{\"vocab_size\": 128}");
+  EXPECT_EQ(read_bytes(dev), "{\"vocab_size\": 128}");
   EXPECT_EQ(fs::path(dev).parent_path().filename(), kCommit2);
-  EXPECT_EQ(read_file(storage() / "refs" / "dev"), kCommit2);
+  EXPECT_EQ(read_bytes(storage() / "refs" / "dev"), kCommit2);
 
   options_.revision = "v1.0";
   std::string tag = hub::hf_hub_download("org/tiny-dat", "config.json", options_);
   EXPECT_EQ(fs::path(tag).parent_path().filename(), kCommit1);
-  EXPECT_EQ(read_file(storage() / "refs" / "v1.0"), kCommit1);
+  EXPECT_EQ(read_bytes(storage() / "refs" / "v1.0"), kCommit1);
 
   options_.revision = kCommit2;
   EXPECT_EQ(hub::hf_hub_download("org/tiny-dat", "config.json", options_), dev);
@@ -451,8 +452,8 @@ TEST_F(Hub, RevisionWithSlashesIsEncodedAndStoredAsANestedRef) {
             "http://h:1/org/name/resolve/refs%2Fpr%2F1/sub%20dir/a%20b%2Bc.json");
   options_.revision = "refs/pr/1";
   std::string path = hub::hf_hub_download("org/tiny-dat", "config.json", options_);
-  EXPECT_EQ(read_file(path), "{\"pr\": 1}");
-  EXPECT_EQ(read_file(storage() / "refs" / "refs" / "pr" / "1"), kPrCommit);
+  EXPECT_EQ(read_bytes(path), "{\"pr\": 1}");
+  EXPECT_EQ(read_bytes(storage() / "refs" / "refs" / "pr" / "1"), kPrCommit);
   EXPECT_EQ(count_requests(server_->counters(), "HEAD", "/resolve/refs%2Fpr%2F1/"), 1);
 }
 
@@ -461,7 +462,7 @@ TEST_F(Hub, RevisionWithSlashesIsEncodedAndStoredAsANestedRef) {
 TEST_F(Hub, TokenArgumentOpensAPrivateRepoAndNeverReachesTheCdn) {
   options_.token = kGoodToken;
   std::string path = hub::hf_hub_download("org/private", "secret.bin", options_);
-  EXPECT_EQ(read_file(path), read_file(*repo_dir_ / "secret.bin"));
+  EXPECT_EQ(read_bytes(path), read_bytes(*repo_dir_ / "secret.bin"));
   json c = server_->counters();
   for (const auto& entry : c["log"]) {
     if (entry["server"] == "hub") {
@@ -478,7 +479,7 @@ TEST_F(Hub, TokenFromHfTokenAndFromTheTokenFile) {
   EXPECT_NO_THROW(hub::hf_hub_download("org/private", "secret.bin", options_));
   env_.unset("HF_TOKEN");
   fs::remove_all(cache_);
-  write_file(home_ / "token", kGoodToken + "\n");  // as `hf auth login` writes it
+  write_bytes(home_ / "token", kGoodToken + "\n");  // as `hf auth login` writes it
   EXPECT_NO_THROW(hub::hf_hub_download("org/private", "secret.bin", options_));
   fs::remove_all(cache_);
   env_.set("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1");
@@ -514,7 +515,7 @@ TEST_F(Hub, GatedRepoWithoutAccessIsAGatedRepoError) {
     EXPECT_NE(dynamic_cast<const hub::GatedRepoError*>(&e), nullptr);
   }
   options_.token = "hf_granted";
-  EXPECT_EQ(read_file(hub::hf_hub_download("org/gated", "config.json", options_)), "{}");
+  EXPECT_EQ(read_bytes(hub::hf_hub_download("org/gated", "config.json", options_)), "{}");
 }
 
 // ---- errors ------------------------------------------------------------------------------------
@@ -575,7 +576,7 @@ TEST_F(Hub, RelativeRedirectsOnTheHubAreFollowed) {
   EXPECT_EQ(fs::path(path), storage("org/renamed-dat") / "snapshots" / kCommit1 / "config.json");
   // The Hub's /api/resolve-cache redirect for regular files.
   std::string cached = hub::hf_hub_download("org/resolve-cache", "config.json", options_);
-  EXPECT_EQ(read_file(cached), read_file(path));
+  EXPECT_EQ(read_bytes(cached), read_bytes(path));
   json c = server_->counters();
   EXPECT_EQ(count_requests(c, "HEAD", "/api/resolve-cache/models/org/resolve-cache/"), 1);
   EXPECT_EQ(count_requests(c, "GET", "/api/resolve-cache/models/org/resolve-cache/"), 1);
@@ -627,7 +628,7 @@ TEST_F(Hub, DroppedConnectionLeavesNoBlobNorLinkAndTheNextCallResumesWithRange) 
 
   server_->control("reset=1");
   std::string path = hub::hf_hub_download("org/big", "model.safetensors", options_);
-  EXPECT_EQ(read_file(path), read_file(*repo_dir_ / "big.bin"));
+  EXPECT_EQ(read_bytes(path), read_bytes(*repo_dir_ / "big.bin"));
   EXPECT_FALSE(fs::exists(partial));
   json c = server_->counters();
   ASSERT_EQ(count_requests(c, "GET", "/cdn/"), 1);
@@ -641,7 +642,7 @@ TEST_F(Hub, DroppedConnectionLeavesNoBlobNorLinkAndTheNextCallResumesWithRange) 
 TEST_F(Hub, DroppedConnectionIsResumedWithinTheSameCall) {
   server_->control("drops=2&drop_after=700000");
   std::string path = hub::hf_hub_download("org/big", "model.safetensors", options_);
-  EXPECT_EQ(read_file(path), read_file(*repo_dir_ / "big.bin"));
+  EXPECT_EQ(read_bytes(path), read_bytes(*repo_dir_ / "big.bin"));
   std::vector<json> gets;
   const json c = server_->counters();
   for (const auto& entry : c["log"])
@@ -652,13 +653,38 @@ TEST_F(Hub, DroppedConnectionIsResumedWithinTheSameCall) {
   EXPECT_EQ(gets[2]["range"], "bytes=1400000-");
 }
 
+// Issue 16: a corrupt partial file in the cache is verified, discarded and fetched again within
+// the same call, whether it is full-length (no transfer needed to find out) or a prefix.
+TEST_F(Hub, CorruptPartialFileIsDiscardedAndRefetchedWithinTheSameCall) {
+  const std::string sha = expected("org/big", kCommit1, "model.safetensors", "sha256");
+  fs::path partial = storage("org/big") / "blobs" / sha;
+  partial += ".incomplete";
+  for (const size_t size : {size_t(kBigSize), size_t(1000000)}) {
+    fs::remove_all(cache_);
+    server_->control("reset=1");
+    write_file(partial, random_bytes(size, 99));  // the right length (or less), wrong bytes
+    const std::string path = hub::hf_hub_download("org/big", "model.safetensors", options_);
+    EXPECT_EQ(read_file(path), read_file(*repo_dir_ / "big.bin")) << size;
+    EXPECT_FALSE(fs::exists(partial)) << size;
+    std::vector<json> gets;
+    const json c = server_->counters();
+    for (const auto& entry : c["log"])
+      if (entry["method"] == "GET") gets.push_back(entry);
+    ASSERT_FALSE(gets.empty()) << size;
+    // The last transfer is the whole file, from byte 0.
+    EXPECT_TRUE(gets.back()["range"].is_null()) << size;
+    EXPECT_EQ(gets.back()["status"], 200) << size;
+    EXPECT_EQ(gets.size(), size == size_t(kBigSize) ? 1u : 2u) << size;
+  }
+}
+
 TEST_F(Hub, ServerIgnoringRangeMakesTheDownloadStartOver) {
   server_->control("drops=1&drop_after=500000");
   options_.max_retries = 0;
   EXPECT_THROW(hub::hf_hub_download("org/big", "model.safetensors", options_), hub::NetworkError);
   server_->control("reset=1&ignore_range=1");
   std::string path = hub::hf_hub_download("org/big", "model.safetensors", options_);
-  EXPECT_EQ(read_file(path), read_file(*repo_dir_ / "big.bin"));
+  EXPECT_EQ(read_bytes(path), read_bytes(*repo_dir_ / "big.bin"));
   json c = server_->counters();
   ASSERT_EQ(count_requests(c, "GET"), 1);
   EXPECT_EQ(c["log"].back()["status"], 200);
@@ -667,30 +693,60 @@ TEST_F(Hub, ServerIgnoringRangeMakesTheDownloadStartOver) {
 // ---- processes at once -------------------------------------------------------------------------
 
 TEST_F(Hub, TwoProcessesDownloadingAtOnceEndWithOneGoodBlob) {
+  // A download first, so that this process's state (its random temporary names among it) is in use
+  // before the fork, as it is when the whole suite runs.
+  hub::hf_hub_download("org/tiny-dat", "config.json", options_);
   server_->control("throttle=2000000");  // ~1.5 s for the 3 MB file: the two overlap
-  pid_t children[2];
-  for (pid_t& child : children) {
-    child = fork();
-    ASSERT_GE(child, 0);
-    if (child == 0) {
+  // Both children start at once (when `go` closes) and report what they caught through a pipe.
+  int go[2];
+  ASSERT_EQ(pipe(go), 0);
+  struct Child {
+    pid_t pid;
+    int report;
+  };
+  std::vector<Child> children;
+  for (int i = 0; i < 2; ++i) {
+    int report[2];
+    ASSERT_EQ(pipe(report), 0);
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      close(go[1]);
+      close(report[0]);
+      char c;
+      while (read(go[0], &c, 1) < 0 && errno == EINTR) {
+      }
+      std::string message;
       try {
         hub::hf_hub_download("org/big", "model.safetensors", options_);
-        _exit(0);
+      } catch (const std::exception& e) {
+        message = e.what();
       } catch (...) {
-        _exit(1);
+        message = "an exception that is not a std::exception";
       }
+      const bool written = write(report[1], message.data(), message.size()) >= 0;
+      _exit(message.empty() && written ? 0 : 1);
     }
+    close(report[1]);
+    children.push_back({pid, report[0]});
   }
-  for (pid_t child : children) {
+  close(go[0]);
+  close(go[1]);
+  for (const Child& child : children) {
+    std::string message;
+    char buf[4096];
+    for (ssize_t n; (n = read(child.report, buf, sizeof(buf))) > 0;) message.append(buf, n);
+    close(child.report);
     int status = 0;
-    waitpid(child, &status, 0);
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    waitpid(child.pid, &status, 0);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        << "child " << child.pid << " failed: " << message;
   }
   json c = server_->counters();
-  EXPECT_EQ(count_requests(c, "HEAD"), 2);
+  EXPECT_EQ(count_requests(c, "HEAD", "/org/big/"), 2);
   EXPECT_EQ(count_requests(c, "GET", "/cdn/"), 1);  // the second process waited for the lock
   const std::string sha = expected("org/big", kCommit1, "model.safetensors", "sha256");
-  EXPECT_EQ(read_file(storage("org/big") / "blobs" / sha), read_file(*repo_dir_ / "big.bin"));
+  EXPECT_EQ(read_bytes(storage("org/big") / "blobs" / sha), read_bytes(*repo_dir_ / "big.bin"));
   for (const auto& entry : cache_entries())
     EXPECT_EQ(entry.find(".incomplete"), std::string::npos) << entry;
 }
@@ -801,6 +857,73 @@ TEST_F(Hub, FromPretrainedLoadsADatCheckpointByRepoIdAndReproducesTheReference) 
   EXPECT_THROW(da::DualAttnTransformerLM::from_pretrained(
                    "org/no-such-model", da::PretrainedOptions().download(options_)),
                hub::RepositoryNotFoundError);
+}
+
+// Issue 16: a repository without model.safetensors is loaded from pytorch_model.bin, as
+// huggingface_hub's mixin falls back, online and then offline from the cache.
+TEST_F(Hub, FromPretrainedFallsBackToPytorchModelBin) {
+  namespace da = dual_attention;
+  const auto expected = da::io::load_safetensors((fs::path(DUAL_ATTENTION_FIXTURE_DIR) / "lm" /
+                                                  "dat_rca" / "expected.safetensors")
+                                                     .string())
+                            .tensors;
+  auto check = [&](da::DualAttnTransformerLM& model) {
+    auto [logits, loss] = model->forward(expected.at("idx"), expected.at("targets"));
+    const double scale = expected.at("logits").abs().max().item<double>();
+    EXPECT_LE((logits - expected.at("logits")).abs().max().item<double>(), 1e-4 * scale);
+  };
+  auto model = da::DualAttnTransformerLM::from_pretrained(
+      "org/dat-rca-bin", da::PretrainedOptions().download(options_));
+  check(model);
+  const fs::path snapshot = storage("org/dat-rca-bin") / "snapshots" / kCommit1;
+  EXPECT_TRUE(fs::is_symlink(snapshot / "pytorch_model.bin"));
+  EXPECT_FALSE(fs::exists(snapshot / "model.safetensors"));
+  EXPECT_TRUE(
+      fs::exists(storage("org/dat-rca-bin") / ".no_exist" / kCommit1 / "model.safetensors"));
+
+  server_->control("reset=1");
+  env_.set("HF_HUB_OFFLINE", "1");
+  auto cached = da::DualAttnTransformerLM::from_pretrained(
+      "org/dat-rca-bin", da::PretrainedOptions().download(options_));
+  check(cached);
+  EXPECT_EQ(server_->counters().value("GET", -1), 0);
+}
+
+// Issue 16: a mistyped local folder is taken for a repo id; the error says both.
+TEST_F(Hub, AMistypedFolderNameSaysThatNoSuchFolderExists) {
+  namespace da = dual_attention;
+  try {
+    da::DualAttnTransformerLM::from_pretrained("my-modle",
+                                               da::PretrainedOptions().download(options_));
+    FAIL() << "expected RepositoryNotFoundError";
+  } catch (const hub::RepositoryNotFoundError& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("hub: 'config.json' of 'my-modle'"), std::string::npos) << message;
+    EXPECT_NE(message.find("nor is 'my-modle' a local folder (no such directory in " +
+                           fs::current_path().string() + ")"),
+              std::string::npos)
+        << message;
+    EXPECT_EQ(e.repo_id(), "my-modle");
+  }
+  // Offline, the same: the name is neither cached nor a folder.
+  env_.set("HF_HUB_OFFLINE", "1");
+  try {
+    da::DualAttnTransformerLM::from_pretrained("my-modle",
+                                               da::PretrainedOptions().download(options_));
+    FAIL() << "expected LocalEntryNotFoundError";
+  } catch (const hub::LocalEntryNotFoundError& e) {
+    EXPECT_NE(std::string(e.what()).find("nor is 'my-modle' a local folder"), std::string::npos)
+        << e.what();
+  }
+  // Not even a valid repo id.
+  try {
+    da::DualAttnTransformerLM::from_pretrained("my modle!",
+                                               da::PretrainedOptions().download(options_));
+    FAIL() << "expected std::invalid_argument";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("nor is 'my modle!' a local folder"), std::string::npos)
+        << e.what();
+  }
 }
 
 }  // namespace

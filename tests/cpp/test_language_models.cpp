@@ -18,44 +18,16 @@
 #include "dual_attention/io/state_dict.h"
 #include "dual_attention/language_models.h"
 #include "dual_attention/symbol_retrieval.h"
+#include "test_support.h"
 
 namespace fs = std::filesystem;
 using namespace dual_attention;
 
+using namespace test_support;
+
 namespace {
 
 const fs::path kFixtures = fs::path(DUAL_ATTENTION_FIXTURE_DIR) / "lm";
-
-Kwargs read_json(const fs::path& path) {
-  std::ifstream in(path);
-  return Kwargs::parse(in);
-}
-
-std::string read_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-void write_text(const fs::path& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << text;
-}
-
-// Runs fn, which must throw a c10::Error whose message contains every one of `parts`.
-void expect_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
-  try {
-    fn();
-  } catch (const c10::Error& e) {
-    const std::string msg = e.what_without_backtrace();
-    for (const auto& part : parts) {
-      EXPECT_NE(msg.find(part), std::string::npos) << "missing '" << part << "' in: " << msg;
-    }
-    return;
-  }
-  ADD_FAILURE() << "expected a c10::Error";
-}
 
 // A fresh temporary folder, removed at the end of the test.
 class TempDir {
@@ -260,7 +232,7 @@ class BadCheckpoint : public ::testing::Test {
     copy_checkpoint("dat_posemb_symattn", tmp.path);
     config = read_json(tmp.path / "config.json");
   }
-  void write_config(const Kwargs& c) { write_text(tmp.path / "config.json", c.dump(2)); }
+  void write_config(const Kwargs& c) { write_bytes(tmp.path / "config.json", c.dump(2)); }
   void expect_load_error(const std::vector<std::string>& parts) {
     expect_error([&] { DualAttnTransformerLM::from_pretrained(tmp.path.string()); }, parts);
   }
@@ -301,9 +273,9 @@ TEST_F(BadCheckpoint, UnknownNestedKeysAreNamed) {
 }
 
 TEST_F(BadCheckpoint, InvalidJsonIsAnError) {
-  write_text(tmp.path / "config.json", "{\"vocab_size\": 48,");
+  write_bytes(tmp.path / "config.json", "{\"vocab_size\": 48,");
   expect_load_error({"config.json", "invalid JSON"});
-  write_text(tmp.path / "config.json", "[1, 2]");
+  write_bytes(tmp.path / "config.json", "[1, 2]");
   expect_load_error({"config.json", "expected a JSON object"});
 }
 
@@ -314,7 +286,7 @@ TEST_F(BadCheckpoint, MissingFilesAreNamed) {
   expect_load_error({"config.json", "cannot open"});
   expect_error([&] { DualAttnTransformerLM::from_pretrained((tmp.path / "nowhere").string()); },
                {"not a local folder", "Hugging Face Hub"});
-  write_text(tmp.path / "file", "x");
+  write_bytes(tmp.path / "file", "x");
   expect_error([&] { DualAttnTransformerLM::from_pretrained((tmp.path / "file").string()); },
                {"is a file"});
 }

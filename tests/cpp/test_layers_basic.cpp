@@ -12,8 +12,11 @@
 #include "dual_attention/positional_encoding.h"
 #include "dual_attention/symbol_retrieval.h"
 #include "dual_attention/transformer_blocks.h"
+#include "test_support.h"
 
 using namespace dual_attention;
+
+using namespace test_support;
 
 namespace {
 
@@ -31,20 +34,6 @@ std::vector<std::string> state_dict_keys(const torch::nn::Module& module) {
     }
   }
   return keys;
-}
-
-// Runs fn, which must throw a c10::Error whose message contains every one of `parts`.
-void expect_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
-  try {
-    fn();
-  } catch (const c10::Error& e) {
-    const std::string msg = e.what();
-    for (const auto& part : parts) {
-      EXPECT_NE(msg.find(part), std::string::npos) << "missing '" << part << "' in: " << msg;
-    }
-    return;
-  }
-  ADD_FAILURE() << "expected a c10::Error";
 }
 
 bool all_close(const torch::Tensor& a, const torch::Tensor& b, double rtol, double atol) {

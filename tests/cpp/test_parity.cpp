@@ -100,13 +100,22 @@ Tensor in(Inputs& inputs, const std::string& name) {
   return it == inputs.tensors.end() ? Tensor() : it->second;
 }
 
+// The builder of a module whose forward takes `x` alone and returns one tensor.
+template <class Holder>
+Subject x_to_one_output(const Kwargs& kwargs) {
+  using Options = std::decay_t<decltype(std::declval<typename Holder::Impl>().options)>;
+  return make_subject<Holder>(Holder(Options::from_kwargs(kwargs)),
+                              [](Holder& m, const Fixture&, Inputs& x) {
+                                return std::map<std::string, Tensor>{{"0", m->forward(in(x, "x"))}};
+                              });
+}
+
 const std::map<std::string, Builder>& builders() {
   using Out = std::map<std::string, Tensor>;
   static const std::map<std::string, Builder> table = {
       {"Attention",
        [](const Kwargs& kw) {
-         auto o = options_from_kwargs<AttentionOptions, int64_t, int64_t, double>(
-             kw, "Attention", {"d_model", "n_heads", "dropout"});
+         auto o = AttentionOptions::from_kwargs(kw);
          return make_subject<Attention>(Attention(o), [](Attention& m, const Fixture& f,
                                                          Inputs& x) {
            auto [out, scores] = m->forward(
@@ -119,8 +128,7 @@ const std::map<std::string, Builder>& builders() {
        }},
       {"RelationalAttention",
        [](const Kwargs& kw) {
-         auto o = options_from_kwargs<RelationalAttentionOptions, int64_t, int64_t>(
-             kw, "RelationalAttention", {"d_model", "n_heads"});
+         auto o = RelationalAttentionOptions::from_kwargs(kw);
          return make_subject<RelationalAttention>(
              RelationalAttention(o), [](RelationalAttention& m, const Fixture& f, Inputs& x) {
                auto [out, scores, relations] =
@@ -132,8 +140,7 @@ const std::map<std::string, Builder>& builders() {
        }},
       {"RelationalCrossAttention",
        [](const Kwargs& kw) {
-         auto o = options_from_kwargs<RelationalCrossAttentionOptions, int64_t, int64_t, double>(
-             kw, "RelationalCrossAttention", {"d_model", "n_heads", "dropout"});
+         auto o = RelationalCrossAttentionOptions::from_kwargs(kw);
          return make_subject<RelationalCrossAttention>(
              RelationalCrossAttention(o),
              [](RelationalCrossAttention& m, const Fixture& f, Inputs& x) {
@@ -145,9 +152,7 @@ const std::map<std::string, Builder>& builders() {
        }},
       {"DisentangledRelationalCrossAttention",
        [](const Kwargs& kw) {
-         auto o = options_from_kwargs<DisentangledRelationalCrossAttentionOptions, int64_t, int64_t,
-                                      double>(kw, "DisentangledRelationalCrossAttention",
-                                              {"d_model", "n_heads", "dropout"});
+         auto o = DisentangledRelationalCrossAttentionOptions::from_kwargs(kw);
          return make_subject<DisentangledRelationalCrossAttention>(
              DisentangledRelationalCrossAttention(o),
              [](DisentangledRelationalCrossAttention& m, const Fixture& f, Inputs& x) {
@@ -159,8 +164,7 @@ const std::map<std::string, Builder>& builders() {
        }},
       {"DualAttention",
        [](const Kwargs& kw) {
-         auto o = options_from_kwargs<DualAttentionOptions, int64_t, int64_t, int64_t, double>(
-             kw, "DualAttention", {"d_model", "n_heads_sa", "n_heads_ra", "dropout"});
+         auto o = DualAttentionOptions::from_kwargs(kw);
          return make_subject<DualAttention>(
              DualAttention(o), [](DualAttention& m, const Fixture& f, Inputs& x) {
                auto call = [&](bool need_weights) {
@@ -181,71 +185,15 @@ const std::map<std::string, Builder>& builders() {
                return o;
              });
        }},
-      {"SymbolicAttention",
-       [](const Kwargs& kw) {
-         auto o = options_from_kwargs<SymbolicAttentionOptions, int64_t, int64_t, int64_t>(
-             kw, "SymbolicAttention", {"d_model", "n_heads", "n_symbols"});
-         return make_subject<SymbolicAttention>(
-             SymbolicAttention(o), [](SymbolicAttention& m, const Fixture&, Inputs& x) {
-               return Out{{"0", m->forward(in(x, "x"))}};
-             });
-       }},
-      {"PositionalSymbolRetriever",
-       [](const Kwargs& kw) {
-         auto o = options_from_kwargs<PositionalSymbolRetrieverOptions, int64_t, int64_t>(
-             kw, "PositionalSymbolRetriever", {"symbol_dim", "max_length"});
-         return make_subject<PositionalSymbolRetriever>(
-             PositionalSymbolRetriever(o),
-             [](PositionalSymbolRetriever& m, const Fixture&, Inputs& x) {
-               return Out{{"0", m->forward(in(x, "x"))}};
-             });
-       }},
-      {"PositionRelativeSymbolRetriever",
-       [](const Kwargs& kw) {
-         auto o = options_from_kwargs<PositionRelativeSymbolRetrieverOptions, int64_t, int64_t>(
-             kw, "PositionRelativeSymbolRetriever", {"symbol_dim", "max_rel_pos"});
-         return make_subject<PositionRelativeSymbolRetriever>(
-             PositionRelativeSymbolRetriever(o),
-             [](PositionRelativeSymbolRetriever& m, const Fixture&, Inputs& x) {
-               return Out{{"0", m->forward(in(x, "x"))}};
-             });
-       }},
-      {"RelationalSymbolicAttention",
-       [](const Kwargs& kw) {
-         auto o = options_from_kwargs<RelationalSymbolicAttentionOptions, int64_t, int64_t, int64_t,
-                                      int64_t, int64_t>(
-             kw, "RelationalSymbolicAttention",
-             {"d_model", "rel_n_heads", "symbolic_attn_n_heads", "n_symbols", "nbhd_delta"});
-         return make_subject<RelationalSymbolicAttention>(
-             RelationalSymbolicAttention(o),
-             [](RelationalSymbolicAttention& m, const Fixture&, Inputs& x) {
-               return Out{{"0", m->forward(in(x, "x"))}};
-             });
-       }},
-      {"SinusoidalPositionalEncoding",
-       [](const Kwargs& kw) {
-         auto o = options_from_kwargs<SinusoidalPositionalEncodingOptions, int64_t>(
-             kw, "SinusoidalPositionalEncoding", {"d_model"});
-         return make_subject<SinusoidalPositionalEncoding>(
-             SinusoidalPositionalEncoding(o),
-             [](SinusoidalPositionalEncoding& m, const Fixture&, Inputs& x) {
-               return Out{{"0", m->forward(in(x, "x"))}};
-             });
-       }},
-      {"LearnedPositionalEmbeddings",
-       [](const Kwargs& kw) {
-         auto o = options_from_kwargs<LearnedPositionalEmbeddingsOptions, int64_t>(
-             kw, "LearnedPositionalEmbeddings", {"d_model"});
-         return make_subject<LearnedPositionalEmbeddings>(
-             LearnedPositionalEmbeddings(o),
-             [](LearnedPositionalEmbeddings& m, const Fixture&, Inputs& x) {
-               return Out{{"0", m->forward(in(x, "x"))}};
-             });
-       }},
+      {"SymbolicAttention", x_to_one_output<SymbolicAttention>},
+      {"PositionalSymbolRetriever", x_to_one_output<PositionalSymbolRetriever>},
+      {"PositionRelativeSymbolRetriever", x_to_one_output<PositionRelativeSymbolRetriever>},
+      {"RelationalSymbolicAttention", x_to_one_output<RelationalSymbolicAttention>},
+      {"SinusoidalPositionalEncoding", x_to_one_output<SinusoidalPositionalEncoding>},
+      {"LearnedPositionalEmbeddings", x_to_one_output<LearnedPositionalEmbeddings>},
       {"RelativePositionalEncoding",
        [](const Kwargs& kw) {
-         auto o = options_from_kwargs<RelativePositionalEncodingOptions, int64_t, int64_t>(
-             kw, "RelativePositionalEncoding", {"dim", "max_rel_pos"});
+         auto o = RelativePositionalEncodingOptions::from_kwargs(kw);
          return make_subject<RelativePositionalEncoding>(
              RelativePositionalEncoding(o),
              [](RelativePositionalEncoding& m, const Fixture& f, Inputs&) {
@@ -256,28 +204,11 @@ const std::map<std::string, Builder>& builders() {
                return Out{{"0", m->forward(args.at("length_q").get<int64_t>(), length_k)}};
              });
        }},
-      {"FeedForwardBlock",
-       [](const Kwargs& kw) {
-         auto o = options_from_kwargs<FeedForwardBlockOptions, int64_t>(kw, "FeedForwardBlock",
-                                                                        {"embed_dim"});
-         return make_subject<FeedForwardBlock>(FeedForwardBlock(o),
-                                               [](FeedForwardBlock& m, const Fixture&, Inputs& x) {
-                                                 return Out{{"0", m->forward(in(x, "x"))}};
-                                               });
-       }},
-      {"RMSNorm",
-       [](const Kwargs& kw) {
-         auto o = options_from_kwargs<RMSNormOptions, int64_t>(kw, "RMSNorm", {"dim"});
-         return make_subject<RMSNorm>(RMSNorm(o), [](RMSNorm& m, const Fixture&, Inputs& x) {
-           return Out{{"0", m->forward(in(x, "x"))}};
-         });
-       }},
+      {"FeedForwardBlock", x_to_one_output<FeedForwardBlock>},
+      {"RMSNorm", x_to_one_output<RMSNorm>},
       {"EncoderBlock",
        [](const Kwargs& kw) {
-         auto o = options_from_kwargs<EncoderBlockOptions, int64_t, int64_t, std::optional<int64_t>,
-                                      double, std::string, bool>(
-             kw, "EncoderBlock",
-             {"d_model", "n_heads", "dff", "dropout_rate", "activation", "norm_first"});
+         auto o = EncoderBlockOptions::from_kwargs(kw);
          return make_subject<EncoderBlock>(
              EncoderBlock(o), [](EncoderBlock& m, const Fixture& f, Inputs& x) {
                return Out{{"0", m->forward(in(x, "x"), in(x, "freqs_cos"), in(x, "freqs_sin"),
@@ -286,11 +217,7 @@ const std::map<std::string, Builder>& builders() {
        }},
       {"DecoderBlock",
        [](const Kwargs& kw) {
-         auto o = options_from_kwargs<DecoderBlockOptions, int64_t, int64_t, int64_t,
-                                      std::optional<int64_t>, double, std::string, bool>(
-             kw, "DecoderBlock",
-             {"d_model", "n_heads", "n_heads_cross", "dff", "dropout_rate", "activation",
-              "norm_first"});
+         auto o = DecoderBlockOptions::from_kwargs(kw);
          return make_subject<DecoderBlock>(
              DecoderBlock(o), [](DecoderBlock& m, const Fixture&, Inputs& x) {
                return Out{{"0", m->forward(in(x, "x"), in(x, "context"))}};
@@ -298,11 +225,7 @@ const std::map<std::string, Builder>& builders() {
        }},
       {"DualAttnEncoderBlock",
        [](const Kwargs& kw) {
-         auto o = options_from_kwargs<DualAttnEncoderBlockOptions, int64_t, int64_t, int64_t,
-                                      std::optional<int64_t>, std::string, double, bool>(
-             kw, "DualAttnEncoderBlock",
-             {"d_model", "n_heads_sa", "n_heads_ra", "dff", "activation", "dropout_rate",
-              "norm_first"});
+         auto o = DualAttnEncoderBlockOptions::from_kwargs(kw);
          return make_subject<DualAttnEncoderBlock>(
              DualAttnEncoderBlock(o), [](DualAttnEncoderBlock& m, const Fixture&, Inputs& x) {
                return Out{{"0", m->forward(in(x, "x"), in(x, "symbols"), in(x, "freqs_cos"),
@@ -311,11 +234,7 @@ const std::map<std::string, Builder>& builders() {
        }},
       {"DualAttnDecoderBlock",
        [](const Kwargs& kw) {
-         auto o = options_from_kwargs<DualAttnDecoderBlockOptions, int64_t, int64_t, int64_t,
-                                      int64_t, std::optional<int64_t>, std::string, double, bool>(
-             kw, "DualAttnDecoderBlock",
-             {"d_model", "n_heads_sa", "n_heads_ra", "n_heads_cross", "dff", "activation",
-              "dropout_rate", "norm_first"});
+         auto o = DualAttnDecoderBlockOptions::from_kwargs(kw);
          return make_subject<DualAttnDecoderBlock>(
              DualAttnDecoderBlock(o), [](DualAttnDecoderBlock& m, const Fixture&, Inputs& x) {
                return Out{{"0", m->forward(in(x, "x"), in(x, "context"), in(x, "symbols"))}};

@@ -233,7 +233,7 @@ TEST(RelationalAttentionFast, AutoTakesTheBlockwisePathOnTheCpuWithoutWeights) {
   EXPECT_EQ(scores.sizes(), (std::vector<int64_t>{1, 4, 6, 6}));
 }
 
-TEST(RelationalAttentionFast, DualAttentionWithoutWeightsUsesTheFastPath) {
+TEST(DualAttention, WithoutWeightsUsesTheFastPath) {
   torch::manual_seed(1);
   DualAttention da(DualAttentionOptions(64, 4, 4, 0.0)
                        .ra_kwargs({{"rel_activation", "tanh"}, {"n_kv_heads", 2}})
@@ -503,7 +503,7 @@ TEST(RelationalAttentionFast, TrainingStepHoldsNoSquareTensor) {
 }  // namespace
 
 // Modules print their options as the reference's keywords would read, booleans as true/false.
-TEST(RelationalAttentionFast, PrintsOptionsWithBooleanWords) {
+TEST(RelationalAttention, PrintsOptionsWithBooleanWords) {
   std::ostringstream printed;
   RelationalAttention(base().symmetric_rels(true))->pretty_print(printed);
   EXPECT_NE(printed.str().find("symmetric_rels=true"), std::string::npos) << printed.str();
@@ -511,7 +511,7 @@ TEST(RelationalAttentionFast, PrintsOptionsWithBooleanWords) {
       << printed.str();
 }
 
-TEST(RelationalAttentionFast, RelationalAttentionLayersFindsEveryInstance) {
+TEST(RelationalAttention, LayersFunctionFindsEveryInstance) {
   RelationalAttention ra(base());
   EXPECT_EQ(relational_attention_layers(*ra), std::vector<RelationalAttentionImpl*>{ra.get()});
   DualAttention da(DualAttentionOptions(64, 4, 4, 0.0));

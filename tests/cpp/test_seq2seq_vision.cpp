@@ -17,9 +17,12 @@
 #include "dual_attention/seq2seq_models.h"
 #include "dual_attention/vision_models.h"
 #include "model_fixtures.h"
+#include "test_support.h"
 
 using namespace dual_attention;
 using namespace model_fixtures;
+
+using namespace test_support;
 
 namespace {
 
@@ -34,26 +37,6 @@ std::vector<std::string> fixture_cases() {
   }
   std::sort(names.begin(), names.end());
   return names;
-}
-
-std::vector<std::string> names_of(const io::NamedTensors& state) {
-  std::vector<std::string> names;
-  for (const auto& item : state) names.push_back(item.first);
-  return names;
-}
-
-// Runs fn, which must throw a c10::Error whose message contains every one of `parts`.
-void expect_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
-  try {
-    fn();
-  } catch (const c10::Error& e) {
-    const std::string msg = e.what();
-    for (const auto& part : parts) {
-      EXPECT_NE(msg.find(part), std::string::npos) << "missing '" << part << "' in: " << msg;
-    }
-    return;
-  }
-  ADD_FAILURE() << "expected a c10::Error";
 }
 
 double max_abs(const torch::Tensor& t) { return t.abs().max().item<double>(); }

@@ -9,37 +9,17 @@
 
 #include "dual_attention/io/state_dict.h"
 #include "io_test_modules.h"
+#include "test_support.h"
 
 namespace fs = std::filesystem;
 using namespace dual_attention::io;
 using io_test::TiedModel;
 
+using namespace test_support;
+
 namespace {
 
 const fs::path kFixtures = fs::path(DUAL_ATTENTION_FIXTURE_DIR) / "io";
-
-nlohmann::json read_json(const fs::path& path) {
-  std::ifstream in(path);
-  return nlohmann::json::parse(in);
-}
-
-std::string bytes_of(const torch::Tensor& t) {
-  auto c = t.contiguous();
-  return std::string(static_cast<const char*>(c.data_ptr()), c.numel() * c.element_size());
-}
-
-std::string hex_to_bytes(const std::string& hex) {
-  std::string out;
-  for (size_t i = 0; i < hex.size(); i += 2)
-    out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
-  return out;
-}
-
-std::vector<std::string> names_of(const NamedTensors& state) {
-  std::vector<std::string> names;
-  for (const auto& entry : state) names.push_back(entry.first);
-  return names;
-}
 
 std::map<std::string, torch::Tensor> cloned_state(const torch::nn::Module& module) {
   std::map<std::string, torch::Tensor> state;

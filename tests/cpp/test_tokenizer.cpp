@@ -70,12 +70,12 @@ fs::path make_temp_dir(const std::string& tag) {
 }
 
 // tokenizer.json, vocab.json and merges.txt, built from the ranks by Hugging Face tokenizers
-// (tests/tools/make_hf_tokenizer_files.py), once per test run.
+// (tests/helpers/make_hf_tokenizer_files.py), once per test run.
 const fs::path& hf_files() {
   static const fs::path dir = [] {
     const fs::path out = make_temp_dir("hf");
-    const fs::path script =
-        fs::path(DUAL_ATTENTION_FIXTURE_DIR).parent_path() / "tools" / "make_hf_tokenizer_files.py";
+    const fs::path script = fs::path(DUAL_ATTENTION_FIXTURE_DIR).parent_path() / "helpers" /
+                            "make_hf_tokenizer_files.py";
     const std::string command = std::string("'") + DUAL_ATTENTION_PYTHON + "' '" + script.string() +
                                 "' --ranks '" + ranks_path().string() + "' --out '" + out.string() +
                                 "' > /dev/null";

@@ -7,6 +7,8 @@ or another call on a built module is RuntimeError (what torch raises for bad ten
 cannot be a keyword at all (an object) is TypeError. Nothing crashes the interpreter: every case
 runs in this process."""
 
+import re
+
 import pytest
 import torch
 
@@ -77,7 +79,16 @@ CONSTRUCTION = [
 ]
 
 
-@pytest.mark.parametrize("call,exception,message", CONSTRUCTION, ids=range(len(CONSTRUCTION)))
+def case_id(case):
+    """A readable test id: what is called, the exception and the start of the expected message."""
+    call, exception, message = case
+    modules = {"dac", "attention_utils", "model_utils", "transformer_blocks"}
+    callee = next(name for name in call.__code__.co_names if name not in modules)
+    words = re.sub(r"\\.|[^A-Za-z0-9_]+", " ", message).split()
+    return f"{callee}-{exception.__name__}-" + "_".join(words)[:40]
+
+
+@pytest.mark.parametrize("call,exception,message", CONSTRUCTION, ids=map(case_id, CONSTRUCTION))
 def test_bad_constructor_arguments(call, exception, message):
     with pytest.raises(exception, match=message) as info:
         call()
@@ -126,7 +137,7 @@ FORWARD = [
 ]
 
 
-@pytest.mark.parametrize("call,exception,message", FORWARD, ids=range(len(FORWARD)))
+@pytest.mark.parametrize("call,exception,message", FORWARD, ids=map(case_id, FORWARD))
 def test_bad_forward_arguments(call, exception, message):
     with pytest.raises(exception, match=message):
         call()

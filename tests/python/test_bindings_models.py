@@ -235,7 +235,7 @@ def _readme_examples():
     return re.findall(r"```python\n(.*?)```", text, flags=re.S)
 
 
-@pytest.mark.parametrize("index", range(2))
+@pytest.mark.parametrize("index", range(2), ids=["readme_example_1", "readme_example_2"])
 def test_reference_readme_examples_run_with_the_import_changed(index):
     examples = _readme_examples()
     assert len(examples) == 2

@@ -1,6 +1,6 @@
 """Language-model checkpoints written by our C++ save_pretrained load in the reference.
 
-The C++ side is tests/tools/lm_checkpoint_tool (built into <build>/tests/; the build directory is
+The C++ side is tests/helpers/lm_checkpoint_tool (built into <build>/tests/; the build directory is
 $DUAL_ATTENTION_BUILD_DIR, default <repo>/build): it builds a model from a config with a fixed
 seed, saves it, and writes its logits and loss for a few token ids. Here the reference package
 (dual-attention 0.0.7) loads the folder with `DualAttnTransformerLM_HFHub.from_pretrained` /

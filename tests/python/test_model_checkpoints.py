@@ -1,6 +1,6 @@
 """Checkpoints of the seq2seq and vision models written by our C++ load in the reference.
 
-For every case of tests/fixtures/models/, tests/tools/model_roundtrip (built into <build>/tests/;
+For every case of tests/fixtures/models/, tests/helpers/model_roundtrip (built into <build>/tests/;
 the build directory is $DUAL_ATTENTION_BUILD_DIR, default <repo>/build) builds the model in C++ with
 its own random initialisation and writes config.json (every keyword), model.safetensors and its
 outputs for the case's inputs. The reference (dual-attention 0.0.7) then builds the class from that

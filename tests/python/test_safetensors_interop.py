@@ -1,6 +1,6 @@
 """Files written by the C++ safetensors writer read back in Python's safetensors, and the reverse.
 
-The C++ side is tests/tools/safetensors_roundtrip (built into <build>/tests/); the build directory
+The C++ side is tests/helpers/safetensors_roundtrip (built into <build>/tests/); the build directory
 is $DUAL_ATTENTION_BUILD_DIR, default <repo>/build.
 """
 
@@ -79,7 +79,7 @@ def test_cpp_file_without_metadata_has_none(tmp_path):
 
 
 def fill_tied(model):
-    """The twin of fill_tied() in tests/tools/safetensors_roundtrip.cpp."""
+    """The twin of fill_tied() in tests/helpers/safetensors_roundtrip.cpp."""
     done = set()
     with torch.no_grad():
         for i, t in enumerate(model.state_dict().values()):

@@ -61,5 +61,6 @@ class ArgParser {
 
 // The subcommands, in the order `--help` lists them.
 Command download_command();
+Command generate_command();
 
 }  // namespace dual_attention::cli

@@ -13,6 +13,7 @@ namespace {
 const std::vector<Command>& commands() {
   static const std::vector<Command> all = {
       download_command(),
+      generate_command(),
   };
   return all;
 }

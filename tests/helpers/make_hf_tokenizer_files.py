@@ -6,7 +6,7 @@
                                     pre-tokenizer and decoder, <|endoftext|> an added special token
     OUT/vocab.json, OUT/merges.txt  the same model, saved by tokenizers (GPT-2's original layout)
 
-    .venv/bin/python tests/tools/make_hf_tokenizer_files.py --ranks gpt2.tiktoken --out DIR
+    .venv/bin/python tests/helpers/make_hf_tokenizer_files.py --ranks gpt2.tiktoken --out DIR
 
 The vocab is each token's bytes in GPT-2's byte-level alphabet, its id the rank. The merges come
 from the ranks as tiktoken defines them: a token of two or more bytes is the merge of the two parts

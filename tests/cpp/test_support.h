@@ -1,0 +1,72 @@
+// Helpers shared by the C++ test files: files as bytes, tensors as bytes, and error expectations.
+#pragma once
+
+#include <c10/util/Exception.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iterator>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace test_support {
+
+// The whole file, byte for byte ("" when it cannot be read).
+inline std::string read_bytes(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// Writes `bytes` as the whole file, creating its folder.
+inline void write_bytes(const std::filesystem::path& path, const std::string& bytes) {
+  if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+}
+
+inline nlohmann::json read_json(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  return nlohmann::json::parse(in);
+}
+
+// The raw little-endian bytes of a tensor, the thing compared for bit-exactness (NaN included).
+inline std::string bytes_of(const torch::Tensor& t) {
+  auto c = t.contiguous();
+  return std::string(static_cast<const char*>(c.data_ptr()), c.numel() * c.element_size());
+}
+
+// "0a1b..." -> the bytes it spells.
+inline std::string hex_to_bytes(const std::string& hex) {
+  std::string out;
+  for (size_t i = 0; i + 1 < hex.size(); i += 2)
+    out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+  return out;
+}
+
+// The names of named tensors (a state dict), in order.
+inline std::vector<std::string> names_of(
+    const std::vector<std::pair<std::string, torch::Tensor>>& state) {
+  std::vector<std::string> names;
+  for (const auto& item : state) names.push_back(item.first);
+  return names;
+}
+
+// Runs fn, which must throw a c10::Error whose message contains every one of `parts`.
+inline void expect_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
+  try {
+    fn();
+  } catch (const c10::Error& e) {
+    const std::string msg = e.what_without_backtrace();
+    for (const auto& part : parts) {
+      EXPECT_NE(msg.find(part), std::string::npos) << "missing '" << part << "' in: " << msg;
+    }
+    return;
+  }
+  ADD_FAILURE() << "expected a c10::Error";
+}
+
+}  // namespace test_support
