@@ -303,3 +303,11 @@ def test_cmake_blocks_are_what_the_downstream_project_builds(block):
     assert not missing, (
         f"{block.where}: not in examples/downstream/CMakeLists.txt (which the suite builds): {missing}"
     )
+
+
+def test_every_public_header_is_in_the_cpp_api_reference():
+    page = (ROOT / "docs/api/cpp.md").read_text()
+    documented = set(re.findall(r"```\{doxygenfile\} (\S+)", page))
+    headers = {p.name for p in (ROOT / "include/dual_attention").rglob("*.h")}
+    missing = sorted(headers - documented)
+    assert not missing, f"headers missing from docs/api/cpp.md (add a doxygenfile section): {missing}"
