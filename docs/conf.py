@@ -65,11 +65,9 @@ autodoc_typehints = "signature"
 napoleon_numpy_docstring = True
 napoleon_google_docstring = False
 
-# An offline copy of MathJax when Debian's libjs-mathjax is installed (the site then renders its
-# formulas without a network); otherwise Sphinx's default CDN copy.
-_local_mathjax = Path("/usr/share/javascript/mathjax/MathJax.js")
-if _local_mathjax.exists():
-    mathjax_path = _local_mathjax.as_uri() + "?config=TeX-AMS-MML_HTMLorMML"
+# Formulas are typeset in the browser by MathJax 3 from Sphinx's default CDN address (offline, the
+# TeX source shows). Debian's MathJax 2 (libjs-mathjax) did not typeset these pages in headless
+# Chromium, so it is not used.
 
 html_theme = "furo"
 html_title = "dual-attention-cpp"
