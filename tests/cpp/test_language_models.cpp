@@ -251,7 +251,7 @@ TEST_F(BadCheckpoint, MistypedValueIsNamedWithWhatWasExpected) {
   write_config(config);
   expect_load_error({"config.json", "'d_model'", "\"16\"", "expected an int"});
   config["d_model"] = 16;
-  config["norm_first"] = 1;
+  config["norm_first"] = 2;  // 0 and 1 are bools, as in Python; 2 is not
   write_config(config);
   expect_load_error({"'norm_first'", "expected a bool"});
 }
@@ -281,7 +281,7 @@ TEST_F(BadCheckpoint, InvalidJsonIsAnError) {
 
 TEST_F(BadCheckpoint, MissingFilesAreNamed) {
   fs::remove(tmp.path / "model.safetensors");
-  expect_load_error({"model.safetensors", "no such file"});
+  expect_load_error({"no model.safetensors or pytorch_model.bin"});
   fs::remove(tmp.path / "config.json");
   expect_load_error({"config.json", "cannot open"});
   expect_error([&] { DualAttnTransformerLM::from_pretrained((tmp.path / "nowhere").string()); },
