@@ -263,11 +263,9 @@ void DualAttnTransformerLMImpl::reset() {
           owner_, ": unexpected key '", item.key(),
           "' in symbol_retriever_config; valid keys are: shared_symbol_retriever, "
           "weight_tie_symbol_library");
-      TORCH_CHECK(item.value().is_boolean(), owner_, ": symbol_retriever_config['", item.key(),
-                  "'] must be a bool, got ", item.value().dump());
+      detail::read_kwarg(std::string(owner_) + " symbol_retriever_config", item.key(), item.value(),
+                         item.key() == "shared_symbol_retriever" ? shared : tie_library);
     }
-    shared = config.value("shared_symbol_retriever", true);
-    tie_library = config.value("weight_tie_symbol_library", false);
     // The reference fills in the dict it is given (setdefault), so a checkpoint saved by its mixin
     // holds both keys; so does ours.
     options.symbol_retriever_config(

@@ -1,15 +1,29 @@
 #include "dual_attention/pretrained.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
+#include <stdexcept>
 
 #include "dual_attention/io/safetensors.h"
 #include "dual_attention/io/state_dict.h"
+#include "dual_attention/io/torch_checkpoint.h"
 
 namespace dual_attention {
 namespace fs = std::filesystem;
+
+namespace {
+
+std::string no_local_folder(const std::string& name) {
+  std::error_code ec;
+  return "nor is '" + name + "' a local folder (no such directory in " +
+         fs::current_path(ec).string() + ")";
+}
+
+}  // namespace
 
 std::string resolve_pretrained(const std::string& name_or_path, const PretrainedOptions& options) {
   std::error_code ec;
@@ -25,14 +39,54 @@ std::string resolve_pretrained(const std::string& name_or_path, const Pretrained
               "' is not a local folder (expected a folder holding config.json and "
               "model.safetensors, or a Hugging Face Hub repo id 'org/name')");
 #ifdef DUAL_ATTENTION_WITH_HUB
-  return hub::snapshot_download(name_or_path, {"config.json", "model.safetensors"},
-                                options.download());
+  const hub::DownloadOptions& download = options.download();
+  try {
+    const std::string folder = hub::snapshot_download(name_or_path, {"config.json"}, download);
+    // The weights from the same commit: model.safetensors, else pytorch_model.bin, as
+    // huggingface_hub's mixin falls back when the repository has no model.safetensors.
+    hub::DownloadOptions pinned = download;
+    pinned.revision = fs::path(folder).filename().string();
+    try {
+      hub::hf_hub_download(name_or_path, kSafetensorsWeightsName, pinned);
+    } catch (const hub::EntryNotFoundError&) {
+      hub::hf_hub_download(name_or_path, kPytorchWeightsName, pinned);
+    } catch (const hub::LocalEntryNotFoundError&) {
+      // Offline, the cache may hold the fallback; if not, the first error is the one to see.
+      if (!hub::try_to_load_from_cache(name_or_path, kPytorchWeightsName, *pinned.revision,
+                                       download.cache_dir.value_or("")))
+        throw;
+    }
+    return folder;
+  } catch (hub::HubError& e) {
+    // huggingface_hub's mixin says both: a mistyped local folder looks like a repo id.
+    e.add_note(no_local_folder(name_or_path));
+    throw;
+  } catch (const std::invalid_argument& e) {  // not even a valid repo id
+    throw std::invalid_argument(std::string(e.what()) + "; " + no_local_folder(name_or_path));
+  }
 #else
   (void)options;
   TORCH_CHECK(false, "from_pretrained: '", name_or_path,
               "' is not a local folder, and this build has no Hub client "
               "(DUAL_ATTENTION_BUILD_HUB=OFF); download the repository and pass its folder");
 #endif
+}
+
+void check_parameter_budget(double parameter_count, const PretrainedOptions& options) {
+  const double bytes_per_parameter =
+      options.dtype() ? std::max<double>(4, c10::elementSize(*options.dtype())) : 4.0;
+  const double bytes = parameter_count * bytes_per_parameter;
+  TORCH_CHECK(options.max_parameter_bytes() > 0, "from_pretrained: max_parameter_bytes must be ",
+              "positive, got ", options.max_parameter_bytes());
+  if (bytes <= static_cast<double>(options.max_parameter_bytes())) return;
+  std::ostringstream what;
+  what.precision(3);
+  what << "the model would hold about " << parameter_count << " parameters (" << bytes / (1 << 30)
+       << " GiB as built, " << bytes_per_parameter << " bytes each), above max_parameter_bytes "
+       << options.max_parameter_bytes() << " (" << options.max_parameter_bytes() / double(1 << 30)
+       << " GiB); nothing was allocated. Check the config's sizes, or raise max_parameter_bytes "
+          "to load a model this large";
+  TORCH_CHECK(false, what.str());
 }
 
 Kwargs read_config_json(const std::string& path) {
@@ -42,14 +96,27 @@ Kwargs read_config_json(const std::string& path) {
               "model.safetensors)");
   std::stringstream text;
   text << in.rdbuf();
+  return parse_config_json(text.str(), path);
+}
+
+Kwargs parse_config_json(const std::string& text, const std::string& path) {
+  // Keyword dicts nest a few levels (ra_kwargs inside encoder_kwargs); error messages print values
+  // recursively, so depth is bounded as Python's json bounds it (by the recursion limit).
+  constexpr int kMaxDepth = 100;
+  bool too_deep = false;
+  nlohmann::json::parser_callback_t check = [&](int depth, nlohmann::json::parse_event_t, Kwargs&) {
+    too_deep |= depth > kMaxDepth;
+    return !too_deep;
+  };
   Kwargs config;
   try {
-    config = Kwargs::parse(text.str());
+    config = Kwargs::parse(text, check);
   } catch (const nlohmann::json::parse_error& e) {
     TORCH_CHECK(false, path, ": invalid JSON: ", e.what());
   }
+  TORCH_CHECK(!too_deep, path, ": JSON values nest more than ", kMaxDepth, " deep");
   TORCH_CHECK(config.is_object(), path, ": expected a JSON object of constructor keywords, got ",
-              config.dump());
+              detail::json_type_name(config));
   return config;
 }
 
@@ -63,10 +130,21 @@ void write_config_json(const std::string& path, const Kwargs& config) {
 
 void load_pretrained_weights(torch::nn::Module& module, const std::string& folder,
                              const PretrainedOptions& options) {
-  const std::string path = folder + "/model.safetensors";
-  TORCH_CHECK(fs::is_regular_file(path), path,
-              ": no such file (expected the model weights "
-              "next to config.json)");
+  const std::string safetensors_path = folder + "/" + kSafetensorsWeightsName;
+  const std::string pytorch_path = folder + "/" + kPytorchWeightsName;
+  const bool safetensors = fs::is_regular_file(safetensors_path);
+  TORCH_CHECK(safetensors || fs::is_regular_file(pytorch_path), folder, ": no ",
+              kSafetensorsWeightsName, " or ", kPytorchWeightsName,
+              " (expected the model weights next to config.json)");
+  std::map<std::string, torch::Tensor> pytorch_state;
+  std::set<torch::ScalarType> stored;  // floating-point dtypes of the checkpoint
+  if (safetensors) {
+    const auto file = io::SafetensorsFile::open(safetensors_path);
+    for (const auto& name : file.keys()) stored.insert(file.info(name).scalar_type);
+  } else {
+    pytorch_state = io::load_torch_state_dict(pytorch_path);
+    for (const auto& [name, tensor] : pytorch_state) stored.insert(tensor.scalar_type());
+  }
   // The model takes the checkpoint's floating-point dtype unless told otherwise.
   torch::Dtype dtype = torch::kFloat32;
   if (options.dtype()) {
@@ -74,16 +152,20 @@ void load_pretrained_weights(torch::nn::Module& module, const std::string& folde
     TORCH_CHECK(c10::isFloatingType(dtype),
                 "from_pretrained: dtype must be a floating-point type, got ", dtype);
   } else {
-    const auto file = io::SafetensorsFile::open(path);
-    std::set<torch::ScalarType> stored;
-    for (const auto& name : file.keys()) {
-      const auto type = file.info(name).scalar_type;
-      if (c10::isFloatingType(type)) stored.insert(type);
-    }
+    for (auto it = stored.begin(); it != stored.end();)
+      it = c10::isFloatingType(*it) ? std::next(it) : stored.erase(it);
     if (stored.size() == 1) dtype = *stored.begin();
   }
   module.to(dtype);
-  io::load_module(module, path, /*strict=*/true);  // its errors name the file and the tensors
+  if (safetensors) {
+    io::load_module(module, safetensors_path, /*strict=*/true);  // errors name file and tensors
+  } else {
+    try {
+      io::load_state_dict(module, pytorch_state, /*strict=*/true);
+    } catch (const c10::Error& e) {
+      TORCH_CHECK(false, pytorch_path, ": ", e.what_without_backtrace());
+    }
+  }
   module.to(options.device());
   module.eval();
 }

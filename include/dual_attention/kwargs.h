@@ -42,7 +42,8 @@ inline std::string json_type_name(const Kwargs& v) {
 
 inline void read_kwarg(const std::string& owner, const std::string& key, const Kwargs& v,
                        int64_t& out) {
-  if (!v.is_number_integer()) bad_kwarg(owner, key, v, "an int");
+  if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX)))
+    bad_kwarg(owner, key, v, "an int (64-bit)");
   out = v.get<int64_t>();
 }
 inline void read_kwarg(const std::string& owner, const std::string& key, const Kwargs& v,
@@ -50,10 +51,17 @@ inline void read_kwarg(const std::string& owner, const std::string& key, const K
   if (!v.is_number() || v.is_boolean()) bad_kwarg(owner, key, v, "a float");
   out = v.get<double>();
 }
+// A bool keyword takes true/false, and also the ints 0 and 1: Python code passes them for flags
+// (`norm_first=1`), the reference accepts them and its mixin writes them to config.json as given.
+// Any other value (2, 1.0, "yes") is an error.
+inline bool is_bool_like(const Kwargs& v) {
+  return v.is_boolean() ||
+         (v.is_number_integer() && (v.get<int64_t>() == 0 || v.get<int64_t>() == 1));
+}
 inline void read_kwarg(const std::string& owner, const std::string& key, const Kwargs& v,
                        bool& out) {
-  if (!v.is_boolean()) bad_kwarg(owner, key, v, "a bool");
-  out = v.get<bool>();
+  if (!is_bool_like(v)) bad_kwarg(owner, key, v, "a bool (true, false, 0 or 1)");
+  out = v.is_boolean() ? v.get<bool>() : v.get<int64_t>() == 1;
 }
 inline void read_kwarg(const std::string& owner, const std::string& key, const Kwargs& v,
                        std::string& out) {
@@ -65,7 +73,9 @@ inline void read_kwarg(const std::string& owner, const std::string& key, const K
   if (!v.is_array()) bad_kwarg(owner, key, v, "a list of ints");
   out.clear();
   for (const auto& e : v) {
-    if (!e.is_number_integer()) bad_kwarg(owner, key, v, "a list of ints");
+    if (!e.is_number_integer() ||
+        (e.is_number_unsigned() && e.get<uint64_t>() > uint64_t(INT64_MAX)))
+      bad_kwarg(owner, key, v, "a list of ints");
     out.push_back(e.get<int64_t>());
   }
 }

@@ -44,24 +44,62 @@ struct PretrainedOptions {
   // local_files_only, force_download, progress — as huggingface_hub's from_pretrained takes them.
   // Unset fields follow the environment (HF_ENDPOINT, HF_TOKEN, HF_HUB_CACHE, HF_HUB_OFFLINE).
   TORCH_ARG(hub::DownloadOptions, download) = {};
+  // The largest model config.json may ask for, in bytes of parameters (and positional tables) as
+  // first built in float32 (float64: 8 bytes each): 16 GiB, four billion float32 parameters, well
+  // above the largest published DAT (1.27B). The size is estimated from the options before
+  // anything is allocated (estimate_parameter_count), so an absurd config (d_model 1e9, n_layers
+  // 1e6) is an error instead of an out-of-memory kill. Raise it to load a larger model.
+  TORCH_ARG(int64_t, max_parameter_bytes) = int64_t{16} << 30;
 };
 
+// The weights file of a checkpoint folder, in the order huggingface_hub's mixin tries them:
+// model.safetensors, else pytorch_model.bin (torch.save's zip format; see
+// io/torch_checkpoint.h: tensors only, no pickled code).
+constexpr const char* kSafetensorsWeightsName = "model.safetensors";
+constexpr const char* kPytorchWeightsName = "pytorch_model.bin";
+
+// The number of parameters (plus positional-table elements) a model built from these options
+// holds, computed from the options alone, nothing allocated; a double so that absurd options give
+// a huge number rather than an overflow. Close to get_num_params() (tested), which it never
+// needs to match exactly: it only bounds what from_pretrained will allocate.
+struct DualAttnTransformerLMOptions;
+struct TransformerLMOptions;
+struct Seq2SeqTransformerOptions;
+struct Seq2SeqDualAttnTransformerOptions;
+struct VisionTransformerOptions;
+struct VisionDualAttnTransformerOptions;
+double estimate_parameter_count(const DualAttnTransformerLMOptions& options);
+double estimate_parameter_count(const TransformerLMOptions& options);
+double estimate_parameter_count(const Seq2SeqTransformerOptions& options);
+double estimate_parameter_count(const Seq2SeqDualAttnTransformerOptions& options);
+double estimate_parameter_count(const VisionTransformerOptions& options);
+double estimate_parameter_count(const VisionDualAttnTransformerOptions& options);
+
+// Raises, naming the estimate and the limit, when `parameter_count` parameters would take more
+// than options.max_parameter_bytes.
+void check_parameter_budget(double parameter_count, const PretrainedOptions& options);
+
 // The local folder holding a checkpoint: `name_or_path` itself when it is a folder; otherwise a
-// Hugging Face Hub repo id ("org/name"), whose config.json and model.safetensors are fetched into
-// (or found in) the cache shared with huggingface_hub, returning the snapshot folder. Hub failures
-// raise the hub's exceptions (hub::RepositoryNotFoundError, ...), naming repo, file and revision.
+// Hugging Face Hub repo id ("org/name"), whose config.json and weights (model.safetensors, or
+// pytorch_model.bin when the repository has none) are fetched into (or found in) the cache shared
+// with huggingface_hub, returning the snapshot folder. Hub failures raise the hub's exceptions
+// (hub::RepositoryNotFoundError, ...), naming repo, file and revision, and adding that no local
+// folder of that name exists (relative to the current directory), in case it was a mistyped path.
 std::string resolve_pretrained(const std::string& name_or_path,
                                const PretrainedOptions& options = {});
 
 // config.json as a JSON object; a missing file, invalid JSON or a non-object is an error naming
 // the file.
 Kwargs read_config_json(const std::string& path);
+// The same from the file's text; `path` names it in errors.
+Kwargs parse_config_json(const std::string& text, const std::string& path);
 // Writes `config` as json.dumps(config, sort_keys=True, indent=2) would (ASCII, no final newline).
 void write_config_json(const std::string& path, const Kwargs& config);
 
-// Loads <folder>/model.safetensors into `module` strictly (a missing or unexpected tensor, or a
-// shape mismatch, is an error naming it), after converting the module to the dtype chosen by
-// `options`; then moves it to options.device and switches it to eval mode (as the mixin does).
+// Loads <folder>/model.safetensors, or else <folder>/pytorch_model.bin, into `module` strictly (a
+// missing or unexpected tensor, or a shape mismatch, is an error naming it), after converting the
+// module to the dtype chosen by `options`; then moves it to options.device and switches it to
+// eval mode (as the mixin does).
 void load_pretrained_weights(torch::nn::Module& module, const std::string& folder,
                              const PretrainedOptions& options);
 // Writes <folder>/model.safetensors (creating the folder) as safetensors' save_model does.
@@ -88,21 +126,31 @@ Kwargs config_from_options(const Options& options) {
   return config;
 }
 
-// Builds the model described by <folder>/config.json and loads <folder>/model.safetensors into it.
-// Errors name the file they come from.
+// The model a config dict describes, built the way from_pretrained builds it: Python's
+// cls(**config), after its size has been estimated from the options and checked against
+// options.max_parameter_bytes, so that nothing is allocated for an absurd config. Errors start
+// with `config_path`.
 template <class ModuleHolder>
-ModuleHolder from_pretrained(const std::string& name_or_path,
-                             const PretrainedOptions& options = {}) {
+ModuleHolder model_from_config(const Kwargs& config, const PretrainedOptions& options,
+                               const std::string& config_path) {
   using Options = std::decay_t<decltype(std::declval<typename ModuleHolder::Impl>().options)>;
-  const std::string folder = resolve_pretrained(name_or_path, options);
-  const std::string config_path = folder + "/config.json";
-  const Kwargs config = read_config_json(config_path);
-  ModuleHolder model{nullptr};
   try {
-    model = ModuleHolder(options_from_config<Options>(config));
+    const Options model_options = options_from_config<Options>(config);
+    check_parameter_budget(estimate_parameter_count(model_options), options);
+    return ModuleHolder(model_options);
   } catch (const c10::Error& e) {
     TORCH_CHECK(false, config_path, ": ", e.what_without_backtrace());
   }
+}
+
+// Builds the model described by <folder>/config.json (model_from_config) and loads its weights
+// into it. Errors name the file they come from.
+template <class ModuleHolder>
+ModuleHolder from_pretrained(const std::string& name_or_path,
+                             const PretrainedOptions& options = {}) {
+  const std::string folder = resolve_pretrained(name_or_path, options);
+  const std::string config_path = folder + "/config.json";
+  auto model = model_from_config<ModuleHolder>(read_config_json(config_path), options, config_path);
   load_pretrained_weights(*model, folder, options);
   return model;
 }

@@ -462,6 +462,7 @@ class PretrainedModel(CppModule):
         dtype: Optional[torch.dtype] = None,
         device: Union[torch.device, str, None] = None,
         map_location: Union[torch.device, str, None] = None,
+        max_parameter_bytes: Optional[int] = None,
     ):
         """Loads a model saved by ``save_pretrained`` (ours or the reference's mixin), in eval
         mode, from a folder or from a Hub repository.
@@ -481,6 +482,13 @@ class PretrainedModel(CppModule):
             Floating-point dtype of the model; by default the checkpoint's.
         device, map_location : torch.device or str, optional
             Where the model is placed (``map_location`` is the mixin's name for it); default CPU.
+        max_parameter_bytes : int, optional
+            The largest model ``config.json`` may ask for, in bytes of parameters as first built
+            (float32); default 16 GiB. The size is estimated from the config before anything is
+            allocated, so an absurd config raises ``RuntimeError`` instead of exhausting memory.
+
+        The weights are ``model.safetensors``, or else ``pytorch_model.bin`` (``torch.save``'s zip
+        format, read by LibTorch: tensors only; no pickled code runs), as the mixin falls back.
         """
         if token is True:
             token = None  # the saved token: the client's default
@@ -498,6 +506,7 @@ class PretrainedModel(CppModule):
             None if cache_dir is None else os.fspath(cache_dir),
             bool(local_files_only),
             bool(force_download),
+            None if max_parameter_bytes is None else int(max_parameter_bytes),
         )
         model = cls.__new__(cls)
         _init_from_cpp(model, cpp)

@@ -22,7 +22,8 @@ void def_pretrained(Binding& binding) {
       [](const std::string& name_or_path, std::optional<torch::Dtype> dtype,
          std::optional<torch::Device> device, std::optional<std::string> revision,
          std::optional<std::string> token, std::optional<std::string> cache_dir,
-         bool local_files_only, bool force_download) -> std::shared_ptr<Impl> {
+         bool local_files_only, bool force_download,
+         std::optional<int64_t> max_parameter_bytes) -> std::shared_ptr<Impl> {
         hub::DownloadOptions download;
         download.revision = std::move(revision);
         download.token = std::move(token);
@@ -32,11 +33,12 @@ void def_pretrained(Binding& binding) {
         PretrainedOptions options;
         options.dtype(dtype).download(download);
         if (device) options.device(*device);
+        if (max_parameter_bytes) options.max_parameter_bytes(*max_parameter_bytes);
         return Holder::from_pretrained(name_or_path, options).ptr();
       },
       py::arg("name_or_path"), py::arg("dtype"), py::arg("device"), py::arg("revision"),
       py::arg("token"), py::arg("cache_dir"), py::arg("local_files_only"),
-      py::arg("force_download"), release_gil);
+      py::arg("force_download"), py::arg("max_parameter_bytes"), release_gil);
   binding.def(
       "save_pretrained",
       [](const Impl& self, const std::string& folder) { self.save_pretrained(folder); },

@@ -38,8 +38,9 @@ using detail::TransferError;
 
 HubError::HubError(const std::string& message, std::string repo_id, std::string filename,
                    std::string revision)
-    : std::runtime_error("hub: '" + filename + "' of '" + repo_id + "' at revision '" + revision +
-                         "': " + message),
+    : std::runtime_error(""),
+      message_("hub: '" + filename + "' of '" + repo_id + "' at revision '" + revision +
+               "': " + message),
       repo_id_(std::move(repo_id)),
       filename_(std::move(filename)),
       revision_(std::move(revision)) {}
@@ -566,89 +567,102 @@ struct Session {
     };
 
     // Nothing left to fetch needs no GET (an empty file, say), as in huggingface_hub.
-    while (!(expected >= 0 && have == expected)) {
-      HttpRequest request;
-      request.url = m.location;
-      request.follow_redirects = true;
-      request.headers = headers(send_token);
-      if (have > 0) request.headers.push_back("Range: bytes=" + std::to_string(have) + "-");
-      request.connect_timeout_s = request.stall_timeout_s =
-          seconds_from_env("HF_HUB_DOWNLOAD_TIMEOUT", 10);
-      const int64_t at_start = have;
-      detail::BodySink sink;
-      sink.begin = [&](const HttpResponse& r) {
-        if (r.status == 200 && have > 0) {
-          restart();  // the server ignored the Range header: start over
-        } else if (r.status == 206) {
-          const std::string* range = r.header("content-range");  // "bytes START-END/TOTAL"
-          bad_range = !range || range->rfind("bytes " + std::to_string(have) + "-", 0) != 0;
-        }
-        if (expected < 0) {  // the HEAD gave no size: take it from this answer
-          const std::string* range = r.header("content-range");
-          if (r.status == 206 && range && range->find('/') != std::string::npos) {
-            std::string total = range->substr(range->find('/') + 1);
-            expected = parse_size(&total);
-          } else if (r.status == 200) {
-            expected = parse_size(r.header("content-length"));
+    const int64_t resumed_from = have;
+    auto fetch = [&] {
+      while (!(expected >= 0 && have == expected)) {
+        HttpRequest request;
+        request.url = m.location;
+        request.follow_redirects = true;
+        request.headers = headers(send_token);
+        if (have > 0) request.headers.push_back("Range: bytes=" + std::to_string(have) + "-");
+        request.connect_timeout_s = request.stall_timeout_s =
+            seconds_from_env("HF_HUB_DOWNLOAD_TIMEOUT", 10);
+        const int64_t at_start = have;
+        detail::BodySink sink;
+        sink.begin = [&](const HttpResponse& r) {
+          if (r.status == 200 && have > 0) {
+            restart();  // the server ignored the Range header: start over
+          } else if (r.status == 206) {
+            const std::string* range = r.header("content-range");  // "bytes START-END/TOTAL"
+            bad_range = !range || range->rfind("bytes " + std::to_string(have) + "-", 0) != 0;
           }
-        }
-      };
-      sink.write = [&](const char* data, size_t size) {
-        if (bad_range) return false;
-        if (expected >= 0 && have + int64_t(size) > expected) {
-          oversize = true;
-          return false;
-        }
-        for (size_t done = 0; done < size;) {
-          ssize_t n = ::pwrite(fd, data + done, size - done, have + done);
-          if (n < 0 && errno == EINTR) continue;
-          if (n <= 0) {
-            write_errno = n < 0 ? errno : EIO;
+          if (expected < 0) {  // the HEAD gave no size: take it from this answer
+            const std::string* range = r.header("content-range");
+            if (r.status == 206 && range && range->find('/') != std::string::npos) {
+              std::string total = range->substr(range->find('/') + 1);
+              expected = parse_size(&total);
+            } else if (r.status == 200) {
+              expected = parse_size(r.header("content-length"));
+            }
+          }
+        };
+        sink.write = [&](const char* data, size_t size) {
+          if (bad_range) return false;
+          if (expected >= 0 && have + int64_t(size) > expected) {
+            oversize = true;
             return false;
           }
-          done += n;
-        }
-        if (check_sha) sha.update(data, size);
-        have += size;
-        bar.advance(size);
-        return true;
-      };
-      request.sink = &sink;
+          for (size_t done = 0; done < size;) {
+            ssize_t n = ::pwrite(fd, data + done, size - done, have + done);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) {
+              write_errno = n < 0 ? errno : EIO;
+              return false;
+            }
+            done += n;
+          }
+          if (check_sha) sha.update(data, size);
+          have += size;
+          bar.advance(size);
+          return true;
+        };
+        request.sink = &sink;
 
-      HttpResponse r;
-      try {
-        r = detail::http_request(request);
-      } catch (const TransferError& e) {
+        HttpResponse r;
+        try {
+          r = detail::http_request(request);
+        } catch (const TransferError& e) {
+          if (write_errno) fail_write(write_errno, incomplete, have, expected);
+          if (oversize)
+            fail_consistency(incomplete, "more bytes than the " + std::to_string(expected) +
+                                             " announced (X-Linked-Size / Content-Length)");
+          if (bad_range) {  // a 206 for another offset than asked: start over
+            bad_range = false;
+            restart();
+          } else if (have > at_start) {
+            retries_left = options.max_retries;  // progress was made: a fresh allowance
+          }
+          if (retries_left-- > 0) {
+            std::this_thread::sleep_for(std::chrono::seconds(1));
+            continue;
+          }
+          fail<NetworkError>("the download from " + m.location + " broke (" + e.what() +
+                             ") after " + std::to_string(have) + " of " +
+                             (expected >= 0 ? std::to_string(expected) : std::string("?")) +
+                             " bytes; no blob was stored and the partial file " +
+                             incomplete.string() + " is kept so that the next call resumes it");
+        }
         if (write_errno) fail_write(write_errno, incomplete, have, expected);
-        if (oversize)
-          fail_consistency(incomplete, "more bytes than the " + std::to_string(expected) +
-                                           " announced (X-Linked-Size / Content-Length)");
-        if (bad_range) {  // a 206 for another offset than asked: start over
-          bad_range = false;
+        if (r.status == 416 && have > 0) {  // the partial file is not a prefix the server knows
           restart();
-        } else if (have > at_start) {
-          retries_left = options.max_retries;  // progress was made: a fresh allowance
+          if (retries_left-- > 0) continue;
         }
-        if (retries_left-- > 0) {
-          std::this_thread::sleep_for(std::chrono::seconds(1));
-          continue;
-        }
-        fail<NetworkError>("the download from " + m.location + " broke (" + e.what() + ") after " +
-                           std::to_string(have) + " of " +
-                           (expected >= 0 ? std::to_string(expected) : std::string("?")) +
-                           " bytes; no blob was stored and the partial file " +
-                           incomplete.string() + " is kept so that the next call resumes it");
+        if (r.status >= 400) fail_http(r);
+        if (r.status != 200 && r.status != 206)
+          throw HttpError("unexpected HTTP " + std::to_string(r.status) + " from " + r.url,
+                          t.repo_id, t.filename, t.revision, r.status);
+        break;
       }
-      if (write_errno) fail_write(write_errno, incomplete, have, expected);
-      if (r.status == 416 && have > 0) {  // the partial file is not a prefix the server knows
-        restart();
-        if (retries_left-- > 0) continue;
-      }
-      if (r.status >= 400) fail_http(r);
-      if (r.status != 200 && r.status != 206)
-        throw HttpError("unexpected HTTP " + std::to_string(r.status) + " from " + r.url, t.repo_id,
-                        t.filename, t.revision, r.status);
-      break;
+    };
+    fetch();
+    std::string digest = check_sha ? sha.hex_digest() : "";
+    if (check_sha && resumed_from > 0 && digest != m.etag) {
+      // The partial file an earlier call left was corrupt (its bytes, not the transfer's): drop
+      // it and fetch the whole file now, rather than failing this call and leaving the retry to
+      // the next one.
+      restart();
+      fetch();
+      digest = sha.hex_digest();
     }
     bar.finish();
 
@@ -657,7 +671,6 @@ struct Session {
                                        std::to_string(expected) +
                                        " were announced (X-Linked-Size / Content-Length)");
     if (check_sha) {
-      std::string digest = sha.hex_digest();
       if (digest != m.etag)
         fail_consistency(incomplete, "the sha256 of the received bytes is " + digest +
                                          " but the Hub's etag says " + m.etag);

@@ -26,8 +26,9 @@ namespace {
 
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;  // the reference implementation's limit
 
-// The dtypes this library reads and writes. `rank` is the position in the Rust implementation's
-// Dtype enum, which orders entries in a written file (descending rank, then name).
+// Every dtype that both safetensors (0.8) and torch have. `rank` is the position in the Rust
+// implementation's Dtype enum, which orders entries in a written file (descending rank, then name);
+// the ranks were read off a file safetensors wrote with one tensor of each dtype.
 struct DtypeEntry {
   const char* name;
   torch::ScalarType scalar_type;
@@ -35,12 +36,29 @@ struct DtypeEntry {
   int rank;
 };
 constexpr DtypeEntry kDtypes[] = {
-    {"BOOL", torch::kBool, 1, 0},    {"U8", torch::kUInt8, 1, 4},
-    {"I8", torch::kInt8, 1, 5},      {"I16", torch::kInt16, 2, 11},
-    {"F16", torch::kFloat16, 2, 13}, {"BF16", torch::kBFloat16, 2, 14},
-    {"I32", torch::kInt32, 4, 15},   {"F32", torch::kFloat32, 4, 17},
-    {"F64", torch::kFloat64, 8, 19}, {"I64", torch::kInt64, 8, 20},
+    {"BOOL", torch::kBool, 1, 0},
+    {"U8", torch::kUInt8, 1, 4},
+    {"I8", torch::kInt8, 1, 5},
+    {"F8_E5M2", torch::kFloat8_e5m2, 1, 6},
+    {"F8_E4M3", torch::kFloat8_e4m3fn, 1, 7},
+    {"F8_E8M0", torch::kFloat8_e8m0fnu, 1, 8},
+    {"F8_E4M3FNUZ", torch::kFloat8_e4m3fnuz, 1, 9},
+    {"F8_E5M2FNUZ", torch::kFloat8_e5m2fnuz, 1, 10},
+    {"I16", torch::kInt16, 2, 11},
+    {"U16", torch::kUInt16, 2, 12},
+    {"F16", torch::kFloat16, 2, 13},
+    {"BF16", torch::kBFloat16, 2, 14},
+    {"I32", torch::kInt32, 4, 15},
+    {"U32", torch::kUInt32, 4, 16},
+    {"F32", torch::kFloat32, 4, 17},
+    {"C64", torch::kComplexFloat, 8, 18},
+    {"F64", torch::kFloat64, 8, 19},
+    {"I64", torch::kInt64, 8, 20},
+    {"U64", torch::kUInt64, 8, 21},
 };
+// safetensors dtypes with no torch dtype of the same layout: sub-byte floats, which safetensors
+// packs with a shape counted in elements (torch.float4_e2m1fn_x2 holds two per byte).
+constexpr const char* kSubByteDtypes[] = {"F4", "F6_E2M3", "F6_E3M2"};
 
 const DtypeEntry* find_dtype(const std::string& name) {
   for (const auto& d : kDtypes)
@@ -60,8 +78,11 @@ std::string known_dtypes() {
   return s;
 }
 
-constexpr const char* kKnownScalarTypes =
-    "bool, uint8, int8, int16, float16, bfloat16, int32, float32, float64 or int64";
+std::string known_scalar_types() {
+  std::ostringstream s;
+  for (const auto& d : kDtypes) s << (s.tellp() ? ", " : "") << d.scalar_type;
+  return s.str();
+}
 
 // Strict UTF-8 (no overlong forms, surrogates or code points above U+10FFFF), as Rust's from_utf8.
 // Returns the offset of the first invalid byte, or size when valid.
@@ -101,11 +122,18 @@ std::string errno_text() { return std::strerror(errno); }
 
 namespace detail {
 
-// A whole file mapped copy-on-write: readable, and writable by views without touching the file.
-struct MappedFile {
-  const uint8_t* data = nullptr;
+// The bytes of a safetensors file, alive as long as a tensor viewing them. Views may write to them
+// without touching any file.
+struct Bytes {
+  uint8_t* data = nullptr;
   size_t size = 0;
+  virtual ~Bytes() = default;
+};
 
+namespace {
+
+// A whole file mapped copy-on-write (MAP_PRIVATE): readable, and writable by views.
+struct MappedFile : Bytes {
   explicit MappedFile(const std::string& path) {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     TORCH_CHECK(fd >= 0, "safetensors file '", path, "': cannot open: ", errno_text());
@@ -116,34 +144,56 @@ struct MappedFile {
       TORCH_CHECK(false, "safetensors file '", path, "': ", why);
     }
     size = static_cast<size_t>(st.st_size);
-    if (size < 8) {
+    if (size == 0) {  // mmap refuses a length of 0; open() reports the short file
       ::close(fd);
-      TORCH_CHECK(false, "safetensors file '", path, "': file is ", size,
-                  " bytes long, shorter than the 8-byte header length");
+      return;
     }
     void* addr = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
     const std::string why = errno_text();
     ::close(fd);  // the mapping keeps the file alive
     TORCH_CHECK(addr != MAP_FAILED, "safetensors file '", path, "': cannot map ", size,
                 " bytes: ", why);
-    data = static_cast<const uint8_t*>(addr);
+    data = static_cast<uint8_t*>(addr);
   }
-  ~MappedFile() { ::munmap(const_cast<uint8_t*>(data), size); }
+  ~MappedFile() override {
+    if (data) ::munmap(data, size);
+  }
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;
 };
 
+// Bytes held in memory. Their own copy, so that views never alias the caller's buffer.
+struct OwnedBytes : Bytes {
+  explicit OwnedBytes(std::string bytes) : buffer(std::move(bytes)) {
+    data = reinterpret_cast<uint8_t*>(buffer.data());
+    size = buffer.size();
+  }
+  std::string buffer;
+};
+
+}  // namespace
 }  // namespace detail
 
 // ---- reading ---------------------------------------------------------------------------------
 
 SafetensorsFile SafetensorsFile::open(const std::string& path) {
+  return parse(std::make_shared<detail::MappedFile>(path), path);
+}
+
+SafetensorsFile SafetensorsFile::from_bytes(std::string bytes, const std::string& name) {
+  return parse(std::make_shared<detail::OwnedBytes>(std::move(bytes)), name);
+}
+
+SafetensorsFile SafetensorsFile::parse(std::shared_ptr<detail::Bytes> file,
+                                       const std::string& path) {
   SafetensorsFile f;
   f.path_ = path;
-  f.file_ = std::make_shared<const detail::MappedFile>(path);
+  f.file_ = std::move(file);
   const uint8_t* bytes = f.file_->data;
   const uint64_t file_size = f.file_->size;
   const std::string where = "safetensors file '" + path + "': ";
+  TORCH_CHECK(file_size >= 8, where, "file is ", file_size,
+              " bytes long, shorter than the 8-byte header length");
 
   uint64_t header_len = 0;
   std::memcpy(&header_len, bytes, 8);  // little-endian host
@@ -155,23 +205,35 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
   const size_t bad = first_invalid_utf8(header, header_len);
   TORCH_CHECK(bad == header_len, where, "header is not valid UTF-8 (bad byte at header offset ",
               bad, ")");
+  // JSON text never holds a raw NUL (not in strings, not between tokens), but the JSON parser
+  // takes one for the end of its input: without this check, a header "{...}\0junk" would parse
+  // as "{...}" and ignore the rest of its stated length. Every other stray byte is a parse error.
+  const auto* nul = static_cast<const uint8_t*>(std::memchr(header, 0, header_len));
+  TORCH_CHECK(nul == nullptr, where, "header has a NUL byte at header offset ", nul - header,
+              " of ", header_len, "; only whitespace may surround the JSON object");
 
-  // Duplicate top-level keys would silently replace each other in the parsed object.
+  // Duplicate top-level keys would silently replace each other in the parsed object. Nesting is
+  // limited as serde_json limits it (128): a valid header is 3 deep, and error messages print
+  // values recursively.
+  constexpr int kMaxDepth = 128;
   std::string duplicate;
   std::set<std::string> seen;
-  nlohmann::json::parser_callback_t note_duplicates =
-      [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
-        if (depth == 1 && event == nlohmann::json::parse_event_t::key && parsed.is_string() &&
-            !seen.insert(parsed.get<std::string>()).second && duplicate.empty())
-          duplicate = parsed.get<std::string>();
-        return true;
-      };
+  bool too_deep = false;
+  nlohmann::json::parser_callback_t check = [&](int depth, nlohmann::json::parse_event_t event,
+                                                nlohmann::json& parsed) {
+    if (depth > kMaxDepth) too_deep = true;
+    if (depth == 1 && event == nlohmann::json::parse_event_t::key && parsed.is_string() &&
+        !seen.insert(parsed.get<std::string>()).second && duplicate.empty())
+      duplicate = parsed.get<std::string>();
+    return !too_deep;  // discards everything once too deep
+  };
   nlohmann::json root;
   try {
-    root = nlohmann::json::parse(header, header + header_len, note_duplicates);
+    root = nlohmann::json::parse(header, header + header_len, check);
   } catch (const nlohmann::json::exception& e) {
     TORCH_CHECK(false, where, "header is not valid JSON: ", e.what());
   }
+  TORCH_CHECK(!too_deep, where, "header nests JSON values more than ", kMaxDepth, " deep");
   TORCH_CHECK(root.is_object(), where, "header must be a JSON object, got ", root.type_name());
   TORCH_CHECK(duplicate.empty(), where, "header names '", duplicate, "' more than once");
 
@@ -199,6 +261,10 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
     TORCH_CHECK(dtype.is_string(), what, "dtype must be a string, got ", dtype.dump());
     info.dtype = dtype.get<std::string>();
     const DtypeEntry* d = find_dtype(info.dtype);
+    for (const char* sub_byte : kSubByteDtypes)
+      TORCH_CHECK(info.dtype != sub_byte, what, "dtype '", info.dtype,
+                  "' (a packed sub-byte float) has no torch dtype to load it as (expected one of ",
+                  known_dtypes(), ")");
     TORCH_CHECK(d != nullptr, what, "unknown dtype '", info.dtype, "' (expected one of ",
                 known_dtypes(), ")");
     info.scalar_type = d->scalar_type;
@@ -315,7 +381,7 @@ torch::Tensor SafetensorsFile::read(const std::string& stored_name, bool zero_co
   const uint64_t nbytes = info.data_end - info.data_begin;
   if (nbytes == 0) return torch::empty(info.shape, options);
   // Offsets were validated against the mapping's size in open().
-  uint8_t* bytes = const_cast<uint8_t*>(file_->data) + data_start_ + info.data_begin;
+  uint8_t* bytes = file_->data + data_start_ + info.data_begin;
   const auto element_size = static_cast<uintptr_t>(torch::elementSize(info.scalar_type));
   if (zero_copy && reinterpret_cast<uintptr_t>(bytes) % element_size == 0) {
     auto keep_alive = file_;
@@ -350,7 +416,7 @@ LoadedSafetensors load_safetensors(const std::string& path, const LoadOptions& o
 std::string safetensors_dtype(torch::ScalarType scalar_type) {
   const DtypeEntry* d = find_dtype(scalar_type);
   TORCH_CHECK(d != nullptr, "safetensors: dtype ", scalar_type, " cannot be stored (expected ",
-              kKnownScalarTypes, ")");
+              known_scalar_types(), ")");
   return d->name;
 }
 
@@ -401,7 +467,7 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
                 "' has layout ", tensor.layout(), "; only dense (strided) tensors can be saved");
     const DtypeEntry* dtype = find_dtype(tensor.scalar_type());
     TORCH_CHECK(dtype != nullptr, "save_safetensors: tensor '", name, "' has dtype ",
-                tensor.scalar_type(), ", which cannot be stored (expected ", kKnownScalarTypes,
+                tensor.scalar_type(), ", which cannot be stored (expected ", known_scalar_types(),
                 ")");
     if (tensor.numel() > 0 && tensor.storage().nbytes() > 0)
       shared[detail::view_key(tensor)].push_back(name);

@@ -240,6 +240,16 @@ class Hub : public ::testing::Test {
                {{"config.json", file(lm_fixture / "config.json", false)},
                 {"model.safetensors", file(lm_fixture / "model.safetensors", true)}}}}}}},
           {"branches", {{"main", kCommit1}}}}},
+        // The same checkpoint with its weights as pytorch_model.bin only (torch.save).
+        {"org/dat-rca-bin",
+         {{"commits",
+           {{kCommit1,
+             {{"files",
+               {{"config.json", file(lm_fixture / "config.json", false)},
+                {"pytorch_model.bin", file(fs::path(DUAL_ATTENTION_FIXTURE_DIR) / "torch_save" /
+                                               "dat_rca" / "pytorch_model.bin",
+                                           true)}}}}}}},
+          {"branches", {{"main", kCommit1}}}}},
         {"org/faulty",
          {{"commits",
            {{kCommit1,
@@ -652,6 +662,31 @@ TEST_F(Hub, DroppedConnectionIsResumedWithinTheSameCall) {
   EXPECT_EQ(gets[2]["range"], "bytes=1400000-");
 }
 
+// Issue 16: a corrupt partial file in the cache is verified, discarded and fetched again within
+// the same call, whether it is full-length (no transfer needed to find out) or a prefix.
+TEST_F(Hub, CorruptPartialFileIsDiscardedAndRefetchedWithinTheSameCall) {
+  const std::string sha = expected("org/big", kCommit1, "model.safetensors", "sha256");
+  fs::path partial = storage("org/big") / "blobs" / sha;
+  partial += ".incomplete";
+  for (const size_t size : {size_t(kBigSize), size_t(1000000)}) {
+    fs::remove_all(cache_);
+    server_->control("reset=1");
+    write_file(partial, random_bytes(size, 99));  // the right length (or less), wrong bytes
+    const std::string path = hub::hf_hub_download("org/big", "model.safetensors", options_);
+    EXPECT_EQ(read_file(path), read_file(*repo_dir_ / "big.bin")) << size;
+    EXPECT_FALSE(fs::exists(partial)) << size;
+    std::vector<json> gets;
+    const json c = server_->counters();
+    for (const auto& entry : c["log"])
+      if (entry["method"] == "GET") gets.push_back(entry);
+    ASSERT_FALSE(gets.empty()) << size;
+    // The last transfer is the whole file, from byte 0.
+    EXPECT_TRUE(gets.back()["range"].is_null()) << size;
+    EXPECT_EQ(gets.back()["status"], 200) << size;
+    EXPECT_EQ(gets.size(), size == size_t(kBigSize) ? 1u : 2u) << size;
+  }
+}
+
 TEST_F(Hub, ServerIgnoringRangeMakesTheDownloadStartOver) {
   server_->control("drops=1&drop_after=500000");
   options_.max_retries = 0;
@@ -801,6 +836,73 @@ TEST_F(Hub, FromPretrainedLoadsADatCheckpointByRepoIdAndReproducesTheReference) 
   EXPECT_THROW(da::DualAttnTransformerLM::from_pretrained(
                    "org/no-such-model", da::PretrainedOptions().download(options_)),
                hub::RepositoryNotFoundError);
+}
+
+// Issue 16: a repository without model.safetensors is loaded from pytorch_model.bin, as
+// huggingface_hub's mixin falls back, online and then offline from the cache.
+TEST_F(Hub, FromPretrainedFallsBackToPytorchModelBin) {
+  namespace da = dual_attention;
+  const auto expected = da::io::load_safetensors((fs::path(DUAL_ATTENTION_FIXTURE_DIR) / "lm" /
+                                                  "dat_rca" / "expected.safetensors")
+                                                     .string())
+                            .tensors;
+  auto check = [&](da::DualAttnTransformerLM& model) {
+    auto [logits, loss] = model->forward(expected.at("idx"), expected.at("targets"));
+    const double scale = expected.at("logits").abs().max().item<double>();
+    EXPECT_LE((logits - expected.at("logits")).abs().max().item<double>(), 1e-4 * scale);
+  };
+  auto model = da::DualAttnTransformerLM::from_pretrained(
+      "org/dat-rca-bin", da::PretrainedOptions().download(options_));
+  check(model);
+  const fs::path snapshot = storage("org/dat-rca-bin") / "snapshots" / kCommit1;
+  EXPECT_TRUE(fs::is_symlink(snapshot / "pytorch_model.bin"));
+  EXPECT_FALSE(fs::exists(snapshot / "model.safetensors"));
+  EXPECT_TRUE(
+      fs::exists(storage("org/dat-rca-bin") / ".no_exist" / kCommit1 / "model.safetensors"));
+
+  server_->control("reset=1");
+  env_.set("HF_HUB_OFFLINE", "1");
+  auto cached = da::DualAttnTransformerLM::from_pretrained(
+      "org/dat-rca-bin", da::PretrainedOptions().download(options_));
+  check(cached);
+  EXPECT_EQ(server_->counters().value("GET", -1), 0);
+}
+
+// Issue 16: a mistyped local folder is taken for a repo id; the error says both.
+TEST_F(Hub, AMistypedFolderNameSaysThatNoSuchFolderExists) {
+  namespace da = dual_attention;
+  try {
+    da::DualAttnTransformerLM::from_pretrained("my-modle",
+                                               da::PretrainedOptions().download(options_));
+    FAIL() << "expected RepositoryNotFoundError";
+  } catch (const hub::RepositoryNotFoundError& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("hub: 'config.json' of 'my-modle'"), std::string::npos) << message;
+    EXPECT_NE(message.find("nor is 'my-modle' a local folder (no such directory in " +
+                           fs::current_path().string() + ")"),
+              std::string::npos)
+        << message;
+    EXPECT_EQ(e.repo_id(), "my-modle");
+  }
+  // Offline, the same: the name is neither cached nor a folder.
+  env_.set("HF_HUB_OFFLINE", "1");
+  try {
+    da::DualAttnTransformerLM::from_pretrained("my-modle",
+                                               da::PretrainedOptions().download(options_));
+    FAIL() << "expected LocalEntryNotFoundError";
+  } catch (const hub::LocalEntryNotFoundError& e) {
+    EXPECT_NE(std::string(e.what()).find("nor is 'my-modle' a local folder"), std::string::npos)
+        << e.what();
+  }
+  // Not even a valid repo id.
+  try {
+    da::DualAttnTransformerLM::from_pretrained("my modle!",
+                                               da::PretrainedOptions().download(options_));
+    FAIL() << "expected std::invalid_argument";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("nor is 'my modle!' a local folder"), std::string::npos)
+        << e.what();
+  }
 }
 
 }  // namespace

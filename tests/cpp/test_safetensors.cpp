@@ -107,6 +107,17 @@ std::map<std::string, torch::Tensor> every_dtype() {
   t["empty_i64"] = torch::zeros({0}, torch::kInt64);
   t["empty_f32"] = torch::zeros({2, 0, 3});
   t["empty_u8"] = torch::zeros({0, 4}, torch::kUInt8);
+  // The dtypes safetensors added after the first ten: every bit pattern of the 8-bit floats.
+  const auto all_bytes = torch::arange(256, torch::kInt32).to(torch::kUInt8);
+  t["f8_e4m3"] = all_bytes.view(torch::kFloat8_e4m3fn);
+  t["f8_e5m2"] = all_bytes.view(torch::kFloat8_e5m2);
+  t["f8_e8m0"] = all_bytes.view(torch::kFloat8_e8m0fnu);
+  t["f8_e4m3fnuz"] = all_bytes.view(torch::kFloat8_e4m3fnuz);
+  t["f8_e5m2fnuz"] = all_bytes.view(torch::kFloat8_e5m2fnuz);
+  t["u16"] = torch::randint(0, 65535, {3, 2}, torch::kInt32).to(torch::kUInt16);
+  t["u32"] = torch::randint(INT32_MIN, INT32_MAX, {3, 2}, torch::kInt32).view(torch::kUInt32);
+  t["u64"] = torch::randint(INT64_MIN, INT64_MAX, {3, 2}, torch::kInt64).view(torch::kUInt64);
+  t["c64"] = torch::randn({2, 3}, torch::kComplexFloat);
   return t;
 }
 
@@ -345,8 +356,11 @@ TEST_F(Safetensors, WriterRejectsWhatTheFormatCannotHold) {
     }
     return "";
   };
-  EXPECT_TRUE(contains(message({{"c", torch::zeros({2}, torch::kComplexFloat)}}),
-                       "tensor 'c' has dtype ComplexFloat"));
+  EXPECT_TRUE(contains(message({{"c", torch::zeros({2}, torch::kComplexDouble)}}),
+                       "tensor 'c' has dtype ComplexDouble"));
+  EXPECT_TRUE(
+      contains(message({{"f4", torch::zeros({2}, torch::kUInt8).view(torch::kFloat4_e2m1fn_x2)}}),
+               "tensor 'f4' has dtype Float4_e2m1fn_x2"));
   EXPECT_TRUE(contains(message({{"x", torch::zeros({1})}, {"x", torch::ones({1})}}),
                        "'x' appears more than once"));
   EXPECT_TRUE(contains(message({{"u", torch::Tensor()}}), "tensor 'u' is undefined"));
@@ -411,9 +425,81 @@ TEST_F(Safetensors, RejectsEntriesWithMissingOrMistypedFields) {
 
 TEST_F(Safetensors, RejectsUnknownDtypes) {
   const auto message =
-      malformed(file_bytes(R"({"t":{"dtype":"F8_E4M3","shape":[1],"data_offsets":[0,1]}})", "x"));
-  EXPECT_TRUE(contains(message, "tensor 't': unknown dtype 'F8_E4M3' (expected one of BOOL, U8"))
+      malformed(file_bytes(R"({"t":{"dtype":"F8_E9M9","shape":[1],"data_offsets":[0,1]}})", "x"));
+  EXPECT_TRUE(contains(message, "tensor 't': unknown dtype 'F8_E9M9' (expected one of BOOL, U8"))
       << message;
+  EXPECT_TRUE(contains(message, "F8_E4M3, F8_E8M0")) << message;
+}
+
+TEST_F(Safetensors, SubByteDtypesThatTorchCannotHoldAreRefusedByName) {
+  for (const char* dtype : {"F4", "F6_E2M3", "F6_E3M2"}) {
+    const auto message = malformed(file_bytes(
+        std::string(R"({"t":{"dtype":")") + dtype + R"(","shape":[2],"data_offsets":[0,1]}})",
+        "x"));
+    EXPECT_TRUE(contains(
+        message, std::string("dtype '") + dtype + "' (a packed sub-byte float) has no torch dtype"))
+        << message;
+  }
+}
+
+// Issue 16: a NUL byte once ended header parsing, so that "{...}\0XYZ" loaded as "{...}". Only
+// whitespace may surround the JSON object, as in the safetensors library (which accepts JSON's
+// whitespace: space, tab, newline, carriage return), and the whole stated length is parsed.
+TEST_F(Safetensors, ANulByteOrAnyOtherByteAfterTheHeaderObjectIsRefused) {
+  const std::string entry = R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})";
+  const std::string one = std::string("\x00\x00\x80\x3f", 4);
+  auto padded = [&](std::string header) {  // padded with spaces to a multiple of 8
+    header.resize((header.size() + 7) / 8 * 8, ' ');
+    return header;
+  };
+  // The issue's file: the header, a NUL, XYZ, padding, then 1.0f.
+  const std::string bad = padded(entry + std::string("\0XYZ", 4));
+  EXPECT_TRUE(
+      contains(malformed(file_bytes(bad, one)), "header has a NUL byte at header offset 55"))
+      << malformed(file_bytes(bad, one));
+  // A NUL alone, NUL padding, and other stray bytes after the object.
+  EXPECT_TRUE(contains(malformed(file_bytes(entry + std::string(1, '\0'), one)), "NUL byte"));
+  EXPECT_TRUE(contains(malformed(file_bytes(entry + std::string(9, '\0'), one)), "NUL byte"));
+  EXPECT_TRUE(contains(malformed(file_bytes(std::string(1, '\0') + entry, one)), "NUL byte"));
+  for (const std::string tail : {"x", "}", "{}", ",", "\x01", "\x7f", "// c"}) {
+    EXPECT_TRUE(contains(malformed(file_bytes(entry + tail, one)), "header is not valid JSON"))
+        << tail;
+  }
+  // A real file with "\0..." written inside its header's padding.
+  const auto path = dir / "real.safetensors";
+  save_safetensors(path.string(), NamedTensors{{"a", torch::tensor({1.0f})}});
+  std::string bytes = read_bytes(path);
+  uint64_t n = 0;
+  std::memcpy(&n, bytes.data(), 8);
+  ASSERT_GE(n, 56u);  // the 55-byte object padded to 56
+  bytes[8 + n - 1] = '\0';
+  EXPECT_TRUE(contains(malformed(bytes), "NUL byte")) << malformed(bytes);
+  // Whitespace padding still loads, spaces as save_safetensors writes and JSON's other whitespace.
+  write_bytes(path, file_bytes(padded(entry) + " \t\r\n", one));
+  EXPECT_TRUE(torch::equal(SafetensorsFile::open(path.string()).get("a"), torch::tensor({1.0f})));
+}
+
+TEST_F(Safetensors, HeadersNestedDeeperThanSerdeJsonAllowsAreRefused) {
+  const std::string deep =
+      "{\"__metadata__\":" + std::string(200, '[') + std::string(200, ']') + "}";
+  EXPECT_TRUE(contains(malformed(file_bytes(deep)), "nests JSON values more than 128 deep"));
+}
+
+TEST_F(Safetensors, FromBytesChecksAndReadsAFileHeldInMemory) {
+  const auto path = dir / "m.safetensors";
+  const auto original = every_dtype();
+  save_safetensors(path.string(), original);
+  auto file = SafetensorsFile::from_bytes(read_bytes(path), "in-memory");
+  for (const auto& [name, t] : original) {
+    EXPECT_EQ(bytes_of(file.get(name)), bytes_of(t)) << name;
+    EXPECT_EQ(bytes_of(file.get(name, LoadOptions().zero_copy(true))), bytes_of(t)) << name;
+  }
+  try {
+    SafetensorsFile::from_bytes(std::string(5, 'x'), "in-memory");
+    FAIL() << "expected an error";
+  } catch (const c10::Error& e) {
+    EXPECT_TRUE(contains(e.what_without_backtrace(), "'in-memory': file is 5 bytes long"));
+  }
 }
 
 TEST_F(Safetensors, RejectsNegativeAndOverflowingShapes) {

@@ -65,8 +65,13 @@ class HubError : public std::runtime_error {
   const std::string& repo_id() const { return repo_id_; }
   const std::string& filename() const { return filename_; }
   const std::string& revision() const { return revision_; }
+  const char* what() const noexcept override { return message_.c_str(); }
+  // Appends a sentence to the message, keeping the error's type: a caller that knows more (that
+  // the repo id was perhaps a mistyped local folder) adds it and rethrows with `throw;`.
+  void add_note(const std::string& note) { message_ += "; " + note; }
 
  private:
+  std::string message_;
   std::string repo_id_, filename_, revision_;
 };
 

@@ -4,8 +4,10 @@
 //   [8 bytes: header length n, little-endian u64][n bytes: JSON header][data section]
 //
 // The header maps each tensor name to {"dtype", "shape", "data_offsets": [begin, end]} (offsets
-// relative to the data section) plus an optional "__metadata__" object of string -> string. Data is
-// little-endian, C-contiguous, and the tensors tile the data section exactly: no overlaps, no
+// relative to the data section) plus an optional "__metadata__" object of string -> string. All n
+// bytes of the header are parsed: only JSON whitespace may surround the object (no NUL, no
+// trailing characters), as the safetensors library requires, and nesting is at most 128 deep. Data
+// is little-endian, C-contiguous, and the tensors tile the data section exactly: no overlaps, no
 // holes, no trailing bytes (what the reference Rust implementation enforces).
 //
 // Shared tensors are stored once. safetensors.torch.save_model drops the duplicates and records
@@ -51,15 +53,19 @@ struct LoadOptions {
 };
 
 namespace detail {
-struct MappedFile;
+struct Bytes;
 }
 
-// A validated, memory-mapped (read-only, MAP_PRIVATE) safetensors file. Copies share the mapping.
+// A validated, memory-mapped (read-only, MAP_PRIVATE) safetensors file, or a safetensors file held
+// in memory. Copies share the bytes.
 class SafetensorsFile {
  public:
   // Maps and validates the whole header; a malformed file raises c10::Error naming the file and
   // the problem.
   static SafetensorsFile open(const std::string& path);
+  // The same checks on a file's bytes held in memory (as safetensors.torch.load(bytes)); `name`
+  // stands for the path in error messages. The bytes are moved in and owned.
+  static SafetensorsFile from_bytes(std::string bytes, const std::string& name = "<bytes>");
 
   const std::string& path() const { return path_; }
   // Names of the stored tensors, sorted (aliases not included).
@@ -82,10 +88,11 @@ class SafetensorsFile {
 
  private:
   SafetensorsFile() = default;
+  static SafetensorsFile parse(std::shared_ptr<detail::Bytes> file, const std::string& path);
   torch::Tensor read(const std::string& stored_name, bool zero_copy) const;
 
   std::string path_;
-  std::shared_ptr<const detail::MappedFile> file_;
+  std::shared_ptr<detail::Bytes> file_;
   uint64_t data_start_ = 0;  // 8 + header length
   std::map<std::string, TensorInfo> infos_;
   Metadata metadata_;
@@ -117,7 +124,11 @@ void save_safetensors(const std::string& path, const Map& tensors, const Metadat
   save_safetensors(path, NamedTensors(tensors.begin(), tensors.end()), metadata);
 }
 
-// "F32" for torch::kFloat32, ...; raises for a dtype safetensors files here cannot hold.
+// "F32" for torch::kFloat32, ...; raises for a dtype safetensors files here cannot hold. Every
+// dtype both safetensors and torch have is held: BOOL, U8, I8, F8_E5M2, F8_E4M3 (float8_e4m3fn),
+// F8_E8M0 (float8_e8m0fnu), F8_E4M3FNUZ, F8_E5M2FNUZ, I16, U16, F16, BF16, I32, U32, F32,
+// C64 (complex64), F64, I64, U64. The packed sub-byte floats F4, F6_E2M3 and F6_E3M2 are refused
+// with an error saying so.
 std::string safetensors_dtype(torch::ScalarType scalar_type);
 
 }  // namespace dual_attention::io
