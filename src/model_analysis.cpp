@@ -45,11 +45,11 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> embed(Model& model,
 torch::Tensor symbolic_attention_weights(SymbolicAttentionImpl& retriever, const torch::Tensor& x) {
   const auto& o = retriever.options;
   const int64_t b = x.size(0), n = x.size(1), h = o.n_heads(), head_dim = o.d_model() / h;
-  const double scale =
-      o.scale().value_or(1.0 / std::sqrt(static_cast<double>(o.d_model()) / static_cast<double>(h)));
+  const double scale = o.scale().value_or(
+      1.0 / std::sqrt(static_cast<double>(o.d_model()) / static_cast<double>(h)));
   auto query = retriever.q_proj(x).view({b, n, h, head_dim}).transpose(1, 2);  // [b, h, n, hd]
   auto keys = retriever.template_features.view({o.n_symbols(), h, head_dim})
-                  .permute({1, 2, 0});                                // [h, hd, n_symbols]
+                  .permute({1, 2, 0});                            // [h, hd, n_symbols]
   return torch::softmax(torch::matmul(query, keys) * scale, -1);  // [b, h, n, n_symbols]
 }
 
@@ -128,8 +128,8 @@ std::tuple<torch::Tensor, IntermediateResults> datlm_forward_w_intermediate_resu
     DualAttnTransformerLMImpl& model, const torch::Tensor& idx) {
   const char* owner = "datlm_forward_w_intermediate_results";
   model.eval();
-  auto ids = checked_token_ids(idx, model.options.vocab_size(), model.options.max_block_size(),
-                               owner);
+  auto ids =
+      checked_token_ids(idx, model.options.vocab_size(), model.options.max_block_size(), owner);
   auto [x, cos, sin] = embed(model, ids);  // [b, n, d_model]
   IntermediateResults results;
   for (const char* key : {"symbol_attn_scores", "sa_attn_scores", "ra_attn_scores", "ra_rels"})
@@ -153,8 +153,8 @@ std::tuple<torch::Tensor, IntermediateResults> transformerlm_forward_w_intermedi
     TransformerLMImpl& model, const torch::Tensor& idx) {
   const char* owner = "transformerlm_forward_w_intermediate_results";
   model.eval();
-  auto ids = checked_token_ids(idx, model.options.vocab_size(), model.options.max_block_size(),
-                               owner);
+  auto ids =
+      checked_token_ids(idx, model.options.vocab_size(), model.options.max_block_size(), owner);
   auto [x, cos, sin] = embed(model, ids);  // [b, n, d_model]
   IntermediateResults results{{"attn_scores", {}}};
   for (size_t i = 0; i < model.blocks->size(); ++i) {

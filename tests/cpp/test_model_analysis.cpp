@@ -109,8 +109,8 @@ TEST_P(IntermediatesManual, EqualsTheModelsOwnModulesComposedByHand) {
     const auto& weights = results.at("symbol_attn_scores")[i];
     EXPECT_EQ(weights.defined(), symbolic != nullptr) << layer;
     if (symbolic) {
-      EXPECT_EQ(weights.sizes(), (std::vector<int64_t>{idx.size(0), symbolic->options.n_heads(),
-                                                       n, symbolic->options.n_symbols()}));
+      EXPECT_EQ(weights.sizes(), (std::vector<int64_t>{idx.size(0), symbolic->options.n_heads(), n,
+                                                       symbolic->options.n_symbols()}));
       expect_close(weights.sum(-1), torch::ones_like(weights.sum(-1)), tol, layer + " rows");
     }
     x = block->forward(x, symbols, cos, sin);
@@ -130,9 +130,9 @@ TEST(Intermediates, RelationalCrossAttentionScoresAreTheRelationalWeights) {
   expect_close(logits, std::get<0>(model->forward(idx)), 1e-5, "dat_rca logits");
   for (size_t i = 0; i < results.at("ra_rels").size(); ++i) {
     EXPECT_FALSE(results.at("ra_rels")[i].defined());
-    EXPECT_EQ(results.at("ra_attn_scores")[i].sizes(),
-              (std::vector<int64_t>{idx.size(0), model->options.n_heads_ra(), idx.size(1),
-                                    idx.size(1)}));
+    EXPECT_EQ(
+        results.at("ra_attn_scores")[i].sizes(),
+        (std::vector<int64_t>{idx.size(0), model->options.n_heads_ra(), idx.size(1), idx.size(1)}));
   }
 }
 
@@ -165,7 +165,8 @@ TEST(Intermediates, TransformerLMAttentionScoresMatchTheExplicitWeightsPath) {
 
 TEST(Intermediates, GradientsFlowToTheParameters) {
   auto model = load_fixture("dat_posemb_symattn");
-  auto [logits, results] = datlm_forward_w_intermediate_results(*model, fixture_idx("dat_posemb_symattn"));
+  auto [logits, results] =
+      datlm_forward_w_intermediate_results(*model, fixture_idx("dat_posemb_symattn"));
   (results.at("ra_rels")[1].sum() + logits.sum()).backward();
   auto block = model->blocks->ptr<DualAttnEncoderBlockImpl>(1);
   const auto grad = block->dual_attn->relational_attention->wq_rel->weight.grad();

@@ -61,5 +61,7 @@ class ArgParser {
 
 // The subcommands, in the order `--help` lists them.
 Command download_command();
+Command viz_command();
+Command serve_command();
 
 }  // namespace dual_attention::cli

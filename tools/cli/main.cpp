@@ -12,7 +12,11 @@ namespace {
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> all = {
-      download_command(),
+    download_command(),
+#if DUAL_ATTENTION_WITH_APPS
+    viz_command(),
+    serve_command(),
+#endif
   };
   return all;
 }
