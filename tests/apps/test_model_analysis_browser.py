@@ -19,7 +19,7 @@ from model_analysis_support import require_apps, BUILD, Server, make_dat, run_cl
 
 require_apps()
 
-websocket = pytest.importorskip("websocket", reason="websocket-client (scripts/requirements-dev.txt)")
+import websocket  # websocket-client (scripts/requirements-dev.txt)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SHOTS = Path(os.environ.get("DUAL_ATTENTION_SCREENSHOT_DIR", BUILD / "screenshots"))
