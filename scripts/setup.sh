@@ -9,7 +9,7 @@ export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$ROOT}"
 export CCACHE_SLOPPINESS="${CCACHE_SLOPPINESS:-pch_defines,time_macros,include_file_mtime,include_file_ctime}"
 
 APT_PACKAGES=(cmake g++ ninja-build ccache clang-format libgtest-dev nlohmann-json3-dev
-  libcurl4-openssl-dev libpcre2-dev libcpp-httplib-dev chromium doxygen)
+  libcurl4-openssl-dev libpcre2-dev libcpp-httplib-dev chromium doxygen zlib1g-dev pkg-config)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -40,4 +40,15 @@ scripts/docs.sh --strict || status=1
 echo "== Python suite (pytest)"
 PYTHONPATH="$ROOT/build/python${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS=2 \
   .venv/bin/python -m pytest -q tests/python || status=1
+
+# The apps (tools/app: viz, serve) and their tests (tests/apps) exist only in a build configured
+# with -DDUAL_ATTENTION_BUILD_APPS=ON; tests/apps is kept out of tests/python so that a build
+# without them runs none of them rather than skipping them, and says so here.
+if grep -q '^DUAL_ATTENTION_BUILD_APPS:BOOL=ON' build/CMakeCache.txt 2>/dev/null; then
+  echo "== apps suite (pytest tests/apps)"
+  PYTHONPATH="$ROOT/build/python${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS=2 \
+    .venv/bin/python -m pytest -q tests/apps || status=1
+else
+  echo "== apps suite NOT RUN: build/ has DUAL_ATTENTION_BUILD_APPS=OFF (tests/apps unverified)"
+fi
 exit $status

@@ -205,6 +205,7 @@ void bind_attention(py::module_& m);
 void bind_layers(py::module_& m);
 void bind_models(py::module_& m);
 void bind_tokenizer(py::module_& m);
+void bind_model_analysis(py::module_& m);
 
 }  // namespace dual_attention::python
 #pragma GCC visibility pop

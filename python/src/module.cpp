@@ -9,4 +9,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   dual_attention::python::bind_layers(m);
   dual_attention::python::bind_models(m);
   dual_attention::python::bind_tokenizer(m);
+  dual_attention::python::bind_model_analysis(m);
 }

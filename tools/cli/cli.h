@@ -63,5 +63,7 @@ class ArgParser {
 Command download_command();
 Command generate_command();
 Command train_command();
+Command viz_command();
+Command serve_command();
 
 }  // namespace dual_attention::cli

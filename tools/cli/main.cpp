@@ -15,6 +15,10 @@ const std::vector<Command>& commands() {
       download_command(),
       generate_command(),
       train_command(),
+#if DUAL_ATTENTION_WITH_APPS
+      viz_command(),
+      serve_command(),
+#endif
   };
   return all;
 }

@@ -1,0 +1,23 @@
+"""Looking inside a model (the reference's ``dual_attention.model_analysis``): forwards that return
+the attention weights, relations and symbol assignments of every layer (``datlm_utils``), the views
+of ``dual-attention viz`` as HTML for notebooks (``views``), and the local web app of
+``dual-attention serve`` (``lm_inference_app``, ``lm_visualization_app``; no gradio needed)."""
+
+from . import datlm_utils, views
+from .datlm_utils import (
+    block_forward_get_weights,
+    datlm_forward_w_intermediate_results,
+    symbolic_attn_forward_get_weights,
+    transformerlm_forward_w_intermediate_results,
+)
+from .views import display_visualization, visualization_html, visualization_payload
+
+__all__ = [
+    "datlm_forward_w_intermediate_results",
+    "transformerlm_forward_w_intermediate_results",
+    "symbolic_attn_forward_get_weights",
+    "block_forward_get_weights",
+    "visualization_payload",
+    "visualization_html",
+    "display_visualization",
+]
