@@ -1,11 +1,12 @@
 // Bindings of model_analysis.h (the forwards with intermediate results) and of the apps' views and
 // server (tools/app/), used by dual_attention_cpp.model_analysis.
+#include "dual_attention/model_analysis.h"
+
 #include <csignal>
 #include <iostream>
 
 #include "binding.h"
 #include "dual_attention/language_models.h"
-#include "dual_attention/model_analysis.h"
 #include "dual_attention/symbol_retrieval.h"
 #if DUAL_ATTENTION_WITH_APPS
 #include "server.h"
@@ -106,8 +107,8 @@ void bind_model_analysis(py::module_& m) {
           py::gil_scoped_release release;
           torch::NoGradGuard no_grad;
           auto results = std::get<1>(datlm_forward_w_intermediate_results(dat, idx));
-          input = app::visualization_input(results, 0,
-                                           dat.options.ra_type() == "relational_attention");
+          input =
+              app::visualization_input(results, 0, dat.options.ra_type() == "relational_attention");
           cls = "DualAttnTransformerLM";
         } else {
           auto& lm = model.cast<TransformerLMImpl&>();
@@ -123,8 +124,8 @@ void bind_model_analysis(py::module_& m) {
         input.n_prompt = n_prompt;
         app::PayloadOptions options;
         options.top_symbols = top_symbols;
-        return app::visualization_payload(input, options).dump(-1, ' ', false,
-                                                               nlohmann::json::error_handler_t::replace);
+        return app::visualization_payload(input, options)
+            .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
       },
       py::arg("model"), py::arg("ids"), py::arg("tokens"), py::arg("n_prompt"), py::arg("name"),
       py::arg("top_symbols") = 4);
@@ -146,9 +147,9 @@ void bind_model_analysis(py::module_& m) {
         options.log = !quiet;
         app::Server server(session, options);
         const int bound = server.bind();
-        std::cout << "serving " << session.name << " (" << session.model_class()
-                  << ", tokenizer " << session.codec->name() << ") at http://" << host << ":"
-                  << bound << "/" << std::endl;
+        std::cout << "serving " << session.name << " (" << session.model_class() << ", tokenizer "
+                  << session.codec->name() << ") at http://" << host << ":" << bound << "/"
+                  << std::endl;
         serving = &server;
         auto old_int = std::signal(SIGINT, stop_serving);
         auto old_term = std::signal(SIGTERM, stop_serving);
@@ -158,8 +159,7 @@ void bind_model_analysis(py::module_& m) {
         serving = nullptr;
         return ok;
       },
-      py::arg("model"), py::arg("host"), py::arg("port"), py::arg("tokenizer"),
-      py::arg("quiet"));
+      py::arg("model"), py::arg("host"), py::arg("port"), py::arg("tokenizer"), py::arg("quiet"));
 #endif
 }
 

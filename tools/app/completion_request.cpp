@@ -1,8 +1,8 @@
 #include "completion_request.h"
 
 #include <cmath>
-#include <type_traits>
 #include <nlohmann/json.hpp>
+#include <type_traits>
 
 namespace dual_attention::app {
 namespace {
@@ -31,9 +31,12 @@ bool nested_deeper_than(std::string_view text, int limit) {
   bool in_string = false, escaped = false;
   for (char c : text) {
     if (in_string) {
-      if (escaped) escaped = false;
-      else if (c == '\\') escaped = true;
-      else if (c == '"') in_string = false;
+      if (escaped)
+        escaped = false;
+      else if (c == '\\')
+        escaped = true;
+      else if (c == '"')
+        in_string = false;
     } else if (c == '"') {
       in_string = true;
     } else if (c == '[' || c == '{') {
@@ -48,16 +51,15 @@ bool nested_deeper_than(std::string_view text, int limit) {
 // The body as a JSON object, or the error.
 std::variant<json, RequestError> parse_object(std::string_view body, const RequestLimits& limits) {
   if (body.size() > limits.max_body_bytes)
-    return bad("request body is " + std::to_string(body.size()) + " bytes, more than the limit of " +
-                   std::to_string(limits.max_body_bytes),
+    return bad("request body is " + std::to_string(body.size()) +
+                   " bytes, more than the limit of " + std::to_string(limits.max_body_bytes),
                "", 413);
   if (nested_deeper_than(body, limits.max_depth))
     return bad("request body nests JSON deeper than " + std::to_string(limits.max_depth) +
                " levels");
   json value = json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
   if (value.is_discarded()) return bad("request body is not valid JSON");
-  if (!value.is_object())
-    return bad("request body must be a JSON object, got " + type_name(value));
+  if (!value.is_object()) return bad("request body must be a JSON object, got " + type_name(value));
   return value;
 }
 
@@ -69,9 +71,12 @@ std::optional<RequestError> read_field(const json& object, const char* key, T& o
   auto it = object.find(key);
   if (it == object.end() || it->is_null()) return std::nullopt;
   bool ok = false;
-  if constexpr (std::is_same_v<T, bool>) ok = it->is_boolean();
-  else if constexpr (std::is_same_v<T, std::string>) ok = it->is_string();
-  else if constexpr (std::is_same_v<T, double>) ok = it->is_number();
+  if constexpr (std::is_same_v<T, bool>)
+    ok = it->is_boolean();
+  else if constexpr (std::is_same_v<T, std::string>)
+    ok = it->is_string();
+  else if constexpr (std::is_same_v<T, double>)
+    ok = it->is_number();
   else if constexpr (std::is_same_v<T, int64_t>) {
     // 3.0 is accepted as 3 (JSON has one number type); 3.5 is not.
     ok = it->is_number_integer() ||
@@ -114,15 +119,18 @@ std::optional<RequestError> read_prompt(const json& object, std::string& text,
   }
   if (it->is_array()) {
     if (it->size() > limits.max_prompt_tokens)
-      return bad("'prompt' has " + std::to_string(it->size()) + " token ids, more than the limit of " +
+      return bad("'prompt' has " + std::to_string(it->size()) +
+                     " token ids, more than the limit of " +
                      std::to_string(limits.max_prompt_tokens),
                  "prompt");
     std::vector<int64_t> ids;
     for (const auto& v : *it) {
       if (!v.is_number_integer() || v.get<int64_t>() < 0)
-        return bad("'prompt' must be a string or an array of token ids (integers >= 0); the array "
-                   "holds " + v.dump(),
-                   "prompt");
+        return bad(
+            "'prompt' must be a string or an array of token ids (integers >= 0); the array "
+            "holds " +
+                v.dump(),
+            "prompt");
       ids.push_back(v.get<int64_t>());
     }
     tokens = std::move(ids);
@@ -149,16 +157,15 @@ std::variant<CompletionRequest, RequestError> parse_completion_request(
   const json& o = std::get<json>(parsed);
   CompletionRequest r;
   std::optional<int64_t> top_k, n, best_of;
-  for (auto error : {read_optional(o, "model", r.model, "a string"),
-                     read_prompt(o, r.prompt, r.prompt_tokens, limits),
-                     read_field(o, "max_tokens", r.max_tokens, "an integer"),
-                     read_field(o, "temperature", r.temperature, "a number"),
-                     read_optional(o, "top_k", top_k, "an integer"),
-                     read_field(o, "top_p", r.top_p, "a number"),
-                     read_optional(o, "seed", r.seed, "an integer"),
-                     read_field(o, "stream", r.stream, "a boolean"),
-                     read_optional(o, "n", n, "an integer"),
-                     read_optional(o, "best_of", best_of, "an integer")}) {
+  for (auto error :
+       {read_optional(o, "model", r.model, "a string"),
+        read_prompt(o, r.prompt, r.prompt_tokens, limits),
+        read_field(o, "max_tokens", r.max_tokens, "an integer"),
+        read_field(o, "temperature", r.temperature, "a number"),
+        read_optional(o, "top_k", top_k, "an integer"), read_field(o, "top_p", r.top_p, "a number"),
+        read_optional(o, "seed", r.seed, "an integer"),
+        read_field(o, "stream", r.stream, "a boolean"), read_optional(o, "n", n, "an integer"),
+        read_optional(o, "best_of", best_of, "an integer")}) {
     if (error) return *error;
   }
   if (r.max_tokens < 0)
@@ -191,15 +198,15 @@ std::variant<CompletionRequest, RequestError> parse_completion_request(
       return bad("'stop' must be a string or an array of strings, got " + type_name(*it), "stop");
     }
     if (r.stop.size() > limits.max_stop)
-      return bad("'stop' has " + std::to_string(r.stop.size()) + " sequences, more than the limit of " +
-                     std::to_string(limits.max_stop),
+      return bad("'stop' has " + std::to_string(r.stop.size()) +
+                     " sequences, more than the limit of " + std::to_string(limits.max_stop),
                  "stop");
     for (const auto& s : r.stop) {
       if (s.empty()) return bad("'stop' sequences must not be empty", "stop");
       if (s.size() > limits.max_stop_bytes)
-        return bad("a 'stop' sequence is longer than " + std::to_string(limits.max_stop_bytes) +
-                       " bytes",
-                   "stop");
+        return bad(
+            "a 'stop' sequence is longer than " + std::to_string(limits.max_stop_bytes) + " bytes",
+            "stop");
     }
   }
   return r;

@@ -36,7 +36,7 @@ struct RequestLimits {
 
 struct CompletionRequest {
   std::optional<std::string> model;
-  std::string prompt;                        // the text prompt, or
+  std::string prompt;                                 // the text prompt, or
   std::optional<std::vector<int64_t>> prompt_tokens;  // token ids given instead
   int64_t max_tokens = 16;
   double temperature = 1.0;

@@ -57,8 +57,9 @@ std::variant<std::vector<int64_t>, RequestError> prompt_ids(
     ids = *tokens;
     for (auto id : ids)
       if (id >= session.vocab_size())
-        return error(400, "'prompt' token id " + std::to_string(id) + " is not in [0, " +
-                              std::to_string(session.vocab_size()) + ")",
+        return error(400,
+                     "'prompt' token id " + std::to_string(id) + " is not in [0, " +
+                         std::to_string(session.vocab_size()) + ")",
                      "prompt");
   } else {
     try {
@@ -69,9 +70,10 @@ std::variant<std::vector<int64_t>, RequestError> prompt_ids(
   }
   if (ids.empty()) return error(400, "'prompt' has no tokens", "prompt");
   if (static_cast<int64_t>(ids.size()) > session.max_block_size())
-    return error(400, "'prompt' is " + std::to_string(ids.size()) +
-                          " tokens, more than the model's context of " +
-                          std::to_string(session.max_block_size()),
+    return error(400,
+                 "'prompt' is " + std::to_string(ids.size()) +
+                     " tokens, more than the model's context of " +
+                     std::to_string(session.max_block_size()),
                  "prompt");
   return ids;
 }
@@ -80,9 +82,9 @@ std::variant<std::vector<int64_t>, RequestError> prompt_ids(
 std::optional<RequestError> check_model(const LanguageModelSession& session,
                                         const std::optional<std::string>& model) {
   if (!model || *model == session.name) return std::nullopt;
-  return error(404, "the model '" + *model + "' does not exist; this server serves '" +
-                        session.name + "'",
-               "model", "invalid_request_error");
+  return error(
+      404, "the model '" + *model + "' does not exist; this server serves '" + session.name + "'",
+      "model", "invalid_request_error");
 }
 
 json completion_object(const std::string& id, int64_t created, const std::string& model,
@@ -91,11 +93,10 @@ json completion_object(const std::string& id, int64_t created, const std::string
           {"object", "text_completion"},
           {"created", created},
           {"model", model},
-          {"choices",
-           json::array({{{"text", text},
-                         {"index", 0},
-                         {"logprobs", nullptr},
-                         {"finish_reason", finish_reason}}})}};
+          {"choices", json::array({{{"text", text},
+                                    {"index", 0},
+                                    {"logprobs", nullptr},
+                                    {"finish_reason", finish_reason}}})}};
 }
 
 json usage(const Completion& c) {
@@ -116,15 +117,15 @@ Server::Server(LanguageModelSession& session, ServerOptions options)
 
   // Any error response without a body of its own (unknown path: 404, body too large: 413, ...)
   // gets an OpenAI-style JSON error.
-  http.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req,
-                                                                  httplib::Response& res) {
-    if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
-    std::string message = "HTTP status " + std::to_string(res.status);
-    if (res.status == 404) message = "no such endpoint: " + req.method + " " + req.path;
-    if (res.status == 413) message = "request body is larger than the limit";
-    send_error(res, error(res.status, message));
-    return httplib::Server::HandlerResponse::Handled;
-  }));
+  http.set_error_handler(
+      httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
+        if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+        std::string message = "HTTP status " + std::to_string(res.status);
+        if (res.status == 404) message = "no such endpoint: " + req.method + " " + req.path;
+        if (res.status == 413) message = "request body is larger than the limit";
+        send_error(res, error(res.status, message));
+        return httplib::Server::HandlerResponse::Handled;
+      }));
   http.set_exception_handler(
       [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
         std::string message = "internal error";
@@ -194,31 +195,30 @@ Server::Server(LanguageModelSession& session, ServerOptions options)
       return res.set_content(dump(body), "application/json");
     }
     res.set_header("Cache-Control", "no-cache");
-    res.set_chunked_content_provider(
-        "text/event-stream",
-        [&s, prompt, sampling, id, created, model](size_t, httplib::DataSink& sink) {
-          auto send = [&sink](const std::string& data) {
-            const std::string event = "data: " + data + "\n\n";
-            return sink.write(event.data(), event.size());
-          };
-          std::lock_guard<std::mutex> lock(s.model);
-          try {
-            const auto c = s.session.complete(prompt, sampling, [&](const std::string& piece) {
-              return send(dump(completion_object(id, created, model, piece, nullptr)));
-            });
-            if (c.finish_reason != "abort") {
-              auto last = completion_object(id, created, model, "", c.finish_reason);
-              last["usage"] = usage(c);
-              send(dump(last));
-              send("[DONE]");
-            }
-          } catch (const std::exception& e) {
-            send(error(500, e.what(), "", "server_error").to_json());
-            send("[DONE]");
-          }
-          sink.done();
-          return true;
+    res.set_chunked_content_provider("text/event-stream", [&s, prompt, sampling, id, created,
+                                                           model](size_t, httplib::DataSink& sink) {
+      auto send = [&sink](const std::string& data) {
+        const std::string event = "data: " + data + "\n\n";
+        return sink.write(event.data(), event.size());
+      };
+      std::lock_guard<std::mutex> lock(s.model);
+      try {
+        const auto c = s.session.complete(prompt, sampling, [&](const std::string& piece) {
+          return send(dump(completion_object(id, created, model, piece, nullptr)));
         });
+        if (c.finish_reason != "abort") {
+          auto last = completion_object(id, created, model, "", c.finish_reason);
+          last["usage"] = usage(c);
+          send(dump(last));
+          send("[DONE]");
+        }
+      } catch (const std::exception& e) {
+        send(error(500, e.what(), "", "server_error").to_json());
+        send("[DONE]");
+      }
+      sink.done();
+      return true;
+    });
   });
 
   http.Post("/v1/visualize", [&s](const httplib::Request& req, httplib::Response& res) {

@@ -5,9 +5,9 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 #include <random>
-#include <fstream>
 #include <sstream>
 #include <stdexcept>
 
@@ -84,8 +84,10 @@ class TokenIdCodec : public TextCodec {
       } catch (const std::exception&) {
       }
       if (used != word.size() || id < 0)
-        throw std::invalid_argument("this build has no tokenizer: the text must be token ids "
-                                    "separated by spaces or commas, got '" + word + "'");
+        throw std::invalid_argument(
+            "this build has no tokenizer: the text must be token ids "
+            "separated by spaces or commas, got '" +
+            word + "'");
       ids.push_back(id);
     }
     return ids;
@@ -150,7 +152,8 @@ int64_t next_token(torch::Tensor logits, const SamplingOptions& s, at::Generator
 std::unique_ptr<TextCodec> load_text_codec(const std::optional<std::string>& tokenizer_path,
                                            const std::string& model_folder) {
 #if DUAL_ATTENTION_APP_HAS_TOKENIZER
-  if (tokenizer_path) return std::make_unique<TokenizerCodec>(Tokenizer::from_file(*tokenizer_path));
+  if (tokenizer_path)
+    return std::make_unique<TokenizerCodec>(Tokenizer::from_file(*tokenizer_path));
   const fs::path folder(model_folder);
   if (fs::exists(folder / "tokenizer.json") ||
       (fs::exists(folder / "vocab.json") && fs::exists(folder / "merges.txt")))
@@ -178,8 +181,10 @@ LanguageModelSession::LanguageModelSession(const std::string& name_or_path,
   } else if (has_config_key(folder, "n_heads")) {
     model = TransformerLM::from_pretrained(folder);
   } else {
-    throw std::invalid_argument(folder + "/config.json: not a language model's config "
-                                "(expected the keywords of DualAttnTransformerLM or TransformerLM)");
+    throw std::invalid_argument(
+        folder +
+        "/config.json: not a language model's config "
+        "(expected the keywords of DualAttnTransformerLM or TransformerLM)");
   }
   codec = load_text_codec(tokenizer_path, folder);
 }
@@ -208,13 +213,13 @@ Completion LanguageModelSession::complete(const std::vector<int64_t>& prompt,
     TORCH_CHECK(!s.empty(), "complete: stop sequences must not be empty");
   TORCH_CHECK(sampling.temperature >= 0.0 && std::isfinite(sampling.temperature),
               "complete: temperature must be finite and >= 0, got ", sampling.temperature);
-  TORCH_CHECK(sampling.top_p > 0.0 && sampling.top_p <= 1.0, "complete: top_p must be in (0, 1], got ",
-              sampling.top_p);
+  TORCH_CHECK(sampling.top_p > 0.0 && sampling.top_p <= 1.0,
+              "complete: top_p must be in (0, 1], got ", sampling.top_p);
   TORCH_CHECK(!sampling.top_k || *sampling.top_k >= 1, "complete: top_k must be >= 1, got ",
               sampling.top_k.value_or(0));
   for (auto id : prompt)
-    TORCH_CHECK(id >= 0 && id < vocab_size(), "complete: prompt token id ", id,
-                " is not in [0, ", vocab_size(), ")");
+    TORCH_CHECK(id >= 0 && id < vocab_size(), "complete: prompt token id ", id, " is not in [0, ",
+                vocab_size(), ")");
   torch::NoGradGuard no_grad;
   auto generator = at::detail::createCPUGenerator(
       sampling.seed ? static_cast<uint64_t>(*sampling.seed) : std::random_device()());
@@ -234,9 +239,9 @@ Completion LanguageModelSession::complete(const std::vector<int64_t>& prompt,
   for (int64_t step = 0; step < sampling.max_new_tokens; ++step) {
     const int64_t t = static_cast<int64_t>(context.size());
     const int64_t start = std::max<int64_t>(0, t - max_block_size());
-    auto idx = torch::tensor(std::vector<int64_t>(context.begin() + start, context.end()),
-                             torch::kLong)
-                   .unsqueeze(0);
+    auto idx =
+        torch::tensor(std::vector<int64_t>(context.begin() + start, context.end()), torch::kLong)
+            .unsqueeze(0);
     auto logits = std::visit([&](auto& m) { return std::get<0>(m->forward(idx)); }, model);
     const int64_t next = next_token(logits[0][-1], sampling, generator);
     if (eot && next == *eot) {
@@ -273,8 +278,7 @@ nlohmann::json LanguageModelSession::visualize(const std::vector<int64_t>& ids, 
   VisualizationInput input;
   if (auto* dat = std::get_if<DualAttnTransformerLM>(&model)) {
     auto [logits, results] = datlm_forward_w_intermediate_results(**dat, idx);
-    input = visualization_input(results, 0,
-                                (*dat)->options.ra_type() == "relational_attention");
+    input = visualization_input(results, 0, (*dat)->options.ra_type() == "relational_attention");
   } else {
     auto [logits, results] =
         transformerlm_forward_w_intermediate_results(*std::get<TransformerLM>(model), idx);

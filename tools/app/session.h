@@ -45,17 +45,17 @@ std::unique_ptr<TextCodec> load_text_codec(const std::optional<std::string>& tok
 // How `complete` picks tokens (the fields of an OpenAI completions request).
 struct SamplingOptions {
   int64_t max_new_tokens = 16;
-  double temperature = 1.0;           // 0: greedy
-  std::optional<int64_t> top_k;       // keep the k most likely tokens
-  double top_p = 1.0;                 // keep the smallest set of probability >= top_p
-  std::optional<int64_t> seed;        // unset: a random seed
-  std::vector<std::string> stop;      // the text ends before the first of these
+  double temperature = 1.0;       // 0: greedy
+  std::optional<int64_t> top_k;   // keep the k most likely tokens
+  double top_p = 1.0;             // keep the smallest set of probability >= top_p
+  std::optional<int64_t> seed;    // unset: a random seed
+  std::vector<std::string> stop;  // the text ends before the first of these
 };
 
 struct Completion {
   std::string text;  // the generated text, cut before a stop sequence
   int64_t prompt_tokens = 0, completion_tokens = 0;
-  std::string finish_reason;  // "stop" (stop sequence or end of text), "length", or "abort"
+  std::string finish_reason;    // "stop" (stop sequence or end of text), "length", or "abort"
   std::vector<int64_t> tokens;  // the generated token ids
 };
 

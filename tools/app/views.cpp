@@ -28,11 +28,20 @@ std::string html_escape(const std::string& text) {
   std::string out;
   for (char c : text) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -71,8 +80,8 @@ std::vector<uint8_t> deflate(const std::vector<uint8_t>& data) {
   uLongf size = compressBound(data.size());
   std::vector<uint8_t> out(size);
   const int status = compress2(out.data(), &size, data.data(), data.size(), Z_DEFAULT_COMPRESSION);
-  if (status != Z_OK) throw std::runtime_error("deflate failed (zlib status " +
-                                               std::to_string(status) + ")");
+  if (status != Z_OK)
+    throw std::runtime_error("deflate failed (zlib status " + std::to_string(status) + ")");
   out.resize(size);
   return out;
 }
@@ -132,9 +141,9 @@ json visualization_payload(const VisualizationInput& input, const PayloadOptions
       json entries = json::array();
       if (l < per_layer.size() && per_layer[l].defined()) {
         const auto& t = per_layer[l];
-        TORCH_CHECK(t.dim() == 3 && t.size(1) == n && t.size(2) == n, "visualization_payload: ",
-                    kind, " of layer ", l, " must be [heads, ", n, ", ", n,
-                    "] (one row per token), got ", t.sizes());
+        TORCH_CHECK(t.dim() == 3 && t.size(1) == n && t.size(2) == n,
+                    "visualization_payload: ", kind, " of layer ", l, " must be [heads, ", n, ", ",
+                    n, "] (one row per token), got ", t.sizes());
         count = t.size(0);
         for (int64_t h = 0; h < t.size(0); ++h)
           entries.push_back(append_matrix(blob, t[h], input.causal, kind_levels));

@@ -22,8 +22,8 @@ namespace dual_attention::app {
 
 // What the views show for one sequence.
 struct VisualizationInput {
-  std::string model;        // the name shown (folder or Hub id)
-  std::string model_class;  // "DualAttnTransformerLM" or "TransformerLM"
+  std::string model;                // the name shown (folder or Hub id)
+  std::string model_class;          // "DualAttnTransformerLM" or "TransformerLM"
   std::vector<std::string> tokens;  // the text of each position
   int64_t n_prompt = 0;  // positions from the prompt; the rest were generated (shown in colour)
   bool causal = true;    // only j <= i is stored and shown

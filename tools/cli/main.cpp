@@ -12,12 +12,12 @@ namespace {
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> all = {
-      download_command(),
-      generate_command(),
-      train_command(),
+    download_command(),
+    generate_command(),
+    train_command(),
 #if DUAL_ATTENTION_WITH_APPS
-      viz_command(),
-      serve_command(),
+    viz_command(),
+    serve_command(),
 #endif
   };
   return all;
