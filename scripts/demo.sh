@@ -27,9 +27,8 @@ else
 fi
 
 echo "== 3. Generating: a continuation of \"$PROMPT\""
-"$CLI" train --out "$MODEL" --resume --max-steps 0 --prompt "$PROMPT" --max-new-tokens 120 \
-  --temperature 0.8 --top-k 40 --seed "${DEMO_SEED:-7}" --threads "$THREADS" "${PLAYS[@]}" |
-  sed -n '/^---- sample/,$p'
+"$CLI" generate "$MODEL" --prompt "$PROMPT" --max-new-tokens 120 --do-sample \
+  --temperature 0.8 --top-k 40 --seed "${DEMO_SEED:-7}" --threads "$THREADS"
 
 if "$CLI" --help 2>&1 | grep -q '^  viz'; then
   echo "== 4. Visualizing the attention and relations of the prompt"

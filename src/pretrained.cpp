@@ -72,17 +72,20 @@ std::string resolve_pretrained(const std::string& name_or_path, const Pretrained
 #endif
 }
 
-void check_parameter_budget(double parameter_count, const PretrainedOptions& options) {
+void check_parameter_budget(double parameter_count, const PretrainedOptions& options,
+                            double n_blocks) {
   const double bytes_per_parameter =
       options.dtype() ? std::max<double>(4, c10::elementSize(*options.dtype())) : 4.0;
-  const double bytes = parameter_count * bytes_per_parameter;
+  const double bytes = parameter_count * bytes_per_parameter + n_blocks * kBytesPerBlock;
   TORCH_CHECK(options.max_parameter_bytes() > 0, "from_pretrained: max_parameter_bytes must be ",
               "positive, got ", options.max_parameter_bytes());
   if (bytes <= static_cast<double>(options.max_parameter_bytes())) return;
   std::ostringstream what;
   what.precision(3);
-  what << "the model would hold about " << parameter_count << " parameters (" << bytes / (1 << 30)
-       << " GiB as built, " << bytes_per_parameter << " bytes each), above max_parameter_bytes "
+  what << "the model would hold about " << parameter_count << " parameters in " << n_blocks
+       << " blocks (" << bytes / (1 << 30) << " GiB as built, " << bytes_per_parameter
+       << " bytes each and " << kBytesPerBlock / 1024
+       << " KiB of module bookkeeping per block), above max_parameter_bytes "
        << options.max_parameter_bytes() << " (" << options.max_parameter_bytes() / double(1 << 30)
        << " GiB); nothing was allocated. Check the config's sizes, or raise max_parameter_bytes "
           "to load a model this large";

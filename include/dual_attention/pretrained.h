@@ -24,8 +24,10 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "dual_attention/hub/hub.h"
@@ -75,9 +77,31 @@ double estimate_parameter_count(const Seq2SeqDualAttnTransformerOptions& options
 double estimate_parameter_count(const VisionTransformerOptions& options);
 double estimate_parameter_count(const VisionDualAttnTransformerOptions& options);
 
-// Raises, naming the estimate and the limit, when `parameter_count` parameters would take more
-// than options.max_parameter_bytes.
-void check_parameter_budget(double parameter_count, const PretrainedOptions& options);
+// Raises, naming the estimate and the limit, when `parameter_count` parameters in `n_blocks`
+// transformer blocks would take more than options.max_parameter_bytes. Each block also costs
+// kBytesPerBlock of module and tensor bookkeeping, so that a config of a million tiny layers (whose
+// parameters alone fit) is refused too instead of exhausting memory on module objects.
+constexpr double kBytesPerBlock = 64 * 1024;
+void check_parameter_budget(double parameter_count, const PretrainedOptions& options,
+                            double n_blocks = 0);
+
+namespace detail {
+template <class T, class = void>
+struct has_n_layers : std::false_type {};
+template <class T>
+struct has_n_layers<T, std::void_t<decltype(std::declval<const T&>().n_layers())>>
+    : std::true_type {};
+// The number of transformer blocks the options ask for (negative counts, refused later, count 0).
+template <class Options>
+double block_count(const Options& o) {
+  if constexpr (has_n_layers<Options>::value) {
+    return std::max<double>(0, static_cast<double>(o.n_layers()));
+  } else {
+    return std::max<double>(0, static_cast<double>(o.n_layers_enc())) +
+           std::max<double>(0, static_cast<double>(o.n_layers_dec()));
+  }
+}
+}  // namespace detail
 
 // The local folder holding a checkpoint: `name_or_path` itself when it is a folder; otherwise a
 // Hugging Face Hub repo id ("org/name"), whose config.json and weights (model.safetensors, or
@@ -136,7 +160,8 @@ ModuleHolder model_from_config(const Kwargs& config, const PretrainedOptions& op
   using Options = std::decay_t<decltype(std::declval<typename ModuleHolder::Impl>().options)>;
   try {
     const Options model_options = options_from_config<Options>(config);
-    check_parameter_budget(estimate_parameter_count(model_options), options);
+    check_parameter_budget(estimate_parameter_count(model_options), options,
+                           detail::block_count(model_options));
     return ModuleHolder(model_options);
   } catch (const c10::Error& e) {
     TORCH_CHECK(false, config_path, ": ", e.what_without_backtrace());

@@ -204,6 +204,12 @@ class Tokenizer {
 Tokenizer get_encoding(const std::string& name = "gpt2",
                        const std::optional<std::string>& path = std::nullopt);
 
+// The tokenizer of a model checkpoint folder: `path` when given (any file Tokenizer::from_file
+// reads); else the folder's own tokenizer.json, vocab.json + merges.txt, or *.tiktoken file, in that
+// order; else GPT-2's (get_encoding("gpt2")), which the published DAT models use.
+Tokenizer tokenizer_for_model(const std::string& model_folder,
+                              const std::optional<std::string>& path = std::nullopt);
+
 // Where get_encoding(name, path) would load from, without loading: a local path, or
 // "hub:openai-community/gpt2/tokenizer.json" when it would download. TokenizerError as
 // get_encoding for an unknown name or a missing explicit path.

@@ -151,4 +151,18 @@ Tokenizer get_encoding(const std::string& name, const std::optional<std::string>
   return loaded.emplace(key, tokenizer).first->second;
 }
 
+Tokenizer tokenizer_for_model(const std::string& model_folder,
+                              const std::optional<std::string>& path) {
+  if (path) return Tokenizer::from_file(*path);
+  const fs::path folder(model_folder);
+  if (fs::exists(folder / "tokenizer.json") ||
+      (fs::exists(folder / "vocab.json") && fs::exists(folder / "merges.txt")))
+    return Tokenizer::from_file(folder.string());
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(folder, ec)) {
+    if (entry.path().extension() == ".tiktoken") return Tokenizer::from_file(entry.path().string());
+  }
+  return get_encoding("gpt2");
+}
+
 }  // namespace dual_attention

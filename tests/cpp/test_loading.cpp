@@ -222,7 +222,11 @@ TEST_F(Loading, AbsurdSizesAreRefusedBeforeAnythingIsAllocated) {
       {"max_block_size 1e12", [](Kwargs& c) { c["max_block_size"] = 1'000'000'000'000; }},
       {"n_symbols 1e12",
        [](Kwargs& c) { c["symbol_retrieval_kwargs"]["n_symbols"] = 1'000'000'000'000; }},
-      {"n_relations 1e9", [](Kwargs& c) { c["ra_kwargs"]["n_relations"] = 1'000'000'000; }},
+      {"n_relations 1e9",
+       [](Kwargs& c) {
+         c["ra_type"] = "relational_attention";
+         c["ra_kwargs"]["n_relations"] = 1'000'000'000;
+       }},
       {"key_dim 1e10",
        [](Kwargs& c) {
          c["sa_kwargs"] = {{"key_dim", 10'000'000'000}};
@@ -251,15 +255,17 @@ TEST_F(Loading, TheParameterLimitIsTheCallersToRaiseOrLower) {
   });
   EXPECT_TRUE(contains(message, "above max_parameter_bytes 1000")) << message;
   EXPECT_TRUE(contains(message, "raise max_parameter_bytes")) << message;
-  // float64 counts 8 bytes a parameter.
+  // float64 counts 8 bytes a parameter; each of the 2 blocks adds kBytesPerBlock.
   const auto model = da::DualAttnTransformerLM::from_pretrained(f.string());
+  const int64_t blocks = 2 * static_cast<int64_t>(da::kBytesPerBlock);
   const int64_t bytes32 = model->get_num_params(/*non_embedding=*/false) * 4;
   EXPECT_NO_THROW(da::DualAttnTransformerLM::from_pretrained(
-      f.string(), da::PretrainedOptions().max_parameter_bytes(2 * bytes32)));
-  EXPECT_THROW(
-      da::DualAttnTransformerLM::from_pretrained(
-          f.string(), da::PretrainedOptions().max_parameter_bytes(bytes32).dtype(torch::kFloat64)),
-      c10::Error);
+      f.string(), da::PretrainedOptions().max_parameter_bytes(2 * bytes32 + blocks)));
+  EXPECT_THROW(da::DualAttnTransformerLM::from_pretrained(
+                   f.string(), da::PretrainedOptions()
+                                   .max_parameter_bytes(bytes32 + blocks)
+                                   .dtype(torch::kFloat64)),
+               c10::Error);
   EXPECT_TRUE(contains(error_of([&] {
                          da::DualAttnTransformerLM::from_pretrained(
                              f.string(), da::PretrainedOptions().max_parameter_bytes(0));
@@ -279,6 +285,7 @@ TEST_F(Loading, InvalidOptionsAreRefusedWithTheirName) {
       {[](Kwargs& c) { c["d_model"] = 0; }, "d_model must be positive, got 0"},
       {[](Kwargs& c) { c["vocab_size"] = -1; }, "vocab_size must be positive, got -1"},
       {[](Kwargs& c) {
+         c["ra_type"] = "relational_attention";
          c["ra_kwargs"] = {{"rel_proj_dim", 5}};
        },
        "rel_proj_dim (5)"},
@@ -286,6 +293,7 @@ TEST_F(Loading, InvalidOptionsAreRefusedWithTheirName) {
        "keyword argument 'ra_kwargs' got 5 (int), expected "
        "a dict or None"},
       {[](Kwargs& c) {
+         c["ra_type"] = "relational_attention";
          c["ra_kwargs"] = {{"n_relations", "8"}};
        },
        "keyword argument 'n_relations' got \"8\" (str), expected an int"},

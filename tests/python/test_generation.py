@@ -1,15 +1,20 @@
 """Generation from Python: the reference's generate signature (same tokens as the installed reference,
 greedy and seeded sampling), the Hugging Face keywords (batches of different lengths, seeds, stop
-conditions, log-probabilities), streaming by callable and by iterator, the training flag, and the
-errors of bad input."""
+conditions, log-probabilities), streaming by callable and by iterator, the training flag, the
+errors of bad input, and the `dual-attention generate` command (token ids and text)."""
 
 import math
+import os
+import subprocess
+from pathlib import Path
 
 import pytest
+import tiktoken
 import torch
 
 import dual_attention_cpp as dac
 from dual_attention import language_models as ref_lm
+from dual_attention.hf import DualAttnTransformerLM_HFHub
 
 V, D, T = 40, 16, 12
 BASE = dict(vocab_size=V, d_model=D, n_layers=2, dff=32, dropout_rate=0.0, activation="swiglu",
@@ -145,7 +150,7 @@ def test_generation_keeps_the_training_flag_and_grad_mode():
 @pytest.mark.parametrize(
     "kwargs, words",
     [
-        (dict(idx=torch.zeros(1, 0, dtype=torch.long)), ["prompt is empty"]),
+        (dict(idx=torch.zeros(1, 0, dtype=torch.long)), ["is empty; expected at least one token"]),
         (dict(idx=[[1, 40]]), ["[0, 40)", "40"]),
         (dict(idx=[[1, 2]], temperature=-1.0, do_sample=True), ["temperature", "-1"]),
         (dict(idx=[[1, 2]], top_p=0.0), ["top_p", "0"]),
@@ -167,3 +172,72 @@ def test_bad_input_is_named(kwargs, words):
         mine.generate(idx, max_new, **kwargs)
     for word in words:
         assert word in str(error.value)
+
+
+# ---- the `dual-attention generate` command ---------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = ROOT / os.environ.get("BUILD_DIR", "build") / "tools" / "dual-attention"
+GPT2_VOCAB = 50257
+
+
+def run_cli(*args):
+    return subprocess.run([str(CLI), "generate", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+
+
+def saved_reference(folder, vocab_size=V):
+    """A perturbed reference DAT LM saved by the reference's own save_pretrained."""
+    kwargs = dict(MODELS["dat_rope_symbolic"][1], vocab_size=vocab_size)
+    torch.manual_seed(0)
+    ref = perturbed(DualAttnTransformerLM_HFHub(**kwargs)).eval()
+    ref.save_pretrained(str(folder))
+    return ref
+
+
+def test_cli_prompt_ids_print_the_references_greedy_tokens(tmp_path):
+    ref = saved_reference(tmp_path / "m")
+    prompt = [3, 1, 4, 1, 5]
+    with torch.no_grad():
+        expected = ref.generate(torch.tensor([prompt]), 10, top_k=1)[0, len(prompt):].tolist()
+    done = run_cli(tmp_path / "m", "--prompt-ids", "3,1,4,1,5", "--max-new-tokens", 10)
+    assert done.returncode == 0, done.stderr
+    assert [int(t) for t in done.stdout.split()] == expected
+    assert "tokens/s" in done.stderr
+
+
+def test_cli_prompt_text_is_tokenized_and_the_continuation_decoded(tmp_path):
+    ranks = Path(os.environ.get("DUAL_ATTENTION_DATA_DIR") or
+                 Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) /
+                 "dual-attention") / "gpt2.tiktoken"
+    assert ranks.exists(), f"{ranks} is missing: run scripts/fetch_data.sh (setup.sh does)"
+    tk = tiktoken.Encoding(
+        name="gpt2", mergeable_ranks=tiktoken.load.load_tiktoken_bpe(str(ranks)),
+        pat_str=r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""",
+        special_tokens={"<|endoftext|>": 50256})
+    ref = saved_reference(tmp_path / "m", vocab_size=GPT2_VOCAB)
+    text = "To be, or not to be"
+    prompt = tk.encode_ordinary(text)
+    with torch.no_grad():
+        new = ref.generate(torch.tensor([prompt]), 8, top_k=1)[0, len(prompt):].tolist()
+    if 50256 in new:  # the command stops at GPT-2's end-of-text token
+        new = new[:new.index(50256) + 1]
+    expected = text + tk.decode([t for t in new if t != 50256])
+    done = run_cli(tmp_path / "m", "--prompt", text, "--max-new-tokens", 8, "--tokenizer", ranks)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == expected + "\n"
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "give exactly one of --prompt TEXT and --prompt-ids IDS"),
+    (["--prompt", "a", "--prompt-ids", "1"], "give exactly one of --prompt TEXT and --prompt-ids"),
+    (["--prompt-ids", "1,x"], "--prompt-ids: expected integer token ids"),
+    (["--prompt-ids", "1", "--tokenizer", "t.json"], "--tokenizer is for --prompt TEXT"),
+    (["--prompt-ids", "99"], "99"),
+    (["--prompt-ids", "1", "--temperature", "-1"], "temperature"),
+])
+def test_cli_bad_arguments_are_named(tmp_path, args, message):
+    saved_reference(tmp_path / "m")
+    done = run_cli(tmp_path / "m", *args)
+    assert done.returncode != 0
+    assert message in done.stderr, done.stderr

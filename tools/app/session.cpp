@@ -1,6 +1,5 @@
 #include "session.h"
 
-#include <ATen/CPUGeneratorImpl.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -11,6 +10,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "dual_attention/generation.h"
 #include "dual_attention/model_analysis.h"
 #include "dual_attention/pretrained.h"
 #include "views.h"
@@ -127,43 +127,12 @@ size_t unsettled_tail(const std::string& text, const std::vector<std::string>& s
   return std::max(hold, replaced);
 }
 
-// The next token from the last position's logits [vocab_size]: argmax at temperature 0, else a
-// draw from softmax(logits / temperature) restricted to the top_k tokens and to the smallest set
-// whose probability reaches top_p.
-int64_t next_token(torch::Tensor logits, const SamplingOptions& s, at::Generator& generator) {
-  if (s.temperature == 0.0) return logits.argmax().item<int64_t>();
-  logits = logits.to(torch::kFloat) / s.temperature;
-  if (s.top_k && *s.top_k < logits.size(0)) {
-    auto kth = std::get<0>(torch::topk(logits, *s.top_k)).select(0, -1);
-    logits = logits.masked_fill(logits < kth, -std::numeric_limits<float>::infinity());
-  }
-  auto probs = torch::softmax(logits, 0);
-  if (s.top_p < 1.0) {
-    auto [sorted, order] = probs.sort(0, /*descending=*/true);
-    auto before = sorted.cumsum(0) - sorted;  // probability of the tokens ranked above
-    sorted = sorted.masked_fill(before >= s.top_p, 0.0);
-    probs = torch::zeros_like(probs).scatter(0, order, sorted);
-  }
-  return torch::multinomial(probs, 1, false, generator).item<int64_t>();
-}
-
 }  // namespace
 
 std::unique_ptr<TextCodec> load_text_codec(const std::optional<std::string>& tokenizer_path,
                                            const std::string& model_folder) {
 #if DUAL_ATTENTION_APP_HAS_TOKENIZER
-  if (tokenizer_path)
-    return std::make_unique<TokenizerCodec>(Tokenizer::from_file(*tokenizer_path));
-  const fs::path folder(model_folder);
-  if (fs::exists(folder / "tokenizer.json") ||
-      (fs::exists(folder / "vocab.json") && fs::exists(folder / "merges.txt")))
-    return std::make_unique<TokenizerCodec>(Tokenizer::from_file(folder.string()));
-  std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(folder, ec)) {
-    if (entry.path().extension() == ".tiktoken")
-      return std::make_unique<TokenizerCodec>(Tokenizer::from_file(entry.path().string()));
-  }
-  return std::make_unique<TokenizerCodec>(get_encoding("gpt2"));
+  return std::make_unique<TokenizerCodec>(tokenizer_for_model(model_folder, tokenizer_path));
 #else
   if (tokenizer_path)
     throw std::invalid_argument("--tokenizer: this build has no tokenizer (give token ids)");
@@ -220,14 +189,21 @@ Completion LanguageModelSession::complete(const std::vector<int64_t>& prompt,
   for (auto id : prompt)
     TORCH_CHECK(id >= 0 && id < vocab_size(), "complete: prompt token id ", id, " is not in [0, ",
                 vocab_size(), ")");
-  torch::NoGradGuard no_grad;
-  auto generator = at::detail::createCPUGenerator(
-      sampling.seed ? static_cast<uint64_t>(*sampling.seed) : std::random_device()());
+  // The library's generate (KV cache, the cropping past max_block_size of the reference), with
+  // the end-of-text token as its eos; the callback turns tokens into settled text.
+  GenerationConfig config;
+  config.max_new_tokens(sampling.max_new_tokens)
+      .do_sample(sampling.temperature > 0.0)
+      .temperature(sampling.temperature)
+      .top_k(sampling.top_k)
+      .seed(sampling.seed ? static_cast<uint64_t>(*sampling.seed)
+                          : static_cast<uint64_t>(std::random_device()()));
+  if (sampling.top_p < 1.0) config.top_p(sampling.top_p);
   const auto eot = codec->eot_token();
+  if (eot) config.eos_token_id({*eot});
   Completion c;
   c.prompt_tokens = static_cast<int64_t>(prompt.size());
   c.finish_reason = "length";
-  std::vector<int64_t> context = prompt;
   std::string text;
   size_t emitted = 0;
   auto emit = [&](size_t upto) {
@@ -236,19 +212,12 @@ Completion LanguageModelSession::complete(const std::vector<int64_t>& prompt,
     emitted = upto;
     return go_on;
   };
-  for (int64_t step = 0; step < sampling.max_new_tokens; ++step) {
-    const int64_t t = static_cast<int64_t>(context.size());
-    const int64_t start = std::max<int64_t>(0, t - max_block_size());
-    auto idx =
-        torch::tensor(std::vector<int64_t>(context.begin() + start, context.end()), torch::kLong)
-            .unsqueeze(0);
-    auto logits = std::visit([&](auto& m) { return std::get<0>(m->forward(idx)); }, model);
-    const int64_t next = next_token(logits[0][-1], sampling, generator);
+  auto on_step = [&](const GenerationStep& step) {
+    const int64_t next = step.tokens[0];
     if (eot && next == *eot) {
       c.finish_reason = "stop";
-      break;
+      return false;
     }
-    context.push_back(next);
     c.tokens.push_back(next);
     text = codec->decode(c.tokens);
     size_t cut = std::string::npos;
@@ -256,13 +225,16 @@ Completion LanguageModelSession::complete(const std::vector<int64_t>& prompt,
     if (cut != std::string::npos) {
       text.resize(cut);
       c.finish_reason = "stop";
-      break;
+      return false;
     }
     if (!emit(text.size() - unsettled_tail(text, sampling.stop))) {
       c.finish_reason = "abort";
-      break;
+      return false;
     }
-  }
+    return true;
+  };
+  std::visit([&](auto& m) { generate(*m, std::vector<std::vector<int64_t>>{prompt}, config, on_step); },
+             model);
   if (c.finish_reason != "abort") emit(text.size());
   c.text = text;
   c.completion_tokens = static_cast<int64_t>(c.tokens.size());
