@@ -55,7 +55,8 @@ cmake -S . -B "$BUILD_DIR" "${gen[@]}" "${launcher[@]}" "${werror[@]}" \
   -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" \
   -DPython_EXECUTABLE="$ROOT/.venv/bin/python" \
   -DDUAL_ATTENTION_BUILD_TESTS=ON -DDUAL_ATTENTION_BUILD_EXAMPLES=ON \
-  -DDUAL_ATTENTION_BUILD_BENCHMARKS=ON -DDUAL_ATTENTION_BUILD_PYTHON=ON >/dev/null
+  -DDUAL_ATTENTION_BUILD_BENCHMARKS=ON -DDUAL_ATTENTION_BUILD_PYTHON=ON \
+  -DDUAL_ATTENTION_BUILD_APPS=ON >/dev/null
 cmake --build "$BUILD_DIR" -j "$(nproc)"
 
 # The Python package built in $BUILD_DIR/python is importable from .venv (a .pth file; idempotent).

@@ -205,8 +205,8 @@ Tokenizer get_encoding(const std::string& name = "gpt2",
                        const std::optional<std::string>& path = std::nullopt);
 
 // The tokenizer of a model checkpoint folder: `path` when given (any file Tokenizer::from_file
-// reads); else the folder's own tokenizer.json, vocab.json + merges.txt, or *.tiktoken file, in that
-// order; else GPT-2's (get_encoding("gpt2")), which the published DAT models use.
+// reads); else the folder's own tokenizer.json, vocab.json + merges.txt, or *.tiktoken file, in
+// that order; else GPT-2's (get_encoding("gpt2")), which the published DAT models use.
 Tokenizer tokenizer_for_model(const std::string& model_folder,
                               const std::optional<std::string>& path = std::nullopt);
 

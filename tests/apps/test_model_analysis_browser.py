@@ -120,7 +120,7 @@ def browser(tmp_path):
 
 def select(browser, element, value):
     browser.js(f"(() => {{ const s = document.getElementById('{element}'); s.value = '{value}';"
-               " s.dispatchEvent(new Event('change')); }})()")
+               " s.dispatchEvent(new Event('change')); })()")
 
 
 def check_views(browser, n_tokens, prefix):

@@ -60,7 +60,7 @@ def check_page(text):
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     folder = tmp_path_factory.mktemp("small-dat")
-    model = make_dat(folder, n_layers=3, n_heads_sa=2, n_heads_ra=2, ra_kwargs=dict(n_relations=3))
+    model = make_dat(folder, n_layers=3, n_heads_sa=2, n_heads_ra=2, ra_kwargs=dict(n_relations=4))
     return folder, model
 
 
@@ -73,7 +73,7 @@ def test_viz_page_holds_every_layer_head_and_relation(small, tmp_path):
     text = out.read_text(encoding="utf-8")
     assert "<title>a &lt;test&gt;</title>" in text
     payload = check_page(text)
-    assert payload["n_layers"] == 3 and payload["heads"] == {"sa": 2, "ra": 2, "rel": 3}
+    assert payload["n_layers"] == 3 and payload["heads"] == {"sa": 2, "ra": 2, "rel": 4}
     assert payload["levels"] == {"sa": 256, "ra": 256, "rel": 256}
     assert payload["tokens"] == [str(i) for i in ids] or len(payload["tokens"]) == len(ids)
 

@@ -261,11 +261,11 @@ TEST_F(Loading, TheParameterLimitIsTheCallersToRaiseOrLower) {
   const int64_t bytes32 = model->get_num_params(/*non_embedding=*/false) * 4;
   EXPECT_NO_THROW(da::DualAttnTransformerLM::from_pretrained(
       f.string(), da::PretrainedOptions().max_parameter_bytes(2 * bytes32 + blocks)));
-  EXPECT_THROW(da::DualAttnTransformerLM::from_pretrained(
-                   f.string(), da::PretrainedOptions()
-                                   .max_parameter_bytes(bytes32 + blocks)
-                                   .dtype(torch::kFloat64)),
-               c10::Error);
+  EXPECT_THROW(
+      da::DualAttnTransformerLM::from_pretrained(
+          f.string(),
+          da::PretrainedOptions().max_parameter_bytes(bytes32 + blocks).dtype(torch::kFloat64)),
+      c10::Error);
   EXPECT_TRUE(contains(error_of([&] {
                          da::DualAttnTransformerLM::from_pretrained(
                              f.string(), da::PretrainedOptions().max_parameter_bytes(0));

@@ -233,8 +233,9 @@ Completion LanguageModelSession::complete(const std::vector<int64_t>& prompt,
     }
     return true;
   };
-  std::visit([&](auto& m) { generate(*m, std::vector<std::vector<int64_t>>{prompt}, config, on_step); },
-             model);
+  std::visit(
+      [&](auto& m) { generate(*m, std::vector<std::vector<int64_t>>{prompt}, config, on_step); },
+      model);
   if (c.finish_reason != "abort") emit(text.size());
   c.text = text;
   c.completion_tokens = static_cast<int64_t>(c.tokens.size());

@@ -106,7 +106,8 @@ int run_generate(const std::vector<std::string>& args) {
       "Continues a prompt with a DualAttnTransformerLM or TransformerLM checkpoint (a folder with\n"
       "config.json and model.safetensors, or a Hugging Face Hub repo id), printing the new text\n"
       "(--prompt) or token ids (--prompt-ids) as they come and the tokens/s at the end (on\n"
-      "stderr). Greedy unless --do-sample. With --prompt, generation also stops at the tokenizer's\n"
+      "stderr). Greedy unless --do-sample. With --prompt, generation also stops at the "
+      "tokenizer's\n"
       "end-of-text token unless --eos-token-id is given.",
       {{"MODEL", "checkpoint folder or Hub repo id"}},
       {{"--prompt", "TEXT", "prompt text, tokenized with --tokenizer (this or --prompt-ids)"},

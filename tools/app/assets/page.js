@@ -527,7 +527,8 @@
             if (json.error) throw new Error(json.error.message);
             generated += json.choices[0].text;
             text.textContent = generated;
-            tokens++;
+            // The last chunk carries the usage; the others count the chunks (tokens) so far.
+            tokens = json.usage ? json.usage.completion_tokens : tokens + 1;
             status("generating\u2026 " + tokens + " tokens");
           }
         }
