@@ -3,18 +3,25 @@
 // tokenizer that includes ATen.
 #include <ATen/Parallel.h>
 
+#include <algorithm>
+#include <atomic>
+
 #include "tokenizer_impl.h"
 
 namespace dual_attention {
 
 namespace {
 
-// out[i] = f(i) for i in [0, n): at::parallel_for gives each thread one contiguous run of items.
+// out[i] = f(i) for i in [0, n), the items handed out one at a time to whichever thread is free:
+// documents differ in length by orders of magnitude, so contiguous runs per thread (at::parallel_for
+// over the items) leave one thread working alone on the long ones.
 template <class T, class F>
 std::vector<T> parallel_map(size_t n, F&& f) {
   std::vector<T> out(n);
-  at::parallel_for(0, int64_t(n), 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) out[size_t(i)] = f(size_t(i));
+  std::atomic<size_t> next{0};
+  const int64_t workers = std::min<int64_t>(at::get_num_threads(), int64_t(n));
+  at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
+    for (size_t i = next++; i < n; i = next++) out[i] = f(i);
   });
   return out;
 }
