@@ -6,6 +6,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # DUAL_ATTENTION_WARNINGS_AS_ERRORS=ON adds -Werror. CI leaves it off for now: the code merged in
 # wave 2 has not yet been through a full -Werror build (see the closing note).
 export DUAL_ATTENTION_WARNINGS_AS_ERRORS="${DUAL_ATTENTION_WARNINGS_AS_ERRORS:-OFF}"
+# Each section says when it starts and how long the run has taken, so that a slow CI run shows
+# where its time went.
+section() { echo "== $* [$(date +%T), ${SECONDS}s]"; }
+section "Setup and build (scripts/setup.sh)"
 source "$ROOT/scripts/setup.sh"
 cd "$ROOT"
 
@@ -14,15 +18,15 @@ cd "$ROOT"
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 
 status=0
-echo "== Formatting (clang-format, .clang-format)"
+section "Formatting (clang-format, .clang-format)"
 scripts/format.sh --check || status=1
 
-echo "== C++ suite (ctest)"
+section "C++ suite (ctest)"
 (cd build && OMP_NUM_THREADS=2 ctest --output-on-failure --parallel "$(nproc)") || status=1
 
 # The file-format code again, under AddressSanitizer + UndefinedBehaviorSanitizer: a separate
 # tree with only the I/O sources and their tests (LibTorch itself is not instrumented).
-echo "== I/O tests under ASan + UBSan (build-asan)"
+section "I/O tests under ASan + UBSan (build-asan)"
 asan_gen=()
 command -v ninja >/dev/null && [ ! -f build-asan/CMakeCache.txt ] && asan_gen=(-G Ninja)
 { cmake -S . -B build-asan "${asan_gen[@]}" "${launcher[@]}" -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" \
@@ -34,10 +38,10 @@ command -v ninja >/dev/null && [ ! -f build-asan/CMakeCache.txt ] && asan_gen=(-
 
 # The documentation site with warnings as errors: a renamed function, a broken link or reference,
 # bad markup in a header comment fails here (~1 min of CPU: Doxygen, then Sphinx).
-echo "== Documentation (scripts/docs.sh --strict)"
+section "Documentation (scripts/docs.sh --strict)"
 scripts/docs.sh --strict || status=1
 
-echo "== Python suite (pytest)"
+section "Python suite (pytest)"
 PYTHONPATH="$ROOT/build/python${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS=2 \
   .venv/bin/python -m pytest -q tests/python || status=1
 
@@ -45,10 +49,11 @@ PYTHONPATH="$ROOT/build/python${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS=2 \
 # with -DDUAL_ATTENTION_BUILD_APPS=ON; tests/apps is kept out of tests/python so that a build
 # without them runs none of them rather than skipping them, and says so here.
 if grep -q '^DUAL_ATTENTION_BUILD_APPS:BOOL=ON' build/CMakeCache.txt 2>/dev/null; then
-  echo "== apps suite (pytest tests/apps)"
+  section "apps suite (pytest tests/apps)"
   PYTHONPATH="$ROOT/build/python${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS=2 \
     .venv/bin/python -m pytest -q tests/apps || status=1
 else
   echo "== apps suite NOT RUN: build/ has DUAL_ATTENTION_BUILD_APPS=OFF (tests/apps unverified)"
 fi
+section "Done (exit $status)"
 exit $status

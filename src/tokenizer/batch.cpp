@@ -13,8 +13,8 @@ namespace dual_attention {
 namespace {
 
 // out[i] = f(i) for i in [0, n), the items handed out one at a time to whichever thread is free:
-// documents differ in length by orders of magnitude, so contiguous runs per thread (at::parallel_for
-// over the items) leave one thread working alone on the long ones.
+// documents differ in length by orders of magnitude, so contiguous runs per thread
+// (at::parallel_for over the items) leave one thread working alone on the long ones.
 template <class T, class F>
 std::vector<T> parallel_map(size_t n, F&& f) {
   std::vector<T> out(n);

@@ -17,6 +17,7 @@
 #include "dual_attention/io/safetensors.h"
 #include "dual_attention/language_models.h"
 #include "dual_attention/relational_attention.h"
+#include "test_paths.h"
 
 namespace fs = std::filesystem;
 using namespace dual_attention;

@@ -23,6 +23,7 @@
 #include "dual_attention/pretrained.h"
 #include "dual_attention/seq2seq_models.h"
 #include "dual_attention/vision_models.h"
+#include "test_paths.h"
 
 namespace {
 

@@ -14,6 +14,7 @@
 #include "dual_attention/language_models.h"
 #include "dual_attention/model_analysis.h"
 #include "dual_attention/symbol_retrieval.h"
+#include "test_paths.h"
 
 namespace fs = std::filesystem;
 using namespace dual_attention;

@@ -28,6 +28,7 @@
 #include "dual_attention/relational_attention.h"
 #include "dual_attention/symbol_retrieval.h"
 #include "dual_attention/transformer_blocks.h"
+#include "test_paths.h"
 
 namespace fs = std::filesystem;
 using namespace dual_attention;

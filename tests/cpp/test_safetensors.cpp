@@ -9,6 +9,7 @@
 #include <random>
 
 #include "dual_attention/io/safetensors.h"
+#include "test_paths.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;

@@ -17,6 +17,7 @@
 #include "dual_attention/seq2seq_models.h"
 #include "dual_attention/vision_models.h"
 #include "model_fixtures.h"
+#include "test_paths.h"
 #include "test_support.h"
 
 using namespace dual_attention;

@@ -9,6 +9,7 @@
 
 #include "dual_attention/io/state_dict.h"
 #include "io_test_modules.h"
+#include "test_paths.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;

@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "dual_attention/tokenizer.h"
+#include "test_paths.h"
 
 namespace {
 
