@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import tiktoken
+import tiktoken.load
 import torch
 
 import dual_attention_cpp as dac

@@ -200,7 +200,8 @@ Completion LanguageModelSession::complete(const std::vector<int64_t>& prompt,
                           : static_cast<uint64_t>(std::random_device()()));
   if (sampling.top_p < 1.0) config.top_p(sampling.top_p);
   const auto eot = codec->eot_token();
-  if (eot) config.eos_token_id({*eot});
+  // A model whose vocabulary stops below the tokenizer's end-of-text id never produces it.
+  if (eot && *eot < vocab_size()) config.eos_token_id({*eot});
   Completion c;
   c.prompt_tokens = static_cast<int64_t>(prompt.size());
   c.finish_reason = "length";

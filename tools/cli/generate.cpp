@@ -64,9 +64,15 @@ size_t complete_utf8_prefix(const std::string& bytes) {
 
 template <class Holder>
 int run_model(const std::string& folder, const PretrainedOptions& load,
-              const std::vector<int64_t>& prompt, const GenerationConfig& config,
+              const std::vector<int64_t>& prompt, const GenerationConfig& generation,
               const std::optional<Tokenizer>& tokenizer) {
   auto model = Holder::from_pretrained(folder, load);
+  // A text prompt stops at the tokenizer's end-of-text token (unless --eos-token-id named others),
+  // when the model's vocabulary has it.
+  GenerationConfig config = generation;
+  if (tokenizer && config.eos_token_id().empty() &&
+      tokenizer->eot_token() < model->options.vocab_size())
+    config.eos_token_id({tokenizer->eot_token()});
   auto start = std::chrono::steady_clock::now();
   double first_token_s = 0.0;
   int64_t count = 0;
@@ -193,7 +199,6 @@ int run_generate(const std::vector<std::string>& args) {
     tokenizer = tokenizer_for_model(folder, parser.value("--tokenizer"));
     prompt = tokenizer->encode_ordinary(*prompt_text);
     if (prompt.empty()) throw UsageError("--prompt: the prompt is empty");
-    if (!parser.value("--eos-token-id")) config.eos_token_id({tokenizer->eot_token()});
   } else {
     prompt = parse_ids(*prompt_ids, "--prompt-ids");
     if (prompt.empty()) throw UsageError("--prompt-ids: the prompt is empty");
