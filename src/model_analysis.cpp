@@ -89,6 +89,24 @@ std::tuple<torch::Tensor, torch::Tensor> encoder_block_forward_get_weights(
   return {out, scores};
 }
 
+// The per-layer keys of a DAT encoder layer (retriever + DualAttnEncoderBlock).
+constexpr const char* kDualAttnKeys[] = {"symbol_attn_scores", "sa_attn_scores", "ra_attn_scores",
+                                         "ra_rels"};
+
+template <size_t N>
+IntermediateResults empty_results(const char* const (&keys)[N], const std::string& prefix) {
+  IntermediateResults results;
+  for (const char* key : keys) results[prefix + key] = {};
+  return results;
+}
+
+// One DAT encoder layer: the retriever's symbols for x, then the block, each with its weights,
+// appended to results under prefix + kDualAttnKeys. Returns the block's output.
+torch::Tensor dual_attn_encoder_layer(DualAttnEncoderBlockImpl& block,
+                                      torch::nn::AnyModule& retriever, const torch::Tensor& x,
+                                      const torch::Tensor& cos, const torch::Tensor& sin,
+                                      IntermediateResults& results, const std::string& prefix);
+
 }  // namespace
 
 std::tuple<torch::Tensor, torch::Tensor> symbolic_attn_forward_get_weights(
@@ -124,6 +142,68 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> block_for
   return {out, sa_attn_scores, ra_attn_scores, ra_rels};
 }
 
+namespace {
+
+torch::Tensor dual_attn_encoder_layer(DualAttnEncoderBlockImpl& block,
+                                      torch::nn::AnyModule& retriever, const torch::Tensor& x,
+                                      const torch::Tensor& cos, const torch::Tensor& sin,
+                                      IntermediateResults& results, const std::string& prefix) {
+  auto [symbols, symbol_attn_scores] = symbolic_attn_forward_get_weights(retriever, x);
+  auto [out, sa_attn_scores, ra_attn_scores, ra_rels] =
+      block_forward_get_weights(block, x, symbols, cos, sin);
+  results[prefix + "symbol_attn_scores"].push_back(symbol_attn_scores);
+  results[prefix + "sa_attn_scores"].push_back(sa_attn_scores);
+  results[prefix + "ra_attn_scores"].push_back(ra_attn_scores);
+  results[prefix + "ra_rels"].push_back(ra_rels);
+  return out;
+}
+
+}  // namespace
+
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> decoder_block_forward_get_weights(
+    DecoderBlockImpl& block, const torch::Tensor& x, const torch::Tensor& context) {
+  torch::Tensor self_scores, cross_scores;
+  auto attend = [&](const torch::Tensor& h) {
+    auto [out, weights] = block.self_attn->forward(h, h, h, {}, {}, {}, block.options.causal(),
+                                                   /*need_weights=*/true);
+    self_scores = weights;
+    return block.dropout(out);
+  };
+  auto cross_attend = [&](const torch::Tensor& h) {
+    auto [out, weights] =
+        block.cross_attn->forward(h, context, context, {}, {}, {}, false, /*need_weights=*/true);
+    cross_scores = weights;
+    return block.dropout(out);
+  };
+  auto out = detail::decoder_residuals(x, block.options.norm_first(), attend, cross_attend,
+                                       block.ff_block, block.norm1, block.norm2, block.norm3);
+  return {out, self_scores, cross_scores};
+}
+
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor>
+dual_attn_decoder_block_forward_get_weights(DualAttnDecoderBlockImpl& block, const torch::Tensor& x,
+                                            const torch::Tensor& context,
+                                            const torch::Tensor& symbols) {
+  torch::Tensor sa_attn_scores, ra_attn_scores, ra_rels, cross_scores;
+  auto attend = [&](const torch::Tensor& h) {
+    auto [out, sa_scores, ra_scores] = block.dual_attn->forward(
+        h, symbols, {}, block.options.causal(), {}, {}, /*need_weights=*/true);
+    sa_attn_scores = sa_scores;
+    if (!ra_scores.empty()) ra_attn_scores = ra_scores[0];
+    if (ra_scores.size() > 1) ra_rels = ra_scores[1];
+    return block.dropout(out);
+  };
+  auto cross_attend = [&](const torch::Tensor& h) {
+    auto [out, weights] =
+        block.cross_attn->forward(h, context, context, {}, {}, {}, false, /*need_weights=*/true);
+    cross_scores = weights;
+    return block.dropout(out);
+  };
+  auto out = detail::decoder_residuals(x, block.options.norm_first(), attend, cross_attend,
+                                       block.ff_block, block.norm1, block.norm2, block.norm3);
+  return {out, sa_attn_scores, ra_attn_scores, ra_rels, cross_scores};
+}
+
 std::tuple<torch::Tensor, IntermediateResults> datlm_forward_w_intermediate_results(
     DualAttnTransformerLMImpl& model, const torch::Tensor& idx) {
   const char* owner = "datlm_forward_w_intermediate_results";
@@ -131,19 +211,10 @@ std::tuple<torch::Tensor, IntermediateResults> datlm_forward_w_intermediate_resu
   auto ids =
       checked_token_ids(idx, model.options.vocab_size(), model.options.max_block_size(), owner);
   auto [x, cos, sin] = embed(model, ids);  // [b, n, d_model]
-  IntermediateResults results;
-  for (const char* key : {"symbol_attn_scores", "sa_attn_scores", "ra_attn_scores", "ra_rels"})
-    results[key] = {};
+  IntermediateResults results = empty_results(kDualAttnKeys, "");
   for (size_t i = 0; i < model.blocks->size(); ++i) {
-    auto [symbols, symbol_attn_scores] =
-        symbolic_attn_forward_get_weights(model.symbol_retriever[i], x);
-    auto [out, sa_attn_scores, ra_attn_scores, ra_rels] = block_forward_get_weights(
-        *model.blocks->ptr<DualAttnEncoderBlockImpl>(i), x, symbols, cos, sin);
-    x = out;
-    results["symbol_attn_scores"].push_back(symbol_attn_scores);
-    results["sa_attn_scores"].push_back(sa_attn_scores);
-    results["ra_attn_scores"].push_back(ra_attn_scores);
-    results["ra_rels"].push_back(ra_rels);
+    x = dual_attn_encoder_layer(*model.blocks->ptr<DualAttnEncoderBlockImpl>(i),
+                                model.symbol_retriever[i], x, cos, sin, results, "");
   }
   auto logits = model.final_out(model.norm.forward(x));  // [b, n, vocab_size]
   return {logits, results};
@@ -165,6 +236,80 @@ std::tuple<torch::Tensor, IntermediateResults> transformerlm_forward_w_intermedi
   }
   auto logits = model.final_out(model.norm.forward(x));  // [b, n, vocab_size]
   return {logits, results};
+}
+
+// ---- seq2seq and vision models -------------------------------------------------------------
+
+std::tuple<torch::Tensor, IntermediateResults> seq2seq_forward_w_intermediate_results(
+    Seq2SeqTransformerImpl& model, const torch::Tensor& x, const torch::Tensor& y) {
+  model.eval();
+  auto [source, target] = model.embed(x, y);  // [b, n, d], [b, m, d]
+  IntermediateResults results{{"encoder_attn_scores", {}},
+                              {"decoder_self_attn_scores", {}},
+                              {"decoder_cross_attn_scores", {}}};
+  for (auto& block : model.encoder_blocks) {
+    auto [out, scores] = encoder_block_forward_get_weights(*block, source, {}, {});
+    source = out;  // [b, n, d]
+    results["encoder_attn_scores"].push_back(scores);
+  }
+  for (auto& block : model.decoder_blocks) {
+    auto [out, self_scores, cross_scores] =
+        decoder_block_forward_get_weights(*block, target, source);
+    target = out;  // [b, m, d]
+    results["decoder_self_attn_scores"].push_back(self_scores);
+    results["decoder_cross_attn_scores"].push_back(cross_scores);
+  }
+  return {model.final_out(target), results};  // [b, m, out_dim]
+}
+
+std::tuple<torch::Tensor, IntermediateResults> seq2seq_dat_forward_w_intermediate_results(
+    Seq2SeqDualAttnTransformerImpl& model, const torch::Tensor& x, const torch::Tensor& y) {
+  model.eval();
+  auto [source, target] = model.embed(x, y);  // [b, n, d], [b, m, d]
+  IntermediateResults results = empty_results(kDualAttnKeys, "encoder_");
+  results.merge(empty_results(kDualAttnKeys, "decoder_"));
+  results["decoder_cross_attn_scores"] = {};
+  for (auto& block : model.encoder_blocks) {  // [b, n, d]
+    source = dual_attn_encoder_layer(*block, model.symbol_retriever, source, {}, {}, results,
+                                     "encoder_");
+  }
+  for (auto& block : model.decoder_blocks) {
+    auto [symbols, symbol_attn_scores] =
+        symbolic_attn_forward_get_weights(model.symbol_retriever, target);
+    auto [out, sa_attn_scores, ra_attn_scores, ra_rels, cross_scores] =
+        dual_attn_decoder_block_forward_get_weights(*block, target, source, symbols);
+    target = out;  // [b, m, d]
+    results["decoder_symbol_attn_scores"].push_back(symbol_attn_scores);
+    results["decoder_sa_attn_scores"].push_back(sa_attn_scores);
+    results["decoder_ra_attn_scores"].push_back(ra_attn_scores);
+    results["decoder_ra_rels"].push_back(ra_rels);
+    results["decoder_cross_attn_scores"].push_back(cross_scores);
+  }
+  return {model.final_out(target), results};  // [b, m, out_dim]
+}
+
+std::tuple<torch::Tensor, IntermediateResults> vit_forward_w_intermediate_results(
+    VisionTransformerImpl& model, const torch::Tensor& x) {
+  model.eval();
+  auto h = model.embed(x);  // [b, n + 1, d]
+  IntermediateResults results{{"attn_scores", {}}};
+  for (auto& block : model.encoder_blocks) {
+    auto [out, scores] = encoder_block_forward_get_weights(*block, h, {}, {});
+    h = out;  // [b, n + 1, d]
+    results["attn_scores"].push_back(scores);
+  }
+  return {model.final_out(detail::pool_tokens(h, model.options.pool())), results};  // [b, classes]
+}
+
+std::tuple<torch::Tensor, IntermediateResults> vidat_forward_w_intermediate_results(
+    VisionDualAttnTransformerImpl& model, const torch::Tensor& x) {
+  model.eval();
+  auto h = model.embed(x);  // [b, n + 1, d]
+  IntermediateResults results = empty_results(kDualAttnKeys, "");
+  for (auto& block : model.encoder_blocks) {  // [b, n + 1, d]
+    h = dual_attn_encoder_layer(*block, model.symbol_retriever, h, {}, {}, results, "");
+  }
+  return {model.final_out(detail::pool_tokens(h, model.options.pool())), results};  // [b, classes]
 }
 
 }  // namespace dual_attention

@@ -68,11 +68,11 @@ torch::Tensor embed_image(const torch::Tensor& x, Model& m) {
   return m.dropout(tokens + m.pos_embedding.slice(/*dim=*/1, 0, n + 1));
 }
 
-torch::Tensor pool_tokens(const torch::Tensor& h, const std::string& pool) {
+}  // namespace
+
+torch::Tensor detail::pool_tokens(const torch::Tensor& h, const std::string& pool) {
   return pool == "cls" ? h.select(/*dim=*/1, 0) : h.mean(/*dim=*/1);  // [b, d]
 }
-
-}  // namespace
 
 const std::vector<std::string>& vision_pool_names() {
   static const std::vector<std::string> names = {"cls", "mean"};
@@ -187,9 +187,9 @@ void VisionTransformerImpl::pretty_print(std::ostream& stream) const {
 }
 
 torch::Tensor VisionTransformerImpl::forward(const torch::Tensor& x) {
-  auto h = embed(x);                                 // [b, n + 1, d]
-  for (auto& block : encoder_blocks) h = block(h);   // [b, n + 1, d]
-  return final_out(pool_tokens(h, options.pool()));  // [b, num_classes]
+  auto h = embed(x);                                         // [b, n + 1, d]
+  for (auto& block : encoder_blocks) h = block(h);           // [b, n + 1, d]
+  return final_out(detail::pool_tokens(h, options.pool()));  // [b, num_classes]
 }
 
 // ---- VisionDualAttnTransformer -------------------------------------------------------------
@@ -237,7 +237,7 @@ void VisionDualAttnTransformerImpl::pretty_print(std::ostream& stream) const {
 torch::Tensor VisionDualAttnTransformerImpl::forward(const torch::Tensor& x) {
   auto h = embed(x);                                                             // [b, n + 1, d]
   for (auto& block : encoder_blocks) h = block(h, symbol_retriever.forward(h));  // [b, n + 1, d]
-  return final_out(pool_tokens(h, options.pool()));                              // [b, num_classes]
+  return final_out(detail::pool_tokens(h, options.pool()));                      // [b, num_classes]
 }
 
 }  // namespace dual_attention

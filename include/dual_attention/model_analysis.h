@@ -24,7 +24,9 @@
 
 #include "dual_attention/dual_attn_blocks.h"
 #include "dual_attention/language_models.h"
+#include "dual_attention/seq2seq_models.h"
 #include "dual_attention/transformer_blocks.h"
+#include "dual_attention/vision_models.h"
 
 namespace dual_attention {
 
@@ -67,5 +69,46 @@ std::tuple<torch::Tensor, IntermediateResults> datlm_forward_w_intermediate_resu
 //   attn_scores  [b, n_heads, n, n]
 std::tuple<torch::Tensor, IntermediateResults> transformerlm_forward_w_intermediate_results(
     TransformerLMImpl& model, const torch::Tensor& idx);
+
+// ---- seq2seq and vision models ---------------------------------------------------------------
+// The same for the other four models. Their blocks take no RoPE; the seq2seq DAT's one symbol
+// retriever serves every block (as in its forward), and the vision models' sequence is the class
+// token followed by the patches (n = num_patches + 1 for a full-size image).
+
+// A DecoderBlock's forward that also returns (x_out [b, m, d_model], self-attention scores
+// [b, n_heads, m, m], cross-attention scores [b, n_heads, m, n]); context is [b, n, d_model].
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> decoder_block_forward_get_weights(
+    DecoderBlockImpl& block, const torch::Tensor& x, const torch::Tensor& context);
+
+// A DualAttnDecoderBlock's: (x_out, sa_attn_scores, ra_attn_scores, ra_rels, cross_attn_scores),
+// the first four as block_forward_get_weights gives them, cross_attn_scores [b, n_heads, m, n].
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor>
+dual_attn_decoder_block_forward_get_weights(DualAttnDecoderBlockImpl& block, const torch::Tensor& x,
+                                            const torch::Tensor& context,
+                                            const torch::Tensor& symbols);
+
+// Seq2SeqTransformer's forward on (x, y) (each token ids [b, len] or vectors [b, len, dim], as
+// its input_spec / output_spec say) returning (logits [b, m, out_dim], results) with the keys
+//   encoder_attn_scores        [b, n_heads, n, n]  per encoder block
+//   decoder_self_attn_scores   [b, n_heads, m, m]  per decoder block
+//   decoder_cross_attn_scores  [b, n_heads, m, n]  per decoder block
+std::tuple<torch::Tensor, IntermediateResults> seq2seq_forward_w_intermediate_results(
+    Seq2SeqTransformerImpl& model, const torch::Tensor& x, const torch::Tensor& y);
+
+// Seq2SeqDualAttnTransformer's: the keys of datlm_forward_w_intermediate_results prefixed with
+// encoder_ (per encoder block, over the source) and decoder_ (per decoder block, over the
+// target), and decoder_cross_attn_scores [b, n_heads, m, n].
+std::tuple<torch::Tensor, IntermediateResults> seq2seq_dat_forward_w_intermediate_results(
+    Seq2SeqDualAttnTransformerImpl& model, const torch::Tensor& x, const torch::Tensor& y);
+
+// VisionTransformer's forward on images x [b, channels, H, W] returning (logits [b, num_classes],
+// {"attn_scores": [b, n_heads, n, n] per block}).
+std::tuple<torch::Tensor, IntermediateResults> vit_forward_w_intermediate_results(
+    VisionTransformerImpl& model, const torch::Tensor& x);
+
+// VisionDualAttnTransformer's: (logits [b, num_classes], results with the four keys of
+// datlm_forward_w_intermediate_results).
+std::tuple<torch::Tensor, IntermediateResults> vidat_forward_w_intermediate_results(
+    VisionDualAttnTransformerImpl& model, const torch::Tensor& x);
 
 }  // namespace dual_attention

@@ -70,6 +70,10 @@ class Seq2SeqModelImpl : public torch::nn::Cloneable<Derived> {
   SinusoidalPositionalEncoding source_pos_embedder{nullptr}, target_pos_embedder{nullptr};
   torch::nn::Linear final_out{nullptr};  // d_model -> out_dim
 
+  // The checked inputs embedded with their positions: (source [b, n, d], target [b, m, d]), the
+  // first step of forward() (also used by model_analysis.h).
+  std::tuple<torch::Tensor, torch::Tensor> embed(const torch::Tensor& x, const torch::Tensor& y);
+
  protected:
   // Checks the options both models have and builds the embeddings and their positions.
   void build_embeddings();
@@ -77,8 +81,6 @@ class Seq2SeqModelImpl : public torch::nn::Cloneable<Derived> {
   // beside them) and final_out as "layers", in the reference's order; for tie_weights, final_out
   // again under target_embedder (see the file comment).
   void register_layers(const NamedModules& middle);
-  // The checked inputs embedded with their positions: (source [b, n, d], target [b, m, d]).
-  std::tuple<torch::Tensor, torch::Tensor> embed(const torch::Tensor& x, const torch::Tensor& y);
 
   const char* owner_;
 };

@@ -40,6 +40,10 @@ const std::vector<std::string>& vision_pool_names();
 
 namespace detail {
 
+// The encoder's output tokens h [b, n + 1, d_model] pooled for the classifier: the class token
+// ('cls') or the mean of all tokens ('mean'), [b, d_model].
+torch::Tensor pool_tokens(const torch::Tensor& h, const std::string& pool);
+
 // What VisionTransformer and VisionDualAttnTransformer share: the sizes resolved from the options,
 // the patch embedding, class token and positions, the output layer, and everything done with a
 // built model. `Derived` builds its blocks in reset() (through resolve_options,
@@ -72,6 +76,10 @@ class VisionModelImpl : public torch::nn::Cloneable<Derived> {
   torch::nn::Dropout dropout{nullptr};
   torch::nn::Linear final_out{nullptr};  // d_model -> num_classes
 
+  // The checked image x [b, channels, H, W] as tokens: class token and patches with their
+  // positions, [b, n + 1, d_model]; the first step of forward() (also used by model_analysis.h).
+  torch::Tensor embed(const torch::Tensor& x);
+
  protected:
   // Checks the options both models have and sets the resolved sizes above.
   void resolve_options();
@@ -79,9 +87,6 @@ class VisionModelImpl : public torch::nn::Cloneable<Derived> {
   void register_embeddings();
   // Registers `blocks` as "encoder_blocks", then builds and registers final_out.
   void register_blocks(const torch::nn::ModuleList& blocks);
-  // The checked image x [b, channels, H, W] as tokens: class token and patches with their
-  // positions, [b, n + 1, d_model].
-  torch::Tensor embed(const torch::Tensor& x);
 
   const char* owner_;
 };

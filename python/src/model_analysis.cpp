@@ -28,14 +28,14 @@ py::dict results_dict(const IntermediateResults& results) {
   return out;
 }
 
-template <class Impl>
+template <class Impl, class... Inputs>
 py::tuple forward_with_results(
-    std::tuple<torch::Tensor, IntermediateResults> (*fn)(Impl&, const torch::Tensor&), Impl& model,
-    const torch::Tensor& idx) {
+    std::tuple<torch::Tensor, IntermediateResults> (*fn)(Impl&, const Inputs&...), Impl& model,
+    const Inputs&... inputs) {
   std::tuple<torch::Tensor, IntermediateResults> out;
   {
     py::gil_scoped_release release;
-    out = fn(model, idx);
+    out = fn(model, inputs...);
   }
   return py::make_tuple(std::get<0>(out), results_dict(std::get<1>(out)));
 }
@@ -72,6 +72,30 @@ void bind_model_analysis(py::module_& m) {
       "transformerlm_forward_w_intermediate_results",
       [](TransformerLMImpl& model, const torch::Tensor& idx) {
         return forward_with_results(&transformerlm_forward_w_intermediate_results, model, idx);
+      },
+      py::arg("model"), py::arg("x"));
+  m.def(
+      "seq2seq_forward_w_intermediate_results",
+      [](Seq2SeqTransformerImpl& model, const torch::Tensor& x, const torch::Tensor& y) {
+        return forward_with_results(&seq2seq_forward_w_intermediate_results, model, x, y);
+      },
+      py::arg("model"), py::arg("x"), py::arg("y"));
+  m.def(
+      "seq2seq_dat_forward_w_intermediate_results",
+      [](Seq2SeqDualAttnTransformerImpl& model, const torch::Tensor& x, const torch::Tensor& y) {
+        return forward_with_results(&seq2seq_dat_forward_w_intermediate_results, model, x, y);
+      },
+      py::arg("model"), py::arg("x"), py::arg("y"));
+  m.def(
+      "vit_forward_w_intermediate_results",
+      [](VisionTransformerImpl& model, const torch::Tensor& x) {
+        return forward_with_results(&vit_forward_w_intermediate_results, model, x);
+      },
+      py::arg("model"), py::arg("x"));
+  m.def(
+      "vidat_forward_w_intermediate_results",
+      [](VisionDualAttnTransformerImpl& model, const torch::Tensor& x) {
+        return forward_with_results(&vidat_forward_w_intermediate_results, model, x);
       },
       py::arg("model"), py::arg("x"));
   def_symbol_weights<SymbolicAttentionImpl>(m);

@@ -13,7 +13,9 @@
 #include "dual_attention/io/safetensors.h"
 #include "dual_attention/language_models.h"
 #include "dual_attention/model_analysis.h"
+#include "dual_attention/seq2seq_models.h"
 #include "dual_attention/symbol_retrieval.h"
+#include "dual_attention/vision_models.h"
 #include "test_paths.h"
 
 namespace fs = std::filesystem;
@@ -192,5 +194,162 @@ TEST(Intermediates, BadTokenIdsAreErrorsNamingThem) {
   expect_error(torch::full({1, 4}, 48, torch::kLong), "token ids must be in [0, 48)");
   expect_error(torch::zeros({1, 17}, torch::kLong), "exceeds max_block_size 16");
 }
+
+// ---- seq2seq and vision models: each model's own forward, and each block's weights by hand ----
+
+Kwargs token_spec(int64_t vocab_size) {
+  return Kwargs{{"type", "token"}, {"vocab_size", vocab_size}};
+}
+
+// Rows of attention weights are distributions: each sums to 1 over the last dimension.
+void expect_rows_sum_to_one(const torch::Tensor& weights, const std::string& what) {
+  ASSERT_TRUE(weights.defined()) << what << ": undefined";
+  expect_close(weights.sum(-1), torch::ones_like(weights.sum(-1)), 1e-5, what + " rows sum");
+}
+
+class SeqIntermediates : public ::testing::TestWithParam<bool> {};  // norm_first
+
+TEST_P(SeqIntermediates, Seq2SeqTransformerScoresAreItsBlocksAttentionWeights) {
+  const bool norm_first = GetParam();
+  Kwargs enc = {{"n_heads", 2},
+                {"dff", 32},
+                {"dropout_rate", 0.0},
+                {"activation", "relu"},
+                {"norm_first", norm_first}};
+  Kwargs dec = enc;
+  dec["n_heads_cross"] = 2;
+  dec["causal"] = true;
+  torch::manual_seed(0);
+  Seq2SeqTransformer model(
+      Seq2SeqTransformerOptions(token_spec(11), token_spec(13), 16, 13, 2, 2, enc, dec, 8, 7));
+  auto x = torch::randint(0, 11, {2, 8}), y = torch::randint(0, 13, {2, 7});
+  torch::NoGradGuard no_grad;
+  auto [logits, results] = seq2seq_forward_w_intermediate_results(*model, x, y);
+  EXPECT_FALSE(model->is_training());
+  // The model's forward with targets gives every position's logits.
+  expect_close(logits, std::get<0>(model->forward(x, y, torch::zeros({2, 7}, torch::kLong))), 1e-6,
+               "logits");
+  ASSERT_EQ(results.size(), 3u);
+  ASSERT_EQ(results.at("encoder_attn_scores").size(), 2u);
+  ASSERT_EQ(results.at("decoder_cross_attn_scores").size(), 2u);
+  EXPECT_EQ(results.at("decoder_self_attn_scores")[1].sizes(), (std::vector<int64_t>{2, 2, 7, 7}));
+  EXPECT_EQ(results.at("decoder_cross_attn_scores")[1].sizes(), (std::vector<int64_t>{2, 2, 7, 8}));
+  for (const auto& [key, list] : results)
+    for (size_t i = 0; i < list.size(); ++i)
+      expect_rows_sum_to_one(list[i], key + "[" + std::to_string(i) + "]");
+  // Encoder block 0 and decoder block 0 by hand, from the embeddings.
+  auto [source, target] = model->embed(x, y);
+  auto& e0 = *model->encoder_blocks[0];
+  auto h = norm_first ? e0.norm1.forward(source) : source;
+  expect_close(results.at("encoder_attn_scores")[0],
+               std::get<1>(e0.self_attn->forward(h, h, h, {}, {}, {}, e0.options.causal(), true)),
+               1e-6, "encoder 0");
+  for (auto& block : model->encoder_blocks) source = block(source);
+  auto& d0 = *model->decoder_blocks[0];
+  auto g = norm_first ? d0.norm1.forward(target) : target;
+  auto [attended, self_weights] =
+      d0.self_attn->forward(g, g, g, {}, {}, {}, d0.options.causal(), true);
+  expect_close(results.at("decoder_self_attn_scores")[0], self_weights, 1e-6, "decoder 0 self");
+  auto after_self = norm_first ? target + attended : d0.norm1.forward(target + attended);
+  auto q = norm_first ? d0.norm2.forward(after_self) : after_self;
+  expect_close(results.at("decoder_cross_attn_scores")[0],
+               std::get<1>(d0.cross_attn->forward(q, source, source, {}, {}, {}, false, true)),
+               1e-6, "decoder 0 cross");
+  // Causal decoder self-attention: nothing above the diagonal.
+  EXPECT_EQ(results.at("decoder_self_attn_scores")[1].triu(1).abs().max().item<double>(), 0.0);
+}
+
+TEST_P(SeqIntermediates, Seq2SeqDualAttnTransformerResultsAreItsBlocksWeights) {
+  const bool norm_first = GetParam();
+  Kwargs enc = {{"n_heads_sa", 1},      {"n_heads_ra", 1},     {"dff", 32},
+                {"activation", "relu"}, {"dropout_rate", 0.0}, {"norm_first", norm_first}};
+  Kwargs dec = enc;
+  dec["n_heads_cross"] = 2;
+  torch::manual_seed(0);
+  Seq2SeqDualAttnTransformer model(Seq2SeqDualAttnTransformerOptions(
+      token_spec(11), token_spec(13), "symbolic_attention",
+      {{"d_model", 16}, {"n_heads", 2}, {"n_symbols", 5}}, 16, 13, 2, 2, enc, dec, 8, 7));
+  auto x = torch::randint(0, 11, {2, 8}), y = torch::randint(0, 13, {2, 7});
+  torch::NoGradGuard no_grad;
+  auto [logits, results] = seq2seq_dat_forward_w_intermediate_results(*model, x, y);
+  expect_close(logits, std::get<0>(model->forward(x, y, torch::zeros({2, 7}, torch::kLong))), 1e-6,
+               "logits");
+  ASSERT_EQ(results.size(), 9u);
+  for (const char* side : {"encoder_", "decoder_"}) {
+    for (const char* key : {"symbol_attn_scores", "sa_attn_scores", "ra_attn_scores", "ra_rels"}) {
+      ASSERT_EQ(results.at(std::string(side) + key).size(), 2u) << side << key;
+    }
+  }
+  const int64_t n = 8, m = 7;
+  EXPECT_EQ(results.at("encoder_symbol_attn_scores")[0].sizes(),
+            (std::vector<int64_t>{2, 2, n, 5}));
+  EXPECT_EQ(results.at("encoder_ra_rels")[1].sizes(), (std::vector<int64_t>{2, n, n, 1}));
+  EXPECT_EQ(results.at("decoder_ra_attn_scores")[1].sizes(), (std::vector<int64_t>{2, 1, m, m}));
+  EXPECT_EQ(results.at("decoder_cross_attn_scores")[1].sizes(), (std::vector<int64_t>{2, 2, m, n}));
+  // Encoder layer 0 and decoder layer 0 by hand.
+  auto [source, target] = model->embed(x, y);
+  torch::nn::AnyModule& retriever = model->symbol_retriever;
+  auto [symbols, symbol_weights] = symbolic_attn_forward_get_weights(retriever, source);
+  expect_close(results.at("encoder_symbol_attn_scores")[0], symbol_weights, 1e-6, "enc symbols");
+  auto [out, sa, ra, rels] = block_forward_get_weights(*model->encoder_blocks[0], source, symbols);
+  expect_close(results.at("encoder_sa_attn_scores")[0], sa, 1e-6, "enc sa");
+  expect_close(results.at("encoder_ra_rels")[0], rels, 1e-6, "enc rels");
+  expect_close(out, model->encoder_blocks[0](source, symbols), 1e-6, "enc block output");
+  for (auto& block : model->encoder_blocks) source = block(source, retriever.forward(source));
+  auto& d0 = *model->decoder_blocks[0];
+  auto target_symbols = retriever.forward(target);
+  auto g = norm_first ? d0.norm1.forward(target) : target;
+  auto [attended, dsa, dra] = d0.dual_attn->forward(g, target_symbols, {}, d0.options.causal(), {},
+                                                    {}, /*need_weights=*/true);
+  expect_close(results.at("decoder_sa_attn_scores")[0], dsa, 1e-6, "dec sa");
+  expect_close(results.at("decoder_ra_attn_scores")[0], dra[0], 1e-6, "dec ra");
+  expect_close(results.at("decoder_ra_rels")[0], dra[1], 1e-6, "dec rels");
+  auto after_self = norm_first ? target + attended : d0.norm1.forward(target + attended);
+  auto q = norm_first ? d0.norm2.forward(after_self) : after_self;
+  expect_close(results.at("decoder_cross_attn_scores")[0],
+               std::get<1>(d0.cross_attn->forward(q, source, source, {}, {}, {}, false, true)),
+               1e-6, "dec cross");
+}
+
+TEST_P(SeqIntermediates, VisionModelsResultsAreTheirBlocksWeights) {
+  const bool norm_first = GetParam();
+  torch::manual_seed(0);
+  // 3 channels, width 8, height 12, patches 4 wide and 2 high: 12 patches, n = 13 with the class
+  // token.
+  VisionTransformer vit(
+      VisionTransformerOptions({3, 8, 12}, {4, 2}, 5, 16, 2, 2, 32, 0.0, "relu", norm_first));
+  VisionDualAttnTransformer vidat(
+      VisionDualAttnTransformerOptions({3, 8, 12}, {4, 2}, 5, 16, 2, 1, 1, 32, 0.0, "relu",
+                                       norm_first, "symbolic_attention",
+                                       {{"d_model", 16}, {"n_heads", 2}, {"n_symbols", 4}})
+          .pool("mean"));
+  auto images = torch::randn({2, 3, 12, 8});
+  torch::NoGradGuard no_grad;
+  auto [logits, results] = vit_forward_w_intermediate_results(*vit, images);
+  expect_close(logits, vit->forward(images), 1e-6, "vit logits");
+  ASSERT_EQ(results.at("attn_scores").size(), 2u);
+  auto tokens = vit->embed(images);
+  auto& b0 = *vit->encoder_blocks[0];
+  auto h = norm_first ? b0.norm1.forward(tokens) : tokens;
+  expect_close(results.at("attn_scores")[0],
+               std::get<1>(b0.self_attn->forward(h, h, h, {}, {}, {}, b0.options.causal(), true)),
+               1e-6, "vit block 0");
+  EXPECT_EQ(results.at("attn_scores")[1].sizes(), (std::vector<int64_t>{2, 2, 13, 13}));
+
+  auto [dat_logits, dat_results] = vidat_forward_w_intermediate_results(*vidat, images);
+  expect_close(dat_logits, vidat->forward(images), 1e-6, "vidat logits");
+  ASSERT_EQ(dat_results.size(), 4u);
+  auto dat_tokens = vidat->embed(images);
+  auto [symbols, weights] = symbolic_attn_forward_get_weights(vidat->symbol_retriever, dat_tokens);
+  expect_close(dat_results.at("symbol_attn_scores")[0], weights, 1e-6, "vidat symbols");
+  auto [out, sa, ra, rels] =
+      block_forward_get_weights(*vidat->encoder_blocks[0], dat_tokens, symbols);
+  expect_close(dat_results.at("ra_attn_scores")[0], ra, 1e-6, "vidat ra");
+  expect_close(dat_results.at("ra_rels")[0], rels, 1e-6, "vidat rels");
+  EXPECT_EQ(dat_results.at("ra_rels")[1].sizes(), (std::vector<int64_t>{2, 13, 13, 1}));
+}
+
+INSTANTIATE_TEST_SUITE_P(NormFirst, SeqIntermediates, ::testing::Values(true, false),
+                         [](const auto& info) { return info.param ? "PreNorm" : "PostNorm"; });
 
 }  // namespace
