@@ -4,15 +4,21 @@
 // any input; anything else (a crash, a sanitizer report, another exception) is a finding.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "dual_attention/io/safetensors.h"
 #include "dual_attention/language_models.h"
 #include "dual_attention/pretrained.h"
 #include "dual_attention/seq2seq_models.h"
+#include "dual_attention/tokenizer.h"
 #include "dual_attention/vision_models.h"
+#include "fuzz_request_input.h"
 
 namespace dual_attention::fuzz {
 
@@ -61,6 +67,73 @@ inline void load_config_input(const uint8_t* data, size_t size) {
   build_if_valid<Seq2SeqDualAttnTransformer>(config);
   build_if_valid<VisionTransformer>(config);
   build_if_valid<VisionDualAttnTransformer>(config);
+}
+
+// The parts of an input separated by kPartSeparator (fuzz_tokenizer's layout).
+inline constexpr std::string_view kPartSeparator = "\n--8<--\n";
+
+inline std::vector<std::string_view> split_parts(std::string_view input) {
+  std::vector<std::string_view> parts;
+  for (;;) {
+    const size_t at = input.find(kPartSeparator);
+    parts.push_back(input.substr(0, at));
+    if (at == std::string_view::npos) return parts;
+    input.remove_prefix(at + kPartSeparator.size());
+  }
+}
+
+// A tokenizer file and a text, loaded and used the way a program would. The input is a format
+// byte (its value mod 3: 0 a tiktoken rank file, 1 tokenizer.json, 2 vocab.json + merges.txt), then
+// the file(s) and the text, separated by kPartSeparator. Seeds: fuzz/make_tokenizer_seeds.py.
+// Whatever loads must round-trip: decode_bytes(encode_ordinary(text)) == text (byte-level BPE
+// encodes every byte sequence exactly) once invalid UTF-8 is replaced by U+FFFD (as encode
+// documents), and every id it reports is decodable.
+inline void load_tokenizer_input(const uint8_t* data, size_t size) {
+  if (size == 0) return;
+  const auto parts =
+      split_parts(std::string_view(reinterpret_cast<const char*>(data) + 1, size - 1));
+  auto part = [&](size_t i) { return i < parts.size() ? parts[i] : std::string_view(); };
+  const int format = data[0] % 3;
+  std::optional<Tokenizer> loaded;
+  try {
+    if (format == 0) loaded = Tokenizer::from_tiktoken_bpe(part(0), {}, "fuzz.tiktoken");
+    if (format == 1) loaded = Tokenizer::from_tokenizer_json(part(0), "tokenizer.json");
+    if (format == 2) loaded = Tokenizer::from_vocab_merges(part(0), part(1));
+  } catch (const TokenizerError&) {
+    return;  // refused with a clear error: fine
+  }
+  const Tokenizer& tokenizer = *loaded;
+  const std::string_view raw = part(format == 2 ? 2 : 1);
+  const std::string text = utf8_replace_invalid(raw);  // what encode reads
+  std::vector<int64_t> ids;
+  try {
+    ids = tokenizer.encode_ordinary(raw);
+  } catch (const TokenizerError&) {
+    return;  // e.g. a byte the vocabulary cannot spell
+  }
+  for (int64_t id : ids) {
+    if (!tokenizer.contains(id))
+      invariant_failed("encode_ordinary returned an id not in the vocabulary");
+  }
+  if (tokenizer.decode_bytes(ids) != text)
+    invariant_failed("decode_bytes(encode_ordinary(text)) != text");
+  (void)tokenizer.decode(ids);
+  try {  // special tokens allowed: each one found becomes its id
+    const auto with_special = tokenizer.encode(raw, SpecialTokenSet::all());
+    if (tokenizer.decode_bytes(with_special) != text)
+      invariant_failed("decode_bytes(encode(text, allowed_special='all')) != text");
+  } catch (const TokenizerError&) {
+  }
+  for (const auto& item : tokenizer.special_tokens()) {
+    // tiktoken looks a name up among the ordinary tokens first, so the id may differ; it must
+    // exist.
+    if (!tokenizer.contains(tokenizer.encode_single_token(item.first)))
+      invariant_failed("encode_single_token returned an id not in the vocabulary");
+  }
+  const int64_t n_vocab = tokenizer.n_vocab();
+  for (int64_t id = 0; id < std::min<int64_t>(n_vocab, 512); ++id) {
+    if (tokenizer.contains(id)) (void)tokenizer.decode_single_token_bytes(id);
+  }
 }
 
 }  // namespace dual_attention::fuzz

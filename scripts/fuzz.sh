@@ -13,22 +13,32 @@ cd "$ROOT"
 SECONDS_EACH="${1:-60}"
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(fuzz_safetensors fuzz_config)
+[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(fuzz_safetensors fuzz_config fuzz_tokenizer fuzz_completion_request)
 BUILD_DIR="${SANITIZE_BUILD_DIR:-build-sanitize}"
 
-# Build (and configure) exactly as sanitize.sh, without running the suite.
-SANITIZE_BUILD_DIR="$BUILD_DIR" bash scripts/sanitize.sh --build-only
+# Build (and configure) exactly as sanitize.sh, the targets to run only.
+SANITIZE_BUILD_DIR="$BUILD_DIR" SANITIZE_TARGETS="${TARGETS[*]}" bash scripts/sanitize.sh --build-only
 
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:detect_odr_violation=0}"
 export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$ROOT/fuzz/lsan.supp:print_suppressions=0}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 export OMP_NUM_THREADS=1
 
-seeds() {  # the seed files of a target
+seeds() {  # the seed files of a target (and the findings committed for it)
   case "$1" in
     fuzz_safetensors) find tests/fixtures -name '*.safetensors' -size -32k ;;
     fuzz_config) find tests/fixtures -name 'config.json' ;;
+    fuzz_tokenizer)
+      # GPT-2's tokenizer cut to 300 tokens, in the three formats (from the cached ranks).
+      local ranks="${DUAL_ATTENTION_DATA_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/dual-attention}/gpt2.tiktoken"
+      if [ -f "$ranks" ]; then
+        .venv/bin/python fuzz/make_tokenizer_seeds.py --ranks "$ranks" \
+          --out "$BUILD_DIR/fuzz-seeds/fuzz_tokenizer" >/dev/null
+        find "$BUILD_DIR/fuzz-seeds/fuzz_tokenizer" -type f
+      fi ;;
   esac
+  [ -d "tests/fixtures/fuzz/$1" ] && find "tests/fixtures/fuzz/$1" -type f
+  return 0
 }
 
 status=0

@@ -20,10 +20,12 @@ command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
 cmake -S . -B "$BUILD_DIR" "${gen[@]}" "${launcher[@]}" -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" \
   -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=None \
   -DCMAKE_CXX_FLAGS="-O1 -g1" -DPython_EXECUTABLE="$ROOT/.venv/bin/python" \
-  -DDUAL_ATTENTION_SANITIZE=ON -DDUAL_ATTENTION_BUILD_FUZZERS=ON \
+  -DDUAL_ATTENTION_SANITIZE=ON -DDUAL_ATTENTION_BUILD_FUZZERS=ON -DDUAL_ATTENTION_BUILD_TESTS=ON \
   -DDUAL_ATTENTION_BUILD_EXAMPLES=OFF -DDUAL_ATTENTION_BUILD_BENCHMARKS=OFF \
   -DDUAL_ATTENTION_BUILD_PYTHON=OFF >/dev/null
-cmake --build "$BUILD_DIR" --target dual_attention_tests fuzz_safetensors fuzz_config
+# SANITIZE_TARGETS (scripts/fuzz.sh sets it): build only these.
+read -r -a targets <<<"${SANITIZE_TARGETS:-dual_attention_tests fuzz_safetensors fuzz_config fuzz_tokenizer fuzz_completion_request}"
+cmake --build "$BUILD_DIR" --target "${targets[@]}"
 [ "${1:-}" = "--build-only" ] && exit 0
 
 # LibTorch is not instrumented: its one-time allocations (registries, thread pools) are reported

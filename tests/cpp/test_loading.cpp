@@ -409,16 +409,23 @@ TEST_F(Loading, AbsurdSeq2SeqAndVisionConfigsAreRefusedToo) {
 }
 
 // Every input the fuzzers found a problem with (minimised, tests/fixtures/fuzz/<target>/), and
-// every seed, goes through the fuzz target's code again: it must load or raise c10::Error.
+// every seed, goes through the fuzz target's code again: it must load or raise c10::Error (the
+// tokenizer and request targets catch their own errors and abort on a broken invariant).
 TEST_F(Loading, FuzzFindingsAndSeedsLoadOrRaiseCleanly) {
   struct Target {
     const char* name;
     void (*run)(const uint8_t*, size_t);
-    const char* seed_suffix;
+    const char* seed_suffix;  // seeds among the fixtures, or nullptr: findings only
   };
   const Target targets[] = {
       {"fuzz_safetensors", da::fuzz::load_safetensors_input, ".safetensors"},
       {"fuzz_config", da::fuzz::load_config_input, "config.json"},
+      {"fuzz_tokenizer", da::fuzz::load_tokenizer_input, nullptr},
+      {"fuzz_completion_request", da::fuzz::parse_request_input, nullptr},
+  };
+  auto ends_with = [](const std::string& s, const char* suffix) {
+    return suffix != nullptr && s.size() >= strlen(suffix) &&
+           s.compare(s.size() - strlen(suffix), std::string::npos, suffix) == 0;
   };
   for (const auto& target : targets) {
     int inputs = 0;
@@ -426,19 +433,17 @@ TEST_F(Loading, FuzzFindingsAndSeedsLoadOrRaiseCleanly) {
       if (!entry.is_regular_file()) continue;
       const std::string path = entry.path().string();
       const bool finding = contains(path, "/fuzz/" + std::string(target.name) + "/");
-      const bool seed = entry.file_size() < (32 << 10) &&
-                        path.size() >= strlen(target.seed_suffix) &&
-                        path.compare(path.size() - strlen(target.seed_suffix), std::string::npos,
-                                     target.seed_suffix) == 0;
+      const bool seed = entry.file_size() < (32 << 10) && ends_with(path, target.seed_suffix);
       if (!finding && !seed) continue;
       const std::string bytes = read_text(entry.path());
+      SCOPED_TRACE(path);
       try {
         target.run(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
       } catch (const c10::Error&) {
       }
       ++inputs;
     }
-    EXPECT_GT(inputs, 0) << target.name;
+    EXPECT_GT(inputs, 0) << target.name << ": no findings or seeds under " << kFixtures;
   }
 }
 

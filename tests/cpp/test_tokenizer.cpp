@@ -447,6 +447,16 @@ TEST(TokenizerErrors, TokenizerJsonUnsupportedOrIncomplete) {
               Tokenizer::from_tokenizer_json("{\"model\": ", "x.json");
             }).find("x.json: not valid JSON"),
             std::string::npos);
+  // Found by fuzz_tokenizer: a number beyond double's range escaped as nlohmann's out_of_range
+  // (tests/fixtures/fuzz/fuzz_tokenizer/number-overflow-5e33333333333.bin).
+  EXPECT_NE(error_of([] {
+              Tokenizer::from_tokenizer_json("[5e33333]", "x.json");
+            }).find("x.json: not valid JSON: [json.exception.out_of_range.406] number overflow"),
+            std::string::npos);
+  EXPECT_NE(error_of([] {
+              Tokenizer::from_vocab_merges("{\"a\": 1e999}", "", {}, "v.json");
+            }).find("v.json: not valid JSON"),
+            std::string::npos);
 }
 
 TEST(TokenizerErrors, MergesLineNamingAnUnknownToken) {
