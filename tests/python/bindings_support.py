@@ -20,6 +20,10 @@ import dual_attention  # noqa: E402  (the reference)
 import dual_attention.attention_utils  # noqa: E402,F401
 import dual_attention.model_utils  # noqa: E402,F401
 
+# GPT-2's pre-tokenizer pattern as tiktoken's "gpt2" encoding has it (given to tiktoken.Encoding as
+# the oracle's pat_str).
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
 # The tolerance of every comparison with the reference: the largest difference relative to the
 # largest magnitude of the reference tensor.
 RTOL = {torch.float32: 1e-5, torch.float64: 1e-10}

@@ -14,6 +14,7 @@ import tiktoken.load
 import torch
 
 import dual_attention_cpp as dac
+from bindings_support import GPT2_PATTERN
 from dual_attention import language_models as ref_lm
 from dual_attention.hf import DualAttnTransformerLM_HFHub
 
@@ -214,7 +215,7 @@ def test_cli_prompt_text_is_tokenized_and_the_continuation_decoded(tmp_path):
     assert ranks.exists(), f"{ranks} is missing: run scripts/fetch_data.sh (setup.sh does)"
     tk = tiktoken.Encoding(
         name="gpt2", mergeable_ranks=tiktoken.load.load_tiktoken_bpe(str(ranks)),
-        pat_str=r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""",
+        pat_str=GPT2_PATTERN,
         special_tokens={"<|endoftext|>": 50256})
     ref = saved_reference(tmp_path / "m", vocab_size=GPT2_VOCAB)
     text = "To be, or not to be"

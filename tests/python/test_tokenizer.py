@@ -28,10 +28,10 @@ from dual_attention_cpp.tokenizer import Encoding
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "helpers"))
 import make_hf_tokenizer_files  # noqa: E402
+from bindings_support import GPT2_PATTERN  # noqa: E402
 
 SERVER = ROOT / "tests" / "hub" / "hub_server.py"
 
-GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 # tiktoken_ext/openai_public.py's patterns.
 CL100K_PATTERN = (
     r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
