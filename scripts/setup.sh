@@ -8,8 +8,10 @@ cd "$ROOT"
 export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$ROOT}"
 export CCACHE_SLOPPINESS="${CCACHE_SLOPPINESS:-pch_defines,time_macros,include_file_mtime,include_file_ctime}"
 
-APT_PACKAGES=(cmake g++ ninja-build ccache clang-format libgtest-dev nlohmann-json3-dev
-  libcurl4-openssl-dev libpcre2-dev libcpp-httplib-dev chromium doxygen zlib1g-dev pkg-config)
+# clang and libclang-rt-dev: scripts/sanitize.sh (ASan + UBSan, in test.sh) and scripts/fuzz.sh.
+APT_PACKAGES=(cmake g++ clang libclang-rt-dev ninja-build ccache clang-format libgtest-dev
+  nlohmann-json3-dev libcurl4-openssl-dev libpcre2-dev libcpp-httplib-dev chromium doxygen
+  zlib1g-dev pkg-config)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -107,9 +107,12 @@ TEST_F(StateDict, LoadCopiesInPlaceKeepingDtypeDeviceAndSharing) {
   EXPECT_EQ(target->token_embedder->weight.scalar_type(), torch::kFloat64);
   EXPECT_TRUE(target->token_embedder->weight.requires_grad());
   expect_tied(target);
+  const auto want = named_state(*source);
   for (const auto& [name, t] : named_state(*target)) {
-    auto want = named_state(*source);
-    auto it = std::find_if(want.begin(), want.end(), [&](auto& e) { return e.first == name; });
+    // (C++17 lambdas cannot capture a structured binding; clang refuses it.)
+    const std::string& key = name;
+    auto it = std::find_if(want.begin(), want.end(), [&](auto& e) { return e.first == key; });
+    ASSERT_NE(it, want.end()) << name;
     EXPECT_TRUE(torch::equal(t, it->second.to(t.scalar_type()))) << name;
   }
 }
