@@ -108,7 +108,7 @@ def part_models(args, results):
     if not args.no_compile:
         candidates.append(("reference torch.compile", None))
     for name, model in candidates:
-        for bf16 in (False, True):
+        for bf16 in args.bf16_modes:
             row = {"impl": name, "dtype": "bf16 autocast" if bf16 else "float32"}
             if model is None:  # a fresh compile per dtype, timed apart
                 compiled = torch.compile(reference)
@@ -148,7 +148,7 @@ def part_loops(args, results):
     config = tmp / "config.json"
     config.write_text(json.dumps(lm_config(n)))
     out = {}
-    for bf16 in (False, True):
+    for bf16 in args.bf16_modes:
         cmd = [str(ROOT / "build" / "tools" / "dual-attention"), "train", "--config", str(config),
                "--out", str(tmp / "run"), "--max-steps", str(steps), "--eval-every", "1000000",
                "--eval-iters", "1", "--batch-size", str(args.batch), "--block-size", str(n),
@@ -201,34 +201,44 @@ def part_breakdown(args, results):
     head_dim = D_MODEL // 8
     cos = torch.randn(n, head_dim // 2)
     sin = torch.randn(n, head_dim // 2)
-    rows = []
+    runs = {}  # impl -> [(component, fn, count)]
     for impl, da, sr, tb in (("ours", our_da, our_sr, our_tb), ("reference", ref_da, ref_sr, ref_tb)):
         torch.manual_seed(0)
         x = torch.randn(b, n, D_MODEL, requires_grad=True)
         weight = torch.nn.Parameter(torch.randn(VOCAB, D_MODEL) * 0.02)
         targets = torch.randint(0, VOCAB, (b, n))
 
-        def head():
+        def head(x=x, weight=weight, targets=targets):
             logits = F.linear(x, weight)
             F.cross_entropy(logits.view(-1, VOCAB), targets.view(-1)).backward()
 
         ff = tb.FeedForwardBlock(D_MODEL, dff=None, activation="swiglu", use_bias=False)
-        ff_run = lambda: ff(x).sum().backward()  # noqa: E731
         attn = da.DualAttention(d_model=D_MODEL, n_heads_sa=4, n_heads_ra=4, dropout=0.0,
                                 sa_kwargs=cfg["sa_kwargs"], ra_kwargs=cfg["ra_kwargs"])
         symbols = torch.randn(b, n, D_MODEL)
 
-        def attn_run():
+        def attn_run(attn=attn, x=x, symbols=symbols):
             out = attn(x, symbols, attn_mask=None, is_causal=True, freqs_cos=cos, freqs_sin=sin)
             out[0].sum().backward()
 
         retriever = sr.SymbolicAttention(**cfg["symbol_retrieval_kwargs"])
-        sr_run = lambda: retriever(x).sum().backward()  # noqa: E731
-        for name, fn, count in (("vocab projection + cross-entropy", head, 1),
-                                ("feed-forward (swiglu)", ff_run, N_LAYERS),
-                                ("DualAttention (4 sa + 4 ra heads)", attn_run, N_LAYERS),
-                                ("symbol retriever", sr_run, N_LAYERS)):
-            t = timed(fn, args.reps) * count
+        runs[impl] = [("vocab projection + cross-entropy", head, 1),
+                      ("feed-forward (swiglu)", lambda ff=ff, x=x: ff(x).sum().backward(), N_LAYERS),
+                      ("DualAttention (4 sa + 4 ra heads)", attn_run, N_LAYERS),
+                      ("symbol retriever", lambda r=retriever, x=x: r(x).sum().backward(), N_LAYERS)]
+    # Each component: the two implementations in alternating rounds (the first one timed after a
+    # large allocation otherwise pays for it), median over all rounds.
+    rows = []
+    reps = max(args.reps, 5)
+    for i in range(len(runs["ours"])):
+        times = {impl: [] for impl in runs}
+        for round_ in range(reps):
+            order = list(runs) if round_ % 2 == 0 else list(runs)[::-1]
+            for impl in order:
+                times[impl].append(timed(runs[impl][i][1], 1, warmup=1 if round_ < 2 else 0))
+        for impl in runs:
+            name, _, count = runs[impl][i]
+            t = statistics.median(times[impl]) * count
             rows.append({"impl": impl, "component": name, "per_step_s": t, "count": count})
             print(f"  {impl:10s} {name:36s} x{count}  {t * 1e3:7.0f} ms", flush=True)
     results["breakdown"] = rows
@@ -242,9 +252,15 @@ def main():
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--loop-steps", type=int, default=4)
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
+    p.add_argument("--dtypes", default="float32,bf16",
+                   help="comma-separated: float32, bf16 (autocast; slow on CPUs without AVX512-BF16)")
     p.add_argument("--parts", default="models,loops,breakdown")
     p.add_argument("--json", default="bench_train.json")
     args = p.parse_args()
+    dtypes = args.dtypes.split(",")
+    if not dtypes or any(d not in ("float32", "bf16") for d in dtypes):
+        p.error(f"--dtypes: expected a comma-separated list of float32 and bf16, got {args.dtypes!r}")
+    args.bf16_modes = [d == "bf16" for d in dtypes]
     torch.set_num_threads(args.threads)
     results = {"config": lm_config(args.n), "batch": args.batch, "threads": args.threads,
                "torch": torch.__version__, "reps": args.reps}
