@@ -107,6 +107,40 @@ torch::Tensor dual_attn_encoder_layer(DualAttnEncoderBlockImpl& block,
                                       const torch::Tensor& cos, const torch::Tensor& sin,
                                       IntermediateResults& results, const std::string& prefix);
 
+// A block's dual-attention sublayer (dropout included) that records its weights: the
+// self-attention scores, the relational scores and the relations (see block_forward_get_weights).
+template <class Block>
+auto dual_attention_recording(Block& block, const torch::Tensor& symbols,
+                              const torch::Tensor& freqs_cos, const torch::Tensor& freqs_sin,
+                              torch::Tensor& sa_attn_scores, torch::Tensor& ra_attn_scores,
+                              torch::Tensor& ra_rels) {
+  return [&, symbols, freqs_cos, freqs_sin](const torch::Tensor& h) {
+    auto [out, sa_scores, ra_scores] =
+        block.dual_attn->forward(h, symbols, {}, block.options.causal(), freqs_cos, freqs_sin,
+                                 /*need_weights=*/true);
+    sa_attn_scores = sa_scores;
+    if (!ra_scores.empty()) ra_attn_scores = ra_scores[0];
+    if (ra_scores.size() > 1) ra_rels = ra_scores[1];
+    return block.dropout(out);
+  };
+}
+
+// A decoder block's forward (either kind), its first sublayer given as `attend` (which records
+// its own weights); the cross-attention's weights [b, n_heads, m, n] go to cross_scores.
+template <class Block, class Attend>
+torch::Tensor decoder_forward_recording(Block& block, const torch::Tensor& x,
+                                        const torch::Tensor& context, const Attend& attend,
+                                        torch::Tensor& cross_scores) {
+  auto cross_attend = [&](const torch::Tensor& h) {
+    auto [out, weights] =
+        block.cross_attn->forward(h, context, context, {}, {}, {}, false, /*need_weights=*/true);
+    cross_scores = weights;
+    return block.dropout(out);
+  };
+  return detail::decoder_residuals(x, block.options.norm_first(), attend, cross_attend,
+                                   block.ff_block, block.norm1, block.norm2, block.norm3);
+}
+
 }  // namespace
 
 std::tuple<torch::Tensor, torch::Tensor> symbolic_attn_forward_get_weights(
@@ -128,15 +162,8 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> block_for
     DualAttnEncoderBlockImpl& block, const torch::Tensor& x, const torch::Tensor& symbols,
     const torch::Tensor& freqs_cos, const torch::Tensor& freqs_sin) {
   torch::Tensor sa_attn_scores, ra_attn_scores, ra_rels;
-  auto attend = [&](const torch::Tensor& h) {
-    auto [out, sa_scores, ra_scores] =
-        block.dual_attn->forward(h, symbols, {}, block.options.causal(), freqs_cos, freqs_sin,
-                                 /*need_weights=*/true);
-    sa_attn_scores = sa_scores;
-    if (!ra_scores.empty()) ra_attn_scores = ra_scores[0];
-    if (ra_scores.size() > 1) ra_rels = ra_scores[1];
-    return block.dropout(out);
-  };
+  auto attend = dual_attention_recording(block, symbols, freqs_cos, freqs_sin, sa_attn_scores,
+                                         ra_attn_scores, ra_rels);
   auto out = detail::encoder_residuals(x, block.options.norm_first(), attend, block.ff_block,
                                        block.norm1, block.norm2, block.dropout);
   return {out, sa_attn_scores, ra_attn_scores, ra_rels};
@@ -169,14 +196,7 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> decoder_block_forward_ge
     self_scores = weights;
     return block.dropout(out);
   };
-  auto cross_attend = [&](const torch::Tensor& h) {
-    auto [out, weights] =
-        block.cross_attn->forward(h, context, context, {}, {}, {}, false, /*need_weights=*/true);
-    cross_scores = weights;
-    return block.dropout(out);
-  };
-  auto out = detail::decoder_residuals(x, block.options.norm_first(), attend, cross_attend,
-                                       block.ff_block, block.norm1, block.norm2, block.norm3);
+  auto out = decoder_forward_recording(block, x, context, attend, cross_scores);
   return {out, self_scores, cross_scores};
 }
 
@@ -185,22 +205,9 @@ dual_attn_decoder_block_forward_get_weights(DualAttnDecoderBlockImpl& block, con
                                             const torch::Tensor& context,
                                             const torch::Tensor& symbols) {
   torch::Tensor sa_attn_scores, ra_attn_scores, ra_rels, cross_scores;
-  auto attend = [&](const torch::Tensor& h) {
-    auto [out, sa_scores, ra_scores] = block.dual_attn->forward(
-        h, symbols, {}, block.options.causal(), {}, {}, /*need_weights=*/true);
-    sa_attn_scores = sa_scores;
-    if (!ra_scores.empty()) ra_attn_scores = ra_scores[0];
-    if (ra_scores.size() > 1) ra_rels = ra_scores[1];
-    return block.dropout(out);
-  };
-  auto cross_attend = [&](const torch::Tensor& h) {
-    auto [out, weights] =
-        block.cross_attn->forward(h, context, context, {}, {}, {}, false, /*need_weights=*/true);
-    cross_scores = weights;
-    return block.dropout(out);
-  };
-  auto out = detail::decoder_residuals(x, block.options.norm_first(), attend, cross_attend,
-                                       block.ff_block, block.norm1, block.norm2, block.norm3);
+  auto attend =
+      dual_attention_recording(block, symbols, {}, {}, sa_attn_scores, ra_attn_scores, ra_rels);
+  auto out = decoder_forward_recording(block, x, context, attend, cross_scores);
   return {out, sa_attn_scores, ra_attn_scores, ra_rels, cross_scores};
 }
 
