@@ -1,132 +1,124 @@
-"""The mirror: a ``torch.nn.Module`` that owns a C++ module and shares its tensors.
+"""The base of every class of the package: a plain ``torch.nn.Module`` built by the C++ library.
 
-Each class of the package (``Attention``, ``DualAttention``, ...) is a ``CppModule``: constructing it
-builds the LibTorch module from the keywords (the C++ Options hold the defaults) and then mirrors the
-C++ module tree in Python. Every C++ submodule gets a Python child (one object where C++ registers one
-module under two names), and the children's ``_parameters`` / ``_buffers`` hold the very tensors the
-C++ module computes with (the same TensorImpl; parameters are re-classed to ``nn.Parameter`` in place).
-So everything ``nn.Module`` does by walking its tree (parameters(), state_dict(), load_state_dict(),
-zero_grad(), optimizers, nesting in a Python module) acts on what the C++ forward uses. Three things
-need care, and are handled here:
+Constructing ``RelationalAttention(d_model=64, n_heads=4)`` asks the C++ module of that name to check
+the keywords (its Options hold the reference's defaults and the error messages) and to initialise the
+parameters, then builds the same tree in Python: our classes for our modules, and real ``torch.nn``
+modules (``nn.Linear``, ``nn.Embedding``, ``nn.LayerNorm``, ``nn.Dropout``, ``nn.ModuleList`` ...)
+for LibTorch's, under the reference's names. From then on the Python tree is an ordinary
+``nn.Module`` tree that owns its parameters: each forward is written in Python (the reference's
+composition) and calls the C++ operators ``torch.ops.dual_attention.*`` for the heavy maths
+(relational attention, symbolic attention) with the tensors the modules hold *at call time*. So
+anything that replaces a parameter or a submodule, or computes a weight at call time
+(``functional_call``, FSDP, LoRA-style wrappers, parametrizations, pruning, dynamic quantization,
+``torch.compile``, ``torch.export``), works as it does on the reference.
 
-- conversions (``.to()``, ``.double()``, ``.cuda()``, ...) change each tensor's data in place
-  (``tensor.data = converted``), whatever the ``torch.__future__`` flags say, so that C++ keeps using
-  the same tensors;
-- ``load_state_dict`` copies in place (with ``assign=True`` the module's tensors take the given tensors'
-  data, dtype and device instead of being replaced);
-- the training flags are copied to the C++ modules before each forward when any changed.
-
-Replacing a mirrored parameter, buffer or submodule by another object is an error: the C++ module
-could not see the new one. See docs/python.md for the design.
+The C++ module stays beside the tree as its *twin*, sharing its tensors, for the work that runs in
+C++ end to end: KV-cache generation, the model-analysis forwards, ``save_pretrained``. Before each
+such call the twin is re-pointed at the tensors the Python tree holds then; a tree the user altered
+(a replaced or wrapped submodule, a parametrization, a hook, sharded parameters) cannot be mirrored
+in C++, and those calls either fall back to Python or say why they cannot run. See docs/python.md.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import inspect
 import os
-import warnings
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from . import _C
 
-__all__ = ["CppModule", "PretrainedModel", "cpp_forward"]
+__all__ = ["CppModule", "PretrainedModel"]
 
-# pybind11 class of a C++ module -> the Python class that mirrors it.
-_MIRROR_CLASSES: Dict[type, type] = {}
+# pybind11 class of one of our C++ modules -> the Python class built for it.
+_PYTHON_CLASSES: Dict[type, type] = {}
 
-# Instance attributes the mirror manages itself (never copied as user state).
-_MIRROR_STATE = frozenset(
-    {"_cpp", "_tree", "_mirrored", "_cpp_attr_names", "training"}
-)
+# pybind11 class of a LibTorch module -> the torch.nn class built for it, and the parameters that
+# torch.nn class keeps as None when absent.
+_TORCH_NN_CLASSES: Dict[type, Tuple[type, Tuple[str, ...]]] = {
+    _C.Linear: (nn.Linear, ("bias",)),
+    _C.Dropout: (nn.Dropout, ()),
+    _C.LayerNorm: (nn.LayerNorm, ("weight", "bias")),
+    _C.Embedding: (nn.Embedding, ()),
+    _C.Identity: (nn.Identity, ()),
+    _C.ModuleList: (nn.ModuleList, ()),
+    _C.ModuleDict: (nn.ModuleDict, ()),
+    _C.Sequential: (nn.Sequential, ()),
+}
 
-
-class _Tree:
-    """What the mirrors of one C++ module tree share: the (mirror, C++ module) pairs in preorder and
-    whether a training flag changed since the C++ modules last saw them."""
-
-    __slots__ = ("pairs", "dirty")
-
-    def __init__(self) -> None:
-        self.pairs: list = []
-        self.dirty = False
-
-    def sync_training(self) -> None:
-        # C++ train(on) is recursive; visiting parents before children leaves each module with
-        # its own Python flag.
-        for mirror, cpp in self.pairs:
-            if cpp._is_training() != mirror.training:
-                cpp._set_training(mirror.training)
-        self.dirty = False
 
 
 def _as_parameter(tensor: torch.Tensor) -> torch.Tensor:
-    # The C++ module's tensor itself becomes an nn.Parameter: no copy, one TensorImpl.
+    # The C++ module's tensor itself becomes an nn.Parameter (no copy): the twin starts out sharing
+    # every tensor with the Python tree.
     if type(tensor) is torch.Tensor:
         tensor.__class__ = nn.Parameter
     return tensor
 
 
-@contextlib.contextmanager
-def _no_swap_on_conversion():
-    # torch.utils.swap_tensors cannot swap a tensor C++ also holds; in-place paths are used instead.
-    saved = torch.__future__.get_swap_module_params_on_conversion()
-    torch.__future__.set_swap_module_params_on_conversion(False)
-    try:
-        yield
-    finally:
-        torch.__future__.set_swap_module_params_on_conversion(saved)
-
-
-def _mirror(module: "CppModule", cpp: Any, tree: _Tree, seen: Dict[int, "CppModule"]) -> None:
-    """Makes `module` (created without __init__) the mirror of `cpp`, recursively."""
+def _build(module: nn.Module, cpp: Any, optional: Tuple[str, ...], seen: Dict[int, nn.Module]) -> None:
+    """Makes `module` (created without __init__) the Python counterpart of `cpp`, recursively."""
     nn.Module.__init__(module)
     d = module.__dict__
-    d["_cpp"] = cpp
-    d["_tree"] = tree
     d["training"] = cpp._is_training()
-    tree.pairs.append((module, cpp))
     seen[cpp._id()] = module
-
-    attrs = cpp._attrs() if hasattr(cpp, "_attrs") else {}  # a C++ module type not bound: none
-    for name, value in attrs.items():
-        d[name] = value
+    attrs = cpp._attrs() if hasattr(cpp, "_attrs") else {}
+    d.update(attrs)
     for name, tensor in cpp._named_parameters():
         module._parameters[name] = _as_parameter(tensor)
-    for name in type(module)._optional_parameters:
+    for name in optional:
         module._parameters.setdefault(name, None)
     for name, tensor in cpp._named_buffers():
         module._buffers[name] = tensor
     # What the reference registers with persistent=False (RoPE tables): not in the state_dict.
     module._non_persistent_buffers_set.update(cpp._non_persistent_buffers())
     for name, child in cpp._named_children():
-        mirror = seen.get(child._id())
-        if mirror is None:
-            cls = _MIRROR_CLASSES.get(type(child), CppModule)
-            mirror = cls.__new__(cls)
-            _mirror(mirror, child, tree, seen)
-        module._modules[name] = mirror
-    mirrored = frozenset(module._parameters) | frozenset(module._buffers) | frozenset(module._modules)
-    d["_mirrored"] = mirrored
+        built = seen.get(child._id())  # one object where C++ registers one module twice
+        if built is None:
+            built = _new_module(child, seen)
+        module._modules[name] = built
     # A keyword named like a submodule (SinusoidalPositionalEncoding's dropout) is the submodule, as
     # in the reference.
-    for name in mirrored:
+    for name in list(module._parameters) + list(module._buffers) + list(module._modules):
         d.pop(name, None)
-    d["_cpp_attr_names"] = tuple(name for name in attrs if name not in mirrored)
 
 
-def _describe(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"Tensor{list(value.shape)} {value.dtype}"
-    return type(value).__name__
+def _new_module(cpp: Any, seen: Dict[int, nn.Module]) -> nn.Module:
+    if type(cpp) in _TORCH_NN_CLASSES:
+        cls, optional = _TORCH_NN_CLASSES[type(cpp)]
+    elif type(cpp) in _PYTHON_CLASSES:
+        cls = _PYTHON_CLASSES[type(cpp)]
+        optional = cls._optional_parameters
+    else:
+        # A LibTorch module without a Python class of its own (ViT's torch::nn::Functional): its
+        # parent's _after_build puts the Python module in its place.
+        cls, optional = _NotBuilt, ()
+    module = cls.__new__(cls)
+    _build(module, cpp, optional, seen)
+    if isinstance(module, CppModule):
+        module._after_build()
+    return module
+
+
+class _NotBuilt(nn.Module):
+    def forward(self, *args: Any) -> Any:
+        raise NotImplementedError(f"{self.__dict__.get('_cpp_type')} has no Python counterpart")
 
 
 def _init_from_cpp(module: "CppModule", cpp: Any) -> None:
-    _mirror(module, cpp, _Tree(), {})
+    """Builds `module`, the root of a tree, from the C++ module `cpp`, which becomes its twin."""
+    _build(module, cpp, type(module)._optional_parameters, {})
+    module.__dict__["_cpp"] = cpp
+    module.__dict__["_cpp_kwargs"] = cpp._kwargs() if hasattr(cpp, "_kwargs") else None
+    module._after_build()
+    module.__dict__["_cpp_structure"] = _structure(module)
+
+
+def _structure(module: nn.Module) -> List[Tuple[str, type]]:
+    return [(name, type(m)) for name, m in module.named_modules(remove_duplicate=False)]
 
 
 def _signature_from_keywords(cpp_class: Any) -> inspect.Signature:
@@ -139,31 +131,32 @@ def _signature_from_keywords(cpp_class: Any) -> inspect.Signature:
     return inspect.Signature(params, return_annotation=None)
 
 
-def _rebuild(cls: type, kwargs: dict, tensors: dict, training: dict, extra: dict) -> "CppModule":
-    """Unpickles / deep-copies a module built from keywords (see CppModule.__reduce_ex__)."""
-    module = cls.__new__(cls)
-    _init_from_cpp(module, cls._cpp_class(kwargs))
-    own = dict(module.named_parameters(remove_duplicate=False))
-    own.update(module.named_buffers(remove_duplicate=False))
-    with torch.no_grad():
-        for name, tensor in tensors.items():
-            target = own[name]
-            target.data = tensor.detach()
-            if isinstance(tensor, nn.Parameter):
-                target.requires_grad_(tensor.requires_grad)
-    for name, sub in module.named_modules(remove_duplicate=False):
-        if name in training:
-            sub.training = training[name]
-    py_params, py_buffers, py_modules, attributes = extra
-    module._parameters.update(py_params)
-    module._buffers.update(py_buffers)
-    module._modules.update(py_modules)
-    module.__dict__.update(attributes)
-    return module
+def _cpp_tree(cpp: Any) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """The C++ module's tensors and modules by their dotted names (shared ones under each name)."""
+    tensors: Dict[str, Any] = {}
+    modules: Dict[str, Any] = {}
+
+    def visit(module: Any, prefix: str) -> None:
+        modules[prefix.rstrip(".")] = module
+        for name, tensor in list(module._named_parameters()) + list(module._named_buffers()):
+            tensors[prefix + name] = tensor
+        for name, child in module._named_children():
+            visit(child, f"{prefix}{name}.")
+
+    visit(cpp, "")
+    return tensors, modules
+
+
+def _tie_groups(named: List[Tuple[str, Any]]) -> List[Tuple[str, ...]]:
+    groups: Dict[int, List[str]] = {}
+    for name, tensor in named:
+        groups.setdefault(id(tensor), []).append(name)
+    return sorted(tuple(g) for g in groups.values() if len(g) > 1)
 
 
 class CppModule(nn.Module):
-    """Base of every class of the package: an ``nn.Module`` mirroring a C++ (LibTorch) module.
+    """Base of every class of the package: an ``nn.Module`` whose keywords, checks, initial
+    parameters and tree come from its C++ module (its twin), and whose forward is Python.
 
     Subclasses name their C++ class with ``class Attention(CppModule, cpp=_C.Attention)``; classes
     whose C++ class is built from keywords get an ``__init__`` with the reference's signature (names,
@@ -171,20 +164,15 @@ class CppModule(nn.Module):
     """
 
     _cpp_class: Any = None
-    # Parameters the torch.nn counterpart keeps as None when absent (nn.Linear's bias).
+    # Parameters the class keeps as None when absent (as nn.Linear keeps its bias).
     _optional_parameters: Tuple[str, ...] = ()
 
     def __init_subclass__(cls, cpp: Any = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        forward = cls.__dict__.get("forward")
-        if getattr(forward, "_from_cpp_forward", False):
-            # Made by cpp_forward (one function per class): named as if written in the class.
-            forward.__qualname__ = f"{cls.__qualname__}.forward"
-            forward.__module__ = cls.__module__
         if cpp is None:
             return
         cls._cpp_class = cpp
-        _MIRROR_CLASSES[cpp] = cls
+        _PYTHON_CLASSES[cpp] = cls
         if "__init__" in cls.__dict__:
             return
         if hasattr(cpp, "_keywords"):
@@ -201,247 +189,118 @@ class CppModule(nn.Module):
 
             def __init__(self, *args: Any, **kwargs: Any) -> None:
                 raise TypeError(
-                    f"{type(self).__name__} mirrors a submodule of a C++ module and is not built "
-                    "directly; use torch.nn." + type(self).__name__ + " for a standalone module"
+                    f"{type(self).__name__} is a part of another module and is not built directly"
                 )
 
         __init__.__qualname__ = f"{cls.__qualname__}.__init__"
         __init__.__doc__ = cls.__doc__
         cls.__init__ = __init__  # type: ignore[method-assign]
 
-    # ---- calling the C++ module ----
+    def _after_build(self) -> None:
+        """Called once the Python tree below this module is built (fix-ups of a class's own)."""
 
-    def _cpp_call(self, method: str, *args: Any) -> Any:
-        """Calls a method of the C++ module after copying changed training flags to C++."""
-        tree = self._tree
-        if tree.dirty:
-            tree.sync_training()
-        try:
-            return getattr(self._cpp, method)(*args)
-        except TypeError as error:
-            # pybind11 lists every argument's value (whole tensors); name their types instead.
-            text = str(error)
-            if "incompatible function arguments" not in text:
-                raise
-            supported = text.split("\n\nInvoked with")[0].split("\n", 1)[-1].strip()
-            got = ", ".join(_describe(a) for a in args)
-            raise TypeError(
-                f"{self._get_name()}.{method}() got incompatible arguments ({got}); {supported}"
-            ) from None
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"{self._get_name()} has no forward of its own")
+
+    def __prepare_scriptable__(self) -> "CppModule":
+        # torch.jit.script calls this on every module before compiling it.
+        raise RuntimeError(
+            f"{self._get_name()}: TorchScript (torch.jit.script / torch.jit.trace export) is not "
+            "supported by dual_attention_cpp; use torch.compile or torch.export instead"
+        )
+
+    # ---- the C++ twin ----
+
+    def _twin_problem(self) -> Optional[str]:
+        """Why the C++ twin cannot stand for this tree now (None: it can)."""
+        built = self.__dict__.get("_cpp_structure")
+        if built is None:
+            return f"{self._get_name()} is a submodule; call this on the module it belongs to"
+        now = _structure(self)
+        if now != built:
+            was = dict(built)
+            for name, cls in now:
+                if name not in was:
+                    return f"'{name}' ({cls.__name__}) was added to the module tree"
+                if was[name] is not cls:
+                    return f"'{name}' is a {cls.__name__}, not the {was[name].__name__} it was built with"
+            missing = sorted(set(was) - {name for name, _ in now})
+            return f"'{missing[0]}' was removed from the module tree"
+        for name, module in self.named_modules():
+            if module._forward_hooks or module._forward_pre_hooks:
+                return f"'{name or self._get_name()}' has a forward hook"
+            if parametrize.is_parametrized(module):
+                return f"'{name}' has a parametrization"
+        tensors, _ = self._cpp_names()
+        named = list(self.named_parameters(remove_duplicate=False))
+        named += list(self.named_buffers(remove_duplicate=False))
+        if sorted(name for name, _ in named) != sorted(tensors):
+            extra = sorted({n for n, _ in named} ^ set(tensors))
+            return f"its parameters and buffers were renamed or replaced ('{extra[0]}')"
+        for name, tensor in named:
+            if type(tensor) not in (torch.Tensor, nn.Parameter):
+                return f"'{name}' is a {type(tensor).__name__}, not a plain tensor"
+            if tensor.is_meta:
+                return f"'{name}' is on the meta device"
+        if _tie_groups(named) != _tie_groups(list(tensors.items())):
+            return "its shared (tied) parameters differ from the ones it was built with"
+        return None
+
+    def _cpp_names(self) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+        cpp = self.__dict__.get("_cpp")
+        if cpp is None:
+            kwargs = self.__dict__.get("_cpp_kwargs")
+            if kwargs is None:
+                raise RuntimeError(f"{self._get_name()} cannot rebuild its C++ module")
+            cpp = type(self)._cpp_class(kwargs)
+            self.__dict__["_cpp"] = cpp
+            self.__dict__.pop("_cpp_names_cache", None)
+        cached = self.__dict__.get("_cpp_names_cache")
+        if cached is None or cached[0] is not cpp:
+            cached = (cpp, _cpp_tree(cpp))
+            self.__dict__["_cpp_names_cache"] = cached
+        return cached[1]
+
+    def _twin(self, purpose: str, required: bool = True) -> Any:
+        """The C++ module computing with the tensors this tree holds now, with its training flags.
+
+        Returns None (``required=False``) or raises RuntimeError naming what was altered when the
+        tree no longer matches the C++ module (see the module docstring)."""
+        problem = self._twin_problem()
+        if problem is not None:
+            if not required:
+                return None
+            raise RuntimeError(
+                f"{purpose} runs the C++ {self._get_name()}, which cannot stand for this module: "
+                f"{problem}"
+            )
+        tensors, modules = self._cpp_names()
+        with torch.no_grad():
+            for name, tensor in list(self.named_parameters(remove_duplicate=False)) + list(
+                self.named_buffers(remove_duplicate=False)
+            ):
+                target = tensors[name]
+                if target is not tensor:
+                    target.data = tensor.detach()  # shares the storage: no copy
+        for name, module in self.named_modules(remove_duplicate=False):
+            cpp = modules[name]
+            if cpp._is_training() != module.training:
+                cpp._set_training(module.training)
+        return self.__dict__["_cpp"]
 
     @property
     def cpp_module(self) -> Any:
-        """The bound C++ module (LibTorch) this module mirrors."""
-        return self._cpp
+        """The C++ (LibTorch) module, computing with this module's tensors (see ``_twin``)."""
+        return self._twin("cpp_module")
 
-    def _get_name(self) -> str:
-        if type(self) is CppModule:
-            return self._cpp._type_name().split("::")[-1].removesuffix("Impl")
-        return super()._get_name()
+    # ---- copy and pickle: the twin stays behind, and is rebuilt when next needed ----
 
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError(
-            f"{self._get_name()} runs inside its parent's C++ forward and has no Python forward"
-        )
-
-    # ---- keeping Python and C++ on the same tensors ----
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "training":
-            object.__setattr__(self, name, value)
-            tree = self.__dict__.get("_tree")
-            if tree is not None:
-                tree.dirty = True
-            return
-        mirrored = self.__dict__.get("_mirrored")
-        if mirrored is not None and name in mirrored:
-            current = self._parameters.get(name, self._buffers.get(name, self._modules.get(name)))
-            if value is current:
-                return
-            self._refuse_replacement(name)
-        super().__setattr__(name, value)
-
-    def __delattr__(self, name: str) -> None:
-        mirrored = self.__dict__.get("_mirrored")
-        if mirrored is not None and name in mirrored:
-            self._refuse_replacement(name)
-        super().__delattr__(name)
-
-    def _refuse_replacement(self, name: str) -> None:
-        raise AttributeError(
-            f"cannot replace or delete '{name}' of {self._get_name()}: it is shared with the C++ "
-            "module, which would not see a new object. Change it in place instead (e.g. "
-            f"`with torch.no_grad(): module.{name}.copy_(value)`), or use load_state_dict()."
-        )
-
-    def register_parameter(self, name: str, param: Any) -> None:
-        if name in self.__dict__.get("_mirrored", ()):
-            self._refuse_replacement(name)
-        super().register_parameter(name, param)
-
-    def register_buffer(self, name: str, tensor: Any, persistent: bool = True) -> None:
-        if name in self.__dict__.get("_mirrored", ()):
-            self._refuse_replacement(name)
-        super().register_buffer(name, tensor, persistent)
-
-    def add_module(self, name: str, module: Any) -> None:
-        if name in self.__dict__.get("_mirrored", ()):
-            self._refuse_replacement(name)
-        super().add_module(name, module)
-
-    def register_module(self, name: str, module: Any) -> None:
-        self.add_module(name, module)
-
-    def _apply(self, fn, recurse: bool = True):
-        if recurse:
-            for module in self.children():
-                module._apply(fn)
-        mirrored = self._mirrored
-        for key, param in self._parameters.items():
-            if param is None:
-                continue
-            with torch.no_grad():
-                applied = fn(param)
-            if not torch._has_compatible_shallow_copy_type(param, applied):
-                if key in mirrored:
-                    raise RuntimeError(
-                        f"{self._get_name()}.{key}: cannot convert a tensor shared with the C++ "
-                        f"module from {param.device}/{param.dtype} to {applied.device}/"
-                        f"{applied.dtype} in place"
-                    )
-                self._parameters[key] = nn.Parameter(applied, param.requires_grad)
-                continue
-            # In place, as nn.Module does by default: C++ holds this very tensor.
-            param.data = applied
-            grad = param.grad
-            if grad is not None:
-                with torch.no_grad():
-                    grad_applied = fn(grad)
-                if torch._has_compatible_shallow_copy_type(grad, grad_applied):
-                    grad.data = grad_applied
-                else:
-                    param.grad = grad_applied.requires_grad_(grad.requires_grad)
-        for key, buf in self._buffers.items():
-            if buf is None:
-                continue
-            with torch.no_grad():
-                applied = fn(buf)
-            if key in mirrored:
-                if not torch._has_compatible_shallow_copy_type(buf, applied):
-                    raise RuntimeError(
-                        f"{self._get_name()}.{key}: cannot convert a buffer shared with the C++ "
-                        f"module to {applied.device}/{applied.dtype} in place"
-                    )
-                buf.data = applied
-            else:
-                self._buffers[key] = applied
-        return self
-
-    def _load_from_state_dict(
-        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-    ):
-        assign = local_metadata.get("assign_to_params_buffers", False)
-        metadata = dict(local_metadata, assign_to_params_buffers=False)
-        # Copies into the existing tensors (checks shapes, reports missing/unexpected keys).
-        with _no_swap_on_conversion():
-            super()._load_from_state_dict(
-                state_dict, prefix, metadata, strict, missing_keys, unexpected_keys, error_msgs
-            )
-        if assign:
-            # assign=True: take the given tensors' data, dtype and device, keeping the tensor objects.
-            persistent = {
-                k: v for k, v in self._buffers.items() if k not in self._non_persistent_buffers_set
-            }
-            with torch.no_grad():
-                for name, tensor in list(self._parameters.items()) + list(persistent.items()):
-                    key = prefix + name
-                    if tensor is None or key not in state_dict:
-                        continue
-                    value = state_dict[key]
-                    if isinstance(value, torch.Tensor) and value.shape == tensor.shape:
-                        tensor.data = value.detach()
-
-    # ---- hooks on submodules ----
-
-    def _warn_if_inside_cpp(self, what: str) -> None:
-        if self._tree.pairs[0][0] is not self:
-            warnings.warn(
-                f"{what} registered on {self._get_name()}, a submodule of a C++ module: its parent "
-                "runs it inside C++, so the hook fires only when this submodule is called directly",
-                stacklevel=3,
-            )
-
-    def register_forward_hook(self, hook, *args, **kwargs):
-        self._warn_if_inside_cpp("a forward hook")
-        return super().register_forward_hook(hook, *args, **kwargs)
-
-    def register_forward_pre_hook(self, hook, *args, **kwargs):
-        self._warn_if_inside_cpp("a forward pre-hook")
-        return super().register_forward_pre_hook(hook, *args, **kwargs)
-
-    def register_full_backward_hook(self, hook, *args, **kwargs):
-        self._warn_if_inside_cpp("a backward hook")
-        return super().register_full_backward_hook(hook, *args, **kwargs)
-
-    def register_full_backward_pre_hook(self, hook, *args, **kwargs):
-        self._warn_if_inside_cpp("a backward pre-hook")
-        return super().register_full_backward_pre_hook(hook, *args, **kwargs)
-
-    # ---- copy and pickle ----
-
-    def _python_only_state(self) -> tuple:
-        mirrored = self._mirrored
-        params = {k: v for k, v in self._parameters.items() if k not in mirrored}
-        buffers = {k: v for k, v in self._buffers.items() if k not in mirrored}
-        modules = {k: v for k, v in self._modules.items() if k not in mirrored}
-        skip = _MIRROR_STATE | set(self._cpp_attr_names) | {"_parameters", "_buffers", "_modules"}
-        skip |= {"_non_persistent_buffers_set"}
-        attributes = {k: v for k, v in self.__dict__.items() if k not in skip}
-        return params, buffers, modules, attributes
-
-    def __reduce_ex__(self, protocol):
-        if not hasattr(self._cpp, "_kwargs"):
-            raise TypeError(
-                f"cannot pickle {self._get_name()}: it is part of a C++ module and is not built "
-                "from keywords; pickle the module that contains it (copy.deepcopy works)"
-            )
-        tensors = dict(self.named_parameters(remove_duplicate=False))
-        tensors.update(self.named_buffers(remove_duplicate=False))
-        training = {name: m.training for name, m in self.named_modules(remove_duplicate=False)}
-        args = (type(self), self._cpp._kwargs(), tensors, training, self._python_only_state())
-        return _rebuild, args
-
-    def __deepcopy__(self, memo):
-        if hasattr(self._cpp, "_kwargs"):
-            fn, args = self.__reduce_ex__(4)
-            result = fn(*copy.deepcopy(args, memo))
-        else:
-            # A LibTorch building block (Linear, ...): its C++ clone copies everything it holds.
-            result = type(self).__new__(type(self))
-            _init_from_cpp(result, self._cpp._clone())
-            for (_, old), (_, new) in zip(
-                self.named_parameters(remove_duplicate=False),
-                result.named_parameters(remove_duplicate=False),
-            ):
-                new.requires_grad_(old.requires_grad)
-            for (_, old), (_, new) in zip(
-                self.named_modules(remove_duplicate=False), result.named_modules(remove_duplicate=False)
-            ):
-                new.training = old.training
-        memo[id(self)] = result
-        return result
-
-
-def cpp_forward(doc: str) -> Callable[..., torch.Tensor]:
-    """A ``forward(self, x)`` that runs the C++ module's forward on the one tensor ``x``, with the
-    docstring `doc`: ``forward = cpp_forward("...")`` in a class body."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._cpp_call("forward", x)
-
-    forward.__doc__ = doc
-    forward._from_cpp_forward = True  # type: ignore[attr-defined]
-    return forward
+    def __getstate__(self) -> Dict[str, Any]:
+        state = nn.Module.__getstate__(self) if hasattr(nn.Module, "__getstate__") else self.__dict__
+        state = dict(state)
+        state.pop("_cpp", None)
+        state.pop("_cpp_names_cache", None)
+        return state
 
 
 class PretrainedModel(CppModule):
@@ -517,55 +376,12 @@ class PretrainedModel(CppModule):
         needed), as the reference's mixin does; the reference loads them."""
         if push_to_hub:
             raise NotImplementedError("push_to_hub is not supported; upload the folder instead")
-        self._cpp.save_pretrained(str(save_directory))
+        self._twin("save_pretrained").save_pretrained(str(save_directory))
 
 
-# ---- mirrors of the LibTorch modules ours are built from ----
-# They subclass their torch.nn counterparts, so isinstance(m, nn.Linear) holds and their repr reads
-# the same; their forward runs the C++ module.
+def cpp_forward(doc: str) -> Any:  # TEMPORARY during the move to Python forwards: removed after
+    def forward(self, *args: Any) -> Any:
+        raise NotImplementedError(f"{self._get_name()}.forward is not written yet")
 
-
-class _LibTorchModule(CppModule):
-    # The forward of the modules that compute (the containers below have none of their own).
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return self._cpp_call("forward", input)
-
-
-def _refuse_structure_change(self, *args, **kwargs):
-    raise TypeError(
-        f"{type(self).__name__} mirrors a container of a C++ module; its entries cannot change"
-    )
-
-
-class Linear(_LibTorchModule, nn.Linear, cpp=_C.Linear):
-    _optional_parameters = ("bias",)
-
-
-class Dropout(_LibTorchModule, nn.Dropout, cpp=_C.Dropout):
-    pass
-
-
-class LayerNorm(_LibTorchModule, nn.LayerNorm, cpp=_C.LayerNorm):
-    _optional_parameters = ("weight", "bias")
-
-
-class Embedding(_LibTorchModule, nn.Embedding, cpp=_C.Embedding):
-    pass
-
-
-class Identity(_LibTorchModule, nn.Identity, cpp=_C.Identity):
-    pass
-
-
-class ModuleList(CppModule, nn.ModuleList, cpp=_C.ModuleList):
-    append = extend = insert = pop = __setitem__ = __delitem__ = __iadd__ = _refuse_structure_change
-
-
-class ModuleDict(CppModule, nn.ModuleDict, cpp=_C.ModuleDict):
-    update = pop = clear = __setitem__ = __delitem__ = _refuse_structure_change
-
-
-class Sequential(CppModule, nn.Sequential, cpp=_C.Sequential):
-    append = extend = insert = pop = __setitem__ = __delitem__ = __iadd__ = _refuse_structure_change
-
-    forward = nn.Sequential.forward
+    forward.__doc__ = doc
+    return forward

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from . import _C
-from ._module import CppModule, _init_from_cpp, _MIRROR_CLASSES, cpp_forward
+from ._module import CppModule, _new_module, cpp_forward
 
 __all__ = ["EncoderBlock", "DecoderBlock", "FeedForwardBlock", "RMSNorm", "create_norm"]
 
@@ -126,7 +126,4 @@ def create_norm(d_model: int, norm_type: str) -> nn.Module:
     """The norm called ``norm_type``: 'layernorm' (``nn.LayerNorm(d_model)``), 'rmsnorm'
     (``RMSNorm(d_model)``) or 'none' (``nn.Identity()``); an unknown name raises ValueError."""
     cpp = _C.create_norm(d_model, norm_type)
-    cls = _MIRROR_CLASSES[type(cpp)]
-    module = cls.__new__(cls)
-    _init_from_cpp(module, cpp)
-    return module
+    return _new_module(cpp, {})
