@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import weakref
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
@@ -115,6 +116,15 @@ def _init_from_cpp(module: "CppModule", cpp: Any) -> None:
     module.__dict__["_cpp_kwargs"] = cpp._kwargs() if hasattr(cpp, "_kwargs") else None
     module._after_build()
     module.__dict__["_cpp_structure"] = _structure(module)
+    _stamp_root(module)
+
+
+def _stamp_root(root: "CppModule") -> None:
+    # Each submodule of ours finds its C++ module through the root (weakly: no cycle to collect).
+    ref = weakref.ref(root)
+    for name, sub in root.named_modules(remove_duplicate=False):
+        if isinstance(sub, CppModule) and sub is not root:
+            sub.__dict__["_twin_root"] = (ref, name)
 
 
 def _structure(module: nn.Module) -> List[Tuple[str, type]]:
@@ -264,8 +274,22 @@ class CppModule(nn.Module):
     def _twin(self, purpose: str, required: bool = True) -> Any:
         """The C++ module computing with the tensors this tree holds now, with its training flags.
 
-        Returns None (``required=False``) or raises RuntimeError naming what was altered when the
-        tree no longer matches the C++ module (see the module docstring)."""
+        For a submodule, the C++ submodule of its root's twin. Returns None (``required=False``) or
+        raises RuntimeError naming what was altered when the tree no longer matches the C++ module
+        (see the module docstring)."""
+        if "_cpp_structure" not in self.__dict__:
+            ref, path = self.__dict__.get("_twin_root", (None, ""))
+            root = ref() if ref is not None else None
+            if root is None or dict(root.named_modules(remove_duplicate=False)).get(path) is not self:
+                if not required:
+                    return None
+                raise RuntimeError(
+                    f"{purpose} runs the C++ {self._get_name()}, which this module no longer has: it "
+                    "was taken out of the model it was built in; call it on that model's submodule"
+                )
+            if root._twin(purpose, required) is None:
+                return None
+            return root._cpp_names()[1][path]
         problem = self._twin_problem()
         if problem is not None:
             if not required:
@@ -282,6 +306,7 @@ class CppModule(nn.Module):
                 target = tensors[name]
                 if target is not tensor:
                     target.data = tensor.detach()  # shares the storage: no copy
+                    target.requires_grad_(tensor.requires_grad)
         for name, module in self.named_modules(remove_duplicate=False):
             cpp = modules[name]
             if cpp._is_training() != module.training:
@@ -300,7 +325,13 @@ class CppModule(nn.Module):
         state = dict(state)
         state.pop("_cpp", None)
         state.pop("_cpp_names_cache", None)
+        state.pop("_twin_root", None)
         return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        super().__setstate__(state)
+        if "_cpp_structure" in self.__dict__:
+            _stamp_root(self)
 
 
 class PretrainedModel(CppModule):

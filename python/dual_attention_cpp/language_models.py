@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from . import _C
-from ._module import CppModule, PretrainedModel
+from ._module import PretrainedModel
 
 # GenerationOutput and GenerationStep (below) are importable from here too; they stay out of
 # __all__, whose classes python/gen_stubs.py stubs as modules.
@@ -117,8 +117,25 @@ class _LanguageModel(PretrainedModel):
             and not return_dict_in_generate
             and isinstance(idx, torch.Tensor)
         )
+        cpp = self._twin("generate", required=False)
+        if cpp is None:
+            # A module tree the C++ model cannot stand for (a wrapped or quantized layer, a
+            # parametrization, a hook, sharded parameters): generate with its Python forward.
+            return _generate_with_forward(
+                self, idx, max_new_tokens, temperature, top_k, do_sample, seed, generator,
+                extras=dict(
+                    top_p=top_p, min_p=min_p, eos_token_id=eos_token_id,
+                    stop_sequences=stop_sequences, pad_token_id=pad_token_id,
+                    attention_mask=attention_mask, streamer=streamer,
+                    repetition_penalty=None if repetition_penalty == 1.0 else repetition_penalty,
+                    use_cache=None if use_cache else use_cache,
+                    output_scores=output_scores or None,
+                    return_dict_in_generate=return_dict_in_generate or None,
+                ),
+            )
         if plain:
-            return self._cpp_call("generate", idx, max_new_tokens, temperature, top_k)
+            with torch.no_grad():
+                return cpp.generate(idx, max_new_tokens, temperature, top_k)
         prompts = _prompts(idx, attention_mask)
         if isinstance(eos_token_id, int):
             eos_token_id = [eos_token_id]
@@ -129,10 +146,7 @@ class _LanguageModel(PretrainedModel):
                 go_on = streamer(GenerationStep(index, tokens, logprobs, finished))
                 return go_on is None or bool(go_on)
 
-        tree = self._tree
-        if tree.dirty:
-            tree.sync_training()
-        sequences, tokens, logprobs, scores, reasons = self._cpp._generate(
+        sequences, tokens, logprobs, scores, reasons = cpp._generate(
             prompts, max_new_tokens, True if do_sample is None else do_sample, temperature, top_k,
             top_p, min_p, repetition_penalty, seed, generator, list(eos_token_id or []),
             [list(s) for s in (stop_sequences or [])], pad_token_id, use_cache, output_scores,
@@ -201,7 +215,11 @@ class _LanguageModel(PretrainedModel):
     def get_num_params(self, non_embedding: bool = True) -> int:
         """Number of parameters (shared tensors once); ``non_embedding`` leaves out the positional
         embedding."""
-        return self._cpp.get_num_params(non_embedding)
+        n = sum(p.numel() for p in self.parameters())
+        positional = self._modules.get("positional_embedder")
+        if non_embedding and isinstance(positional, nn.Embedding):
+            n -= positional.weight.numel()
+        return n
 
     def estimate_mfu(self, fwdbwd_per_iter, dt) -> int:
         """A placeholder, as in the reference: returns -1."""
@@ -327,12 +345,13 @@ def configure_optimizers(model: nn.Module, weight_decay: float, learning_rate: f
     """``torch.optim.AdamW`` over the model's trainable parameters in two groups: tensors of
     dimension >= 2 (matmul weights, embeddings) decay by ``weight_decay``, the others do not; fused
     when ``device_type == 'cuda'``. The grouping is the C++ library's; ``model`` must be a module
-    of this package."""
-    if not isinstance(model, CppModule):
-        raise TypeError(
-            f"configure_optimizers: model must be a dual_attention_cpp module, got {type(model).__name__}"
-        )
-    groups = [{"params": params, "weight_decay": decay} for params, decay in _C.optimizer_groups(model.cpp_module, weight_decay)]
+    of this package (or any module: the rule reads only the parameters' dimensions)."""
+    # The reference's rule, as the C++ configure_optimizers applies it.
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
     decay, nodecay = groups[0]["params"], groups[1]["params"]
     print(f"num decayed parameter tensors: {len(decay)}, with {sum(p.numel() for p in decay):,} parameters")
     print(f"num non-decayed parameter tensors: {len(nodecay)}, with {sum(p.numel() for p in nodecay):,} parameters")
@@ -340,3 +359,38 @@ def configure_optimizers(model: nn.Module, weight_decay: float, learning_rate: f
     optimizer = torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=use_fused)
     print(f"using fused AdamW: {use_fused}")
     return optimizer
+
+
+def _generate_with_forward(model, idx, max_new_tokens, temperature, top_k, do_sample, seed,
+                           generator, extras) -> torch.Tensor:
+    """The reference's generation loop over ``model(context)``: for a module tree that the C++
+    model cannot stand for. Greedy or sampled with temperature and top_k; the context is cropped to
+    the last ``max_block_size`` tokens; no cache."""
+    unsupported = sorted(name for name, value in extras.items() if value is not None)
+    if unsupported:
+        problem = model._twin_problem()
+        raise NotImplementedError(
+            f"generate({', '.join(unsupported)}=...) runs on the C++ model, which cannot stand "
+            f"for this module ({problem}); without it generate supports the reference's arguments "
+            "(idx as a tensor, max_new_tokens, temperature, top_k) and do_sample, seed, generator"
+        )
+    if not isinstance(idx, torch.Tensor) or idx.dim() != 2:
+        raise ValueError("generate: idx must be token ids of shape [batch, seq_len]")
+    if seed is not None:
+        generator = torch.Generator(device=idx.device).manual_seed(int(seed))
+    greedy = do_sample is False or temperature == 0
+    block = model.max_block_size
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            logits, _ = model(idx[:, -block:])
+            logits = logits[:, -1, :]
+            if greedy:
+                token = logits.argmax(-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                token = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)
+            idx = torch.cat((idx, token), dim=1)
+    return idx

@@ -1,10 +1,10 @@
-"""The classes of dual_attention_cpp behave like torch.nn.Modules in everything users touch, and
-what the Python side changes is what the C++ forward computes with."""
+"""The classes of dual_attention_cpp are torch.nn.Modules in everything users touch: trees of real
+torch.nn children that own their tensors, with Python forwards; and the C++ twin that generation,
+model analysis and save_pretrained run computes with what the Python tree holds at call time."""
 
 import copy
 import io
 import pickle
-import warnings
 
 import pytest
 import torch
@@ -15,8 +15,8 @@ from bindings_support import assert_close, copy_reference_into, reference_class
 
 
 def pairs(module):
-    """(mirror, C++ module) for every submodule (shared ones once)."""
-    return [(m, m.cpp_module) for m in module.modules() if isinstance(m, dac._module.CppModule)]
+    """(module, its C++ twin) for every submodule of ours (shared ones once)."""
+    return [(m, m._twin("the test")) for m in module.modules() if isinstance(m, dac._module.CppModule)]
 
 
 def reference_and_ours(name, seed=0, **kwargs):
@@ -90,19 +90,21 @@ def test_load_state_dict_strict_reports_missing_unexpected_and_mismatched_keys()
     assert result.missing_keys == ["wo.weight"] and result.unexpected_keys == []
 
 
-def test_load_state_dict_assign_takes_dtype_and_keeps_the_cpp_tensors():
+def test_load_state_dict_assign_takes_the_given_tensors_and_the_twin_follows():
     ref, mine = reference_and_ours("RelationalAttention", d_model=16, n_heads=4)
-    before = dict(mine.named_parameters())
     state64 = {k: v.double() for k, v in ref.state_dict().items()}
     mine.load_state_dict(state64, assign=True)
     for name, p in mine.named_parameters():
-        assert p is before[name] and p.dtype == torch.float64
+        assert p.dtype == torch.float64 and p.data_ptr() == state64[name].data_ptr()
     ref.double()
     assert_close(mine(X.double(), S.double())[0], ref(X.double(), S.double())[0])
+    twin = dict(mine._twin("the test")._named_parameters())
+    for name, p in mine.named_parameters():
+        assert twin[name].dtype == torch.float64 and twin[name].data_ptr() == p.data_ptr()
 
 
 @pytest.mark.parametrize("flags", ["default", "overwrite", "swap"])
-def test_conversions_change_the_cpp_tensors_in_place(flags):
+def test_conversions_reach_the_twin_whatever_the_conversion_flags(flags):
     saved = (torch.__future__.get_overwrite_module_params_on_conversion(),
              torch.__future__.get_swap_module_params_on_conversion())
     torch.__future__.set_overwrite_module_params_on_conversion(flags == "overwrite")
@@ -111,11 +113,10 @@ def test_conversions_change_the_cpp_tensors_in_place(flags):
         ref, mine = reference_and_ours("DualAttnEncoderBlock", d_model=16, n_heads_sa=2, n_heads_ra=2,
                                        dff=32, activation="relu", dropout_rate=0.0, norm_first=True)
         ref.eval(), mine.eval()
-        before = {n: p for n, p in mine.named_parameters()}
         mine(X, S)[0].sum().backward()
         mine.double()
         for name, p in mine.named_parameters():
-            assert p is before[name] and p.dtype == torch.float64 and p.grad.dtype == torch.float64
+            assert p.dtype == torch.float64 and p.grad.dtype == torch.float64
         for mirror, cpp in pairs(mine):
             assert all(t.dtype == torch.float64 for _, t in cpp._named_parameters())
         ref.double()
@@ -125,8 +126,9 @@ def test_conversions_change_the_cpp_tensors_in_place(flags):
         mine.float()
         ref.to(torch.bfloat16).float()
         assert_close(mine(X, S), ref(X, S))
-        with pytest.raises(RuntimeError, match="in place"):
-            mine.to("meta")
+        mine.to("meta")  # an ordinary nn.Module conversion; the twin cannot follow it
+        with pytest.raises(RuntimeError, match="'.*' is on the meta device"):
+            mine._twin("the test")
     finally:
         torch.__future__.set_overwrite_module_params_on_conversion(saved[0])
         torch.__future__.set_swap_module_params_on_conversion(saved[1])
@@ -149,12 +151,12 @@ def test_zero_grad_and_requires_grad_reach_cpp():
     assert all(p.grad is not None for p in mine.parameters())
     mine.zero_grad()
     assert all(p.grad is None for p in mine.parameters())
-    assert all(t.grad is None for _, cpp in pairs(mine) for _, t in cpp._named_parameters())
     mine.requires_grad_(False)
     assert not mine(X, X, X)[0].requires_grad
+    assert all(not t.requires_grad for _, cpp in pairs(mine) for _, t in cpp._named_parameters())
 
 
-def test_train_and_eval_reach_every_cpp_submodule_and_control_dropout():
+def test_train_and_eval_control_dropout_and_reach_the_twin():
     model = dac.DualAttention(16, 2, 2, 0.5)
     assert model.training
     a, b = model(X, S)[0], model(X, S)[0]
@@ -170,8 +172,7 @@ def test_train_and_eval_reach_every_cpp_submodule_and_control_dropout():
     for mirror, cpp in pairs(model):
         assert cpp._is_training() == mirror.training
     assert not model.self_attention.wq.training and model.relational_attention.training
-    model.training = False  # assigning the flag directly also reaches C++ before the next forward
-    model(X, S)
+    model.training = False  # assigning the flag directly also reaches the twin when next used
     assert not model.cpp_module._is_training()
 
 
@@ -266,8 +267,8 @@ def test_deepcopy_is_independent_and_keeps_sharing_flags_and_frozen_parameters()
         clone.ff_block.linear1.weight.zero_()
     assert model.ff_block.linear1.weight.abs().sum() > 0
     assert not torch.equal(clone(X, S), model(X, S))
-    linear = copy.deepcopy(model.ff_block.linear1)  # a LibTorch building block: cloned in C++
-    assert isinstance(linear, nn.Linear) and linear.weight is not model.ff_block.linear1.weight
+    linear = copy.deepcopy(model.ff_block.linear1)  # a plain torch.nn.Linear
+    assert type(linear) is nn.Linear and linear.weight is not model.ff_block.linear1.weight
     assert_close(linear(X), model.ff_block.linear1(X), rtol=0)
 
 
@@ -281,35 +282,68 @@ def test_pickle_round_trip_through_torch_save():
     assert_close(loaded(X.double()), model(X.double()), rtol=0)
     plain = pickle.loads(pickle.dumps(dac.SinusoidalPositionalEncoding(16, dropout=0.0)))
     assert_close(plain(X), dac.SinusoidalPositionalEncoding(16, dropout=0.0)(X), rtol=0)
-    with pytest.raises(TypeError, match="part of a C\\+\\+ module"):
-        pickle.dumps(model.q_proj)
+    q_proj = pickle.loads(pickle.dumps(model.q_proj))  # a submodule is an ordinary module too
+    assert_close(q_proj(X.double()), model.q_proj(X.double()), rtol=0)
+    ra = dac.RelationalAttention(16, 4)
+    ra.implementation = "blockwise"
+    clone = pickle.loads(pickle.dumps(ra))
+    assert clone.implementation == "blockwise"
+    assert_close(clone(X, S, need_weights=False)[0], ra(X, S, need_weights=False)[0], rtol=0)
 
 
-def test_mirrored_attributes_cannot_be_replaced_but_new_ones_can_be_added():
+class LowRank(nn.Module):
+    """A LoRA-style wrapper, as PEFT makes them: base(x) + x A^T B^T."""
+
+    def __init__(self, base, rank=2):
+        super().__init__()
+        self.base = base
+        self.A = nn.Parameter(torch.randn(rank, base.in_features) * 0.1)
+        self.B = nn.Parameter(torch.randn(base.out_features, rank) * 0.1)
+
+    def forward(self, x):
+        return self.base(x) + x @ self.A.T @ self.B.T
+
+
+def test_children_and_parameters_can_be_replaced_and_the_forward_uses_them():
+    ref, mine = reference_and_ours("RelationalAttention", d_model=16, n_heads=4)
+    torch.manual_seed(5)
+    mine.wq_attn = LowRank(mine.wq_attn)
+    ref.wq_attn = copy.deepcopy(mine.wq_attn)
+    mine.wr = nn.Parameter(torch.randn_like(mine.wr))
+    ref.wr = nn.Parameter(mine.wr.detach().clone())
+    del mine.wo.weight  # as parametrizations and pruning do
+    mine.wo.weight = ref.wo.weight.detach().clone()
+    assert_close(mine(X, S)[0], ref(X, S)[0])
     model = dac.RelationalAttention(16, 4)
-    with pytest.raises(AttributeError, match="shared with the C\\+\\+ module"):
-        model.wq_attn = nn.Linear(16, 16, bias=False)
-    with pytest.raises(AttributeError, match="shared with the C\\+\\+ module"):
-        model.wr = nn.Parameter(torch.zeros_like(model.wr))
-    with pytest.raises(AttributeError):
-        del model.wo
-    with pytest.raises(AttributeError):
-        model.register_parameter("wr", nn.Parameter(torch.zeros(1)))
-    model.wr = model.wr  # assigning the same object is harmless
     model.extra = nn.Linear(16, 2)  # a Python-only submodule joins the tree
     assert "extra.weight" in model.state_dict()
 
 
-def test_hooks_on_submodules_warn_that_cpp_does_not_call_them():
+def test_the_twin_says_what_it_cannot_follow():
     model = dac.DualAttention(**DA_KW)
-    with pytest.warns(UserWarning, match="fires only when this submodule is called directly"):
-        model.self_attention.register_forward_hook(lambda *a: None)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        calls = []
-        model.register_forward_hook(lambda *a: calls.append(1))
-        model(X, S)
-    assert calls == [1]
+    assert model._twin("the test") is not None
+    model.self_attention.wq = LowRank(model.self_attention.wq)
+    with pytest.raises(RuntimeError, match="'self_attention.wq' is a LowRank, not the Linear"):
+        model._twin("save_pretrained")
+    with pytest.raises(RuntimeError, match="cannot stand for this module"):
+        model.self_attention.cpp_module
+    model = dac.DualAttention(**DA_KW)
+    handle = model.relational_attention.register_forward_hook(lambda *a: None)
+    with pytest.raises(RuntimeError, match="'relational_attention' has a forward hook"):
+        model._twin("the test")
+    handle.remove()
+    torch.nn.utils.parametrizations.weight_norm(model.relational_attention.wo)
+    with pytest.raises(RuntimeError, match="relational_attention.wo"):
+        model._twin("the test")
+
+
+def test_hooks_on_submodules_fire_inside_the_parents_forward():
+    model = dac.DualAttention(**DA_KW)
+    calls = []
+    model.self_attention.register_forward_hook(lambda *a: calls.append("sa"))
+    model.relational_attention.wq_rel.register_forward_hook(lambda *a: calls.append("wq_rel"))
+    model(X, S)
+    assert sorted(calls) == ["sa", "wq_rel"]
 
 
 def test_builtin_children_are_their_torch_nn_classes_and_callable():
@@ -324,5 +358,5 @@ def test_builtin_children_are_their_torch_nn_classes_and_callable():
     rms = dac.transformer_blocks.create_norm(16, "rmsnorm")
     assert isinstance(rms, dac.RMSNorm)
     assert isinstance(dac.transformer_blocks.create_norm(16, "none"), nn.Identity)
-    with pytest.raises(TypeError, match="not built directly"):
-        dac._module.Linear(3, 4)
+    for child in block.modules():
+        assert isinstance(child, dac._module.CppModule) or type(child).__module__.startswith("torch.nn")

@@ -25,13 +25,11 @@ __all__ = [
 
 
 def _cpp_of(module, expected: str):
+    """The C++ module that computes with `module`'s tensors (its twin), after ``module.eval()``."""
     if not isinstance(module, CppModule) or type(module).__name__ != expected:
         raise TypeError(f"expected a dual_attention_cpp {expected}, got {type(module).__name__}")
-    module.eval()  # as the reference does; also copies the training flags to C++
-    tree = module._tree
-    if tree.dirty:
-        tree.sync_training()
-    return module.cpp_module
+    module.eval()  # as the reference does
+    return module._twin("model analysis")
 
 
 def symbolic_attn_forward_get_weights(mod, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:

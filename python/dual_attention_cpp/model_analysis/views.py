@@ -53,7 +53,7 @@ def visualization_payload(model, text: Optional[str] = None, *, token_ids: Optio
     if len(tokens) != len(ids):
         raise ValueError(f"tokens has {len(tokens)} strings for {len(ids)} token ids")
     model.eval()
-    return json.loads(_C._viz_payload(model.cpp_module, ids, list(tokens),
+    return json.loads(_C._viz_payload(model._twin("the visualization"), ids, list(tokens),
                                       len(ids) if n_prompt is None else int(n_prompt), name, top_symbols))
 
 
