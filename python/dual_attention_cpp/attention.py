@@ -6,9 +6,18 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import torch
+from torch.nn import functional as F
 
 from . import _C
 from ._module import CppModule
+from .attention_utils import (
+    _check_rope_inputs,
+    _check_sequence_input,
+    _check_tensor_arguments,
+    _resolve_attn_mask,
+    apply_rotary_emb,
+    repeat_kv,
+)
 
 __all__ = ["Attention"]
 
@@ -76,6 +85,62 @@ class Attention(CppModule, cpp=_C.Attention):
             ``(output [batch, len_q, head_dim * n_heads], scores [batch, n_heads, len_q, len_k] or
             None)``.
         """
-        return self._cpp_call(
-            "forward", query, key, value, freqs_cos, freqs_sin, attn_mask, is_causal, need_weights
+        # out = wo(concat_h softmax(q_h k_h^T / sqrt(head_dim) + mask) v_h), with the kv heads
+        # shared by n_rep_kv consecutive query heads.
+        _check_tensor_arguments(
+            "Attention.forward()",
+            dict(query=query, key=key, value=value, freqs_cos=freqs_cos, freqs_sin=freqs_sin,
+                 attn_mask=attn_mask, is_causal=is_causal, need_weights=need_weights),
+            required=("query", "key", "value"), optional=("freqs_cos", "freqs_sin", "attn_mask"),
         )
+        owner, h = "Attention", self.n_heads
+        key_dim, head_dim, n_kv = self.key_dim, self.head_dim, self.n_kv_heads
+        _check_sequence_input(query, self.d_model, owner, "query")
+        _check_sequence_input(key, self.d_model, owner, "key")
+        _check_sequence_input(value, self.d_model, owner, "value")
+        b, lq, lk = query.size(0), query.size(1), key.size(1)
+        if key.size(0) != b or value.size(0) != b:
+            raise RuntimeError(
+                f"{owner}: query, key and value must have the same batch size, got {b}, "
+                f"{key.size(0)} and {value.size(0)}"
+            )
+        if value.size(1) != lk:
+            raise RuntimeError(
+                f"{owner}: key and value must have the same length, got {lk} and {value.size(1)}"
+            )
+        rope = _check_rope_inputs(freqs_cos, freqs_sin, lq, key_dim, owner)
+        if rope and lq != lk:
+            raise RuntimeError(f"{owner}: RoPE needs equal query and key lengths, got {lq} and {lk}")
+        # SDPA takes the causal flag itself: the [lq, lk] mask is built only when the scores are.
+        mask = None
+        if need_weights or attn_mask is not None:
+            mask = _resolve_attn_mask(attn_mask, is_causal, lq, lk, query.device, owner)
+
+        q = self.wq(query).view(b, lq, h, key_dim)
+        k = self.wk(key).view(b, lk, n_kv, key_dim)
+        v = self.wv(value).view(b, lk, n_kv, head_dim)
+        if rope:
+            q, k = apply_rotary_emb(q, k, freqs_cos, freqs_sin)
+        q = q.transpose(1, 2)  # [b, h, lq, key_dim]
+        k = repeat_kv(k, self.n_rep_kv).transpose(1, 2)  # [b, h, lk, key_dim]
+        v = repeat_kv(v, self.n_rep_kv).transpose(1, 2)  # [b, h, lk, head_dim]
+
+        scores = None
+        if not need_weights:
+            # softmax(q k^T * scale + mask) v in one fused kernel; the causal flag (rather than a
+            # mask) lets it pick its flash kernels.
+            p = self.attn_dropout.p if self.training else 0.0
+            causal = bool(is_causal) and attn_mask is None
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=None if causal else mask, dropout_p=p, is_causal=causal,
+                scale=self.attn_scale,
+            )  # [b, h, lq, head_dim]
+        else:
+            scores = torch.matmul(q, k.transpose(2, 3)) * self.attn_scale  # [b, h, lq, lk]
+            if mask is not None:
+                scores = scores.masked_fill(mask.logical_not(), float("-inf"))
+            scores = self.attn_dropout(torch.softmax(scores, dim=-1))
+            out = torch.matmul(scores, v)  # [b, h, lq, head_dim]
+        out = out.transpose(1, 2).contiguous().view(b, lq, h * head_dim)
+        return self.resid_dropout(self.wo(out)), scores
+

@@ -82,7 +82,24 @@ class DualAttention(CppModule, cpp=_C.DualAttention):
             without it (the reference always fills it; skipping it lets the relational heads use a
             memory-linear kernel).
         """
-        out, sa_scores, ra_scores = self._cpp_call(
-            "forward", x, symbols, attn_mask, is_causal, freqs_cos, freqs_sin, need_weights
-        )
-        return out, sa_scores, (ra_scores if self.use_rel_attn else None)
+        outs, sa_scores, ra_scores = [], None, None
+        if self.use_self_attn:
+            sa_out, sa_scores = self.self_attention(
+                x, x, x, freqs_cos=freqs_cos, freqs_sin=freqs_sin, attn_mask=attn_mask,
+                is_causal=is_causal, need_weights=need_weights,
+            )
+            outs.append(sa_out)  # [b, n, head_dim * n_heads_sa]
+        if self.use_rel_attn:
+            extra = {}
+            if self.ra_type == "relational_attention":
+                # Without the weights the relational heads may run a memory-linear kernel; the
+                # ablations ('rca', 'disrca') always compute theirs.
+                extra["need_weights"] = need_weights
+            ra_out, *ra_weights = self.relational_attention(
+                x, symbols, freqs_cos=freqs_cos, freqs_sin=freqs_sin, attn_mask=attn_mask,
+                is_causal=is_causal, **extra,
+            )
+            outs.append(ra_out)  # [b, n, head_dim * n_heads_ra]
+            ra_scores = list(ra_weights) if need_weights else []
+        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)  # [b, n, d_model]
+        return out, sa_scores, ra_scores
