@@ -1,5 +1,10 @@
 """Relational attention and the relational cross-attention ablations (the C++
-``dual_attention::RelationalAttention`` family; reference: ``dual_attention.relational_attention``)."""
+``dual_attention::RelationalAttention`` family; reference: ``dual_attention.relational_attention``).
+
+Each forward is Python composing the module's children at call time; the attention of
+``RelationalAttention`` itself is the C++ operator ``torch.ops.dual_attention.relational_attention``
+(include/dual_attention/ops.h). The two ablations are small enough to be written here in torch.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,64 @@ import torch
 
 from . import _C
 from ._module import CppModule
+from .attention_utils import (
+    _check_rope_inputs,
+    _check_sequence_input,
+    _check_tensor_arguments,
+    _resolve_attn_mask,
+    apply_rotary_emb,
+)
+from .model_utils import _FUNCTIONS as _ACTIVATIONS
 
 __all__ = [
     "RelationalAttention",
     "RelationalCrossAttention",
     "DisentangledRelationalCrossAttention",
 ]
+
+_IMPLEMENTATIONS = ("auto", "materialize", "blockwise", "sdpa")
+
+
+def _check_inputs(owner: str, arguments: dict, d_model: int, relative: bool) -> None:
+    """The forward's tensors (x and symbols required, the rest optional); x must be
+    [b, n, d_model], symbols [b, n, d_model] or, when relative, [n, n, d_model]."""
+    optional = ("symbols", "freqs_cos", "freqs_sin", "attn_mask")
+    _check_tensor_arguments(f"{owner}.forward()", arguments, required=("x",), optional=optional)
+    x, symbols = arguments["x"], arguments["symbols"]
+    _check_sequence_input(x, d_model, owner, "x")
+    if symbols is None:
+        raise RuntimeError(f"{owner}: symbols are required")
+    b, n = x.shape[0], x.shape[1]
+    if relative:
+        if symbols.shape != (n, n, d_model):
+            raise RuntimeError(
+                f"{owner}: with use_relative_positional_symbols, symbols must be [{n}, {n}, "
+                f"{d_model}] (one symbol per pair of positions), got shape {list(symbols.shape)}"
+            )
+    elif symbols.shape != (b, n, d_model):
+        raise RuntimeError(
+            f"{owner}: symbols must be [{b}, {n}, {d_model}] like x, got shape "
+            f"{list(symbols.shape)}"
+        )
+
+
+def _grouped_scores(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
+    """<q_i, k_j> * scale per query head: q [b, n, h, d], k [b, m, g, d] -> [b, h, n, m]. Query
+    head hh reads kv head hh // (h // g); a group's heads share one matmul (keys never repeated)."""
+    b, n, h, d = q.shape
+    m, g = k.shape[1], k.shape[2]
+    grouped = q.reshape(b, n, g, h // g, d).permute(0, 2, 3, 1, 4).reshape(b, g, h // g * n, d)
+    return (torch.matmul(grouped, k.permute(0, 2, 3, 1)) * scale).view(b, h, n, m)
+
+
+def _attend_symbols(scores: torch.Tensor, sv: torch.Tensor, relative: bool) -> torch.Tensor:
+    """sum_j scores[b, h, i, j] sv[b, j, g(h)] (sv[i, j, g(h)] when relative): [b, n, h, hd]."""
+    b, h, n, m = scores.shape
+    g, head_dim = sv.shape[2], sv.shape[3]
+    if relative:
+        return torch.einsum("bhij,ijhd->bihd", scores, sv.repeat_interleave(h // g, dim=2))
+    out = torch.matmul(scores.reshape(b, g, h // g * n, m), sv.transpose(1, 2))  # [b, g, h/g n, hd]
+    return out.view(b, h, n, head_dim).transpose(1, 2)
 
 
 class RelationalAttention(CppModule, cpp=_C.RelationalAttention):
@@ -103,11 +160,55 @@ class RelationalAttention(CppModule, cpp=_C.RelationalAttention):
             ``(output [batch, len, head_dim * n_heads], attention scores [batch, n_heads, len, len],
             relations [batch, len, len, n_relations])``.
         """
-        return self._cpp_call(
-            "forward", x, symbols, freqs_cos, freqs_sin, attn_mask, is_causal, need_weights
+        owner = "RelationalAttention"
+        relative = self.use_relative_positional_symbols
+        arguments = dict(
+            x=x, symbols=symbols, freqs_cos=freqs_cos, freqs_sin=freqs_sin, attn_mask=attn_mask,
+            is_causal=is_causal, need_weights=need_weights,
         )
+        _check_inputs(owner, arguments, self.d_model, relative)
+        b, n = x.shape[0], x.shape[1]
+        h, g, R = self.n_heads, self.n_kv_heads, self.n_relations
+        rope = _check_rope_inputs(freqs_cos, freqs_sin, n, self.key_dim, owner)
+        if attn_mask is not None:  # the module's errors, before the operator's
+            attn_mask = _resolve_attn_mask(attn_mask, is_causal, n, n, x.device, owner)
 
-    # Not in the reference: how forward(..., need_weights=False) computes the output.
+        q = self.wq_attn(x).view(b, n, h, self.key_dim)
+        k = self.wk_attn(x).view(b, n, g, self.key_dim)
+        if rope:
+            q, k = apply_rotary_emb(q, k, freqs_cos, freqs_sin)
+        q_rel = self.wq_rel(x).view(b, n, R, self.rel_proj_dim)
+        # Symmetric relations: wk_rel is wq_rel, so the relation keys are the relation queries.
+        if self.wk_rel is self.wq_rel:
+            k_rel = q_rel
+        else:
+            k_rel = self.wk_rel(x).view(b, n, R, self.rel_proj_dim)
+        sv = self.wv(symbols)  # W_s s_j: [b, n, g * hd], or W_s s_ij [n, n, g * hd]
+        sv = sv.view(sv.shape[0], sv.shape[1], g, self.head_dim)
+        dropout_p = self.attn_dropout.p if self.attn_dropout.training else 0.0
+
+        # A_i^h = sum_j a^h_ij (sum_l r_ijl W_r[h, :, l] + s_j W_s^h), in C++ (dual_attention/ops.h)
+        heads, scores, relations = torch.ops.dual_attention.relational_attention(
+            q, k, q_rel, k_rel, sv, self.wr, attn_mask, is_causal, relative, self.rel_activation,
+            dropout_p, need_weights, self._implementation, self._block_size,
+        )  # heads [b, n, h, hd]; scores [b, h, n, n] and relations [b, n, n, R] or empty
+        if not torch.compiler.is_compiling():
+            self._last_implementation = _C.relational_attention_path(
+                self._implementation, q.device, q.dtype, b, n, h, R, self.rel_activation, relative,
+                attn_mask is not None, need_weights,
+            )
+        out = self.resid_dropout(self.wo(heads.reshape(b, n, h * self.head_dim)))
+        if not need_weights:
+            return out, None, None
+        return out, scores, relations
+
+    # Not in the reference: how forward(..., need_weights=False) computes the output. Plain
+    # attributes of the module (copied and pickled with it), set through these properties.
+
+    def _after_build(self) -> None:
+        self._implementation = "auto"
+        self._block_size = 128
+        self._last_implementation = "materialize"
 
     @property
     def implementation(self) -> str:
@@ -116,26 +217,43 @@ class RelationalAttention(CppModule, cpp=_C.RelationalAttention):
         short sequences on the CPU, ``'blockwise'`` otherwise), ``'materialize'`` (the reference's
         ``len x len`` tensors), ``'blockwise'`` (query blocks, memory linear in ``len``) or
         ``'sdpa'`` (one scaled_dot_product_attention; identity relations only). All give the same
-        result; ``need_weights=True`` always materialises."""
-        return self._cpp._get_implementation()
+        result; ``need_weights=True`` always materialises. Under ``torch.compile`` and
+        ``torch.export``, ``'auto'`` materialises (the operator traces into ATen operators)."""
+        return self._implementation
 
     @implementation.setter
     def implementation(self, value: str) -> None:
-        self._cpp._set_implementation(value)
+        if not isinstance(value, str):
+            raise TypeError(
+                f"RelationalAttention: implementation must be a str, got {type(value).__name__}"
+            )
+        if value not in _IMPLEMENTATIONS:
+            valid = ", ".join(f"'{name}'" for name in _IMPLEMENTATIONS)
+            raise ValueError(
+                f"RelationalAttention: implementation must be one of {valid}, got '{value}'"
+            )
+        self._implementation = value
 
     @property
     def last_implementation(self) -> str:
-        """The path the last forward took (``'auto'`` resolved)."""
-        return self._cpp._last_implementation()
+        """The path the last eager forward took (``'auto'`` resolved); a compiled forward does not
+        update it."""
+        return self._last_implementation
 
     @property
     def block_size(self) -> int:
         """The most query rows per block of the ``'blockwise'`` path (default 128)."""
-        return self._cpp._get_block_size()
+        return self._block_size
 
     @block_size.setter
     def block_size(self, value: int) -> None:
-        self._cpp._set_block_size(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(
+                f"RelationalAttention: block_size must be an int, got {type(value).__name__}"
+            )
+        if value <= 0:
+            raise ValueError(f"RelationalAttention: block_size must be positive, got {value}")
+        self._block_size = value
 
 
 class RelationalCrossAttention(CppModule, cpp=_C.RelationalCrossAttention):
@@ -181,7 +299,37 @@ class RelationalCrossAttention(CppModule, cpp=_C.RelationalCrossAttention):
         Parameters are as for ``RelationalAttention.forward``. Returns ``(output
         [batch, len, head_dim * n_heads], scores [batch, n_heads, len, len])``.
         """
-        return self._cpp_call("forward", x, symbols, freqs_cos, freqs_sin, attn_mask, is_causal)
+        owner = "RelationalCrossAttention"
+        relative = self.use_relative_positional_symbols
+        arguments = dict(
+            x=x, symbols=symbols, freqs_cos=freqs_cos, freqs_sin=freqs_sin, attn_mask=attn_mask,
+            is_causal=is_causal,
+        )
+        _check_inputs(owner, arguments, self.d_model, relative)
+        b, n = x.shape[0], x.shape[1]
+        h, g, hd = self.n_heads, self.n_kv_heads, self.head_dim
+        rope = _check_rope_inputs(freqs_cos, freqs_sin, n, hd, owner)
+        mask = _resolve_attn_mask(attn_mask, is_causal, n, n, x.device, owner)
+
+        q = self.wq(x).view(b, n, h, hd)
+        k = self.wk(x).view(b, n, g, hd)
+        if rope:
+            q, k = apply_rotary_emb(q, k, freqs_cos, freqs_sin)
+        sv = self.wv(symbols)  # [b, n, g * hd], or [n, n, g * hd] when relative
+        sv = sv.view(sv.shape[0], sv.shape[1], g, hd)
+
+        # A_i = sum_j act(<q_i, k_j> / sqrt(head_dim)) W_v s_j. Softmax masks with -inf before it;
+        # another activation is zeroed after it where the mask is False.
+        scores = _grouped_scores(q, k, self.attn_scale)  # [b, h, n, n]
+        softmax = self.activation == "softmax"
+        if softmax and mask is not None:
+            scores = scores.masked_fill(mask.logical_not(), float("-inf"))
+        scores = _ACTIVATIONS[self.activation](scores)
+        if not softmax and mask is not None:
+            scores = scores * mask
+        scores = self.attn_dropout(scores)
+        heads = _attend_symbols(scores, sv, relative)  # [b, n, h, hd]
+        return self.resid_dropout(self.wo(heads.reshape(b, n, h * hd))), scores
 
 
 class DisentangledRelationalCrossAttention(CppModule, cpp=_C.DisentangledRelationalCrossAttention):
@@ -226,4 +374,36 @@ class DisentangledRelationalCrossAttention(CppModule, cpp=_C.DisentangledRelatio
         [batch, len, head_dim * n_heads], attention scores [batch, n_heads, len, len], relation
         scores [batch, n_heads, len, len])``.
         """
-        return self._cpp_call("forward", x, symbols, freqs_cos, freqs_sin, attn_mask, is_causal)
+        owner = "DisentangledRelationalCrossAttention"
+        relative = self.use_relative_positional_symbols
+        arguments = dict(
+            x=x, symbols=symbols, freqs_cos=freqs_cos, freqs_sin=freqs_sin, attn_mask=attn_mask,
+            is_causal=is_causal,
+        )
+        _check_inputs(owner, arguments, self.d_model, relative)
+        b, n = x.shape[0], x.shape[1]
+        h, g, hd = self.n_heads, self.n_kv_heads, self.head_dim
+        rope = _check_rope_inputs(freqs_cos, freqs_sin, n, hd, owner)
+        mask = _resolve_attn_mask(attn_mask, is_causal, n, n, x.device, owner)
+
+        q = self.wq_attn(x).view(b, n, h, hd)
+        k = self.wk_attn(x).view(b, n, g, hd)
+        if rope:  # on the attention pair only, as in the reference
+            q, k = apply_rotary_emb(q, k, freqs_cos, freqs_sin)
+        q_rel = self.wq_rel(x).view(b, n, h, hd)
+        k_rel = self.wk_rel(x).view(b, n, g, hd)
+        sv = self.wv(symbols)  # [b, n, g * hd], or [n, n, g * hd] when relative
+        sv = sv.view(sv.shape[0], sv.shape[1], g, hd)
+
+        # A_i = sum_j softmax_j(<q_i, k_j>) act(<qrel_i, krel_j>) W_v s_j, both scaled by
+        # 1/sqrt(head_dim). The relation keys are grouped like the attention keys (the reference
+        # fails when 1 < n_kv_heads < n_heads; it agrees wherever it runs).
+        attn_scores = _grouped_scores(q, k, self.attn_scale)  # [b, h, n, n]
+        if mask is not None:
+            attn_scores = attn_scores.masked_fill(mask.logical_not(), float("-inf"))
+        attn_scores = torch.softmax(attn_scores, dim=-1)
+        rel_scores = _grouped_scores(q_rel, k_rel, self.attn_scale)
+        rel_scores = _ACTIVATIONS[self.rel_activation](rel_scores)  # [b, h, n, n]
+        heads = _attend_symbols(self.attn_dropout(attn_scores * rel_scores), sv, relative)
+        out = self.resid_dropout(self.wo(heads.reshape(b, n, h * hd)))  # heads: [b, n, h, hd]
+        return out, attn_scores, rel_scores
