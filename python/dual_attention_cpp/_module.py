@@ -52,15 +52,21 @@ _TORCH_NN_CLASSES: Dict[type, Tuple[type, Tuple[str, ...]]] = {
 
 
 
-def _as_parameter(tensor: torch.Tensor) -> torch.Tensor:
-    # The C++ module's tensor itself becomes an nn.Parameter (no copy): the twin starts out sharing
-    # every tensor with the Python tree.
-    if type(tensor) is torch.Tensor:
-        tensor.__class__ = nn.Parameter
-    return tensor
+def _own(tensor: torch.Tensor, seen: Dict[Any, Any], parameter: bool) -> torch.Tensor:
+    """The Python tree's tensor for a C++ tensor: a tensor of its own (so that nothing outside
+    Python holds it, as torch.utils.swap_tensors requires) on the same storage (no copy; the twin
+    starts out computing with it). A C++ tensor registered under two names gives one object."""
+    key = ("tensor", tensor._cdata)
+    own = seen.get(key)
+    if own is None:
+        own = tensor.detach()
+        if parameter:
+            own = nn.Parameter(own, requires_grad=tensor.requires_grad)
+        seen[key] = own
+    return own
 
 
-def _build(module: nn.Module, cpp: Any, optional: Tuple[str, ...], seen: Dict[int, nn.Module]) -> None:
+def _build(module: nn.Module, cpp: Any, optional: Tuple[str, ...], seen: Dict[Any, Any]) -> None:
     """Makes `module` (created without __init__) the Python counterpart of `cpp`, recursively."""
     nn.Module.__init__(module)
     d = module.__dict__
@@ -69,11 +75,11 @@ def _build(module: nn.Module, cpp: Any, optional: Tuple[str, ...], seen: Dict[in
     attrs = cpp._attrs() if hasattr(cpp, "_attrs") else {}
     d.update(attrs)
     for name, tensor in cpp._named_parameters():
-        module._parameters[name] = _as_parameter(tensor)
+        module._parameters[name] = _own(tensor, seen, parameter=True)
     for name in optional:
         module._parameters.setdefault(name, None)
     for name, tensor in cpp._named_buffers():
-        module._buffers[name] = tensor
+        module._buffers[name] = _own(tensor, seen, parameter=False)
     # What the reference registers with persistent=False (RoPE tables): not in the state_dict.
     module._non_persistent_buffers_set.update(cpp._non_persistent_buffers())
     for name, child in cpp._named_children():
@@ -87,7 +93,7 @@ def _build(module: nn.Module, cpp: Any, optional: Tuple[str, ...], seen: Dict[in
         d.pop(name, None)
 
 
-def _new_module(cpp: Any, seen: Dict[int, nn.Module]) -> nn.Module:
+def _new_module(cpp: Any, seen: Dict[Any, Any]) -> nn.Module:
     if type(cpp) in _TORCH_NN_CLASSES:
         cls, optional = _TORCH_NN_CLASSES[type(cpp)]
     elif type(cpp) in _PYTHON_CLASSES:
@@ -193,6 +199,13 @@ class CppModule(nn.Module):
                 arguments = dict(bound.arguments)
                 del arguments["self"]
                 _init_from_cpp(self, cpp(arguments))
+                device = torch.get_default_device()
+                if device.type != "cpu":
+                    # Built under `with torch.device(...)` (meta for deferred initialisation, or an
+                    # accelerator), as the reference would be: C++ builds on the CPU; the tree moves
+                    # there, and the twin is dropped (rebuilt when next needed).
+                    self.to(device)
+                    self._drop_twin()
 
             __init__.__signature__ = signature  # type: ignore[attr-defined]
         else:
@@ -256,6 +269,13 @@ class CppModule(nn.Module):
             return "its shared (tied) parameters differ from the ones it was built with"
         return None
 
+    def _drop_twin(self) -> None:
+        self.__dict__.pop("_cpp", None)
+        self.__dict__.pop("_cpp_names_cache", None)
+
+    def _to_twin(self, cpp: Any) -> None:
+        """Copies settings of this module that are not tensors or flags to its C++ module."""
+
     def _cpp_names(self) -> Tuple[Dict[str, Any], Dict[str, Any]]:
         cpp = self.__dict__.get("_cpp")
         if cpp is None:
@@ -311,6 +331,8 @@ class CppModule(nn.Module):
             cpp = modules[name]
             if cpp._is_training() != module.training:
                 cpp._set_training(module.training)
+            if isinstance(module, CppModule):
+                module._to_twin(cpp)
         return self.__dict__["_cpp"]
 
     @property

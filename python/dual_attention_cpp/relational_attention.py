@@ -205,6 +205,11 @@ class RelationalAttention(CppModule, cpp=_C.RelationalAttention):
     # Not in the reference: how forward(..., need_weights=False) computes the output. Plain
     # attributes of the module (copied and pickled with it), set through these properties.
 
+    def _to_twin(self, cpp) -> None:
+        # KV-cache generation and model analysis run the C++ module: the same path settings.
+        cpp._set_implementation(self._implementation)
+        cpp._set_block_size(self._block_size)
+
     def _after_build(self) -> None:
         self._implementation = "auto"
         self._block_size = 128
