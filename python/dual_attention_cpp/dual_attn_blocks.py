@@ -9,6 +9,7 @@ import torch
 
 from . import _C
 from ._module import CppModule
+from .transformer_blocks import _check_sequence
 
 __all__ = ["DualAttnEncoderBlock", "DualAttnDecoderBlock"]
 
@@ -58,7 +59,29 @@ class DualAttnEncoderBlock(CppModule, cpp=_C.DualAttnEncoderBlock):
     ) -> torch.Tensor:
         """Applies the block to ``x`` ``[batch, len, d_model]`` with the relational heads' symbols;
         ``freqs_cos``/``freqs_sin`` apply RoPE."""
-        return self._cpp_call("forward", x, symbols, freqs_cos, freqs_sin)
+        _check_sequence(x, self.d_model, "DualAttnEncoderBlock", "x")
+        if self.norm_first:  # x + sublayer(norm(x))
+            x = x + self._compute_dual_attn(self.norm1(x), symbols, freqs_cos, freqs_sin)
+            return x + self._apply_ff_block(self.norm2(x))  # [b, n, d]
+        # norm(x + sublayer(x)), with the reference's dropout between the two sublayers
+        x = self.dropout(self.norm1(x + self._compute_dual_attn(x, symbols, freqs_cos, freqs_sin)))
+        return self.norm2(x + self._apply_ff_block(x))  # [b, n, d]
+
+    def _compute_dual_attn(
+        self,
+        x: torch.Tensor,
+        symbols: Optional[torch.Tensor],
+        freqs_cos: Optional[torch.Tensor],
+        freqs_sin: Optional[torch.Tensor],
+    ) -> torch.Tensor:
+        out, *_ = self.dual_attn(
+            x, symbols, need_weights=False, is_causal=self.causal, freqs_cos=freqs_cos,
+            freqs_sin=freqs_sin,
+        )
+        return self.dropout(out)
+
+    def _apply_ff_block(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.ff_block(x))
 
 
 class DualAttnDecoderBlock(CppModule, cpp=_C.DualAttnDecoderBlock):
@@ -106,4 +129,23 @@ class DualAttnDecoderBlock(CppModule, cpp=_C.DualAttnDecoderBlock):
     ) -> torch.Tensor:
         """Applies the block to ``x`` ``[batch, len, d_model]`` attending to ``context``, with the
         relational heads' symbols."""
-        return self._cpp_call("forward", x, context, symbols)
+        _check_sequence(x, self.d_model, "DualAttnDecoderBlock", "x")
+        _check_sequence(context, self.d_model, "DualAttnDecoderBlock", "context")
+        # No dropout after the feed-forward block here, as in the reference.
+        if self.norm_first:
+            x = x + self._compute_dual_attn(self.norm1(x), symbols)
+            x = x + self._compute_cross_attn(self.norm2(x), context)
+            return x + self.ff_block(self.norm3(x))  # [b, n, d]
+        x = self.norm1(x + self._compute_dual_attn(x, symbols))
+        x = self.norm2(x + self._compute_cross_attn(x, context))
+        return self.norm3(x + self.ff_block(x))  # [b, n, d]
+
+    def _compute_dual_attn(self, x: torch.Tensor, symbols: Optional[torch.Tensor]) -> torch.Tensor:
+        out, *_ = self.dual_attn(x, symbols, need_weights=False, is_causal=self.causal)
+        return self.dropout(out)
+
+    def _compute_cross_attn(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        out = self.cross_attn(
+            query=x, key=context, value=context, need_weights=False, is_causal=False
+        )[0]
+        return self.dropout(out)

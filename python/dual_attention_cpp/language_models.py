@@ -43,6 +43,37 @@ class GenerationOutput:
 _UNSET: Any = object()
 
 
+def _check_token_ids(ids: torch.Tensor, vocab_size: int, owner: str, argument: str = "idx") -> None:
+    """``ids`` (``idx``, or ``targets`` where -1 is also allowed) must be integer ids
+    ``[batch, len]`` in ``[0, vocab_size)``. The range is checked in eager mode only: it reads the
+    values (a sync), which torch.compile and torch.export cannot trace; there an out-of-range id
+    fails in the embedding or the loss instead."""
+    if ids.dim() != 2:
+        raise RuntimeError(
+            f"{owner}: {argument} must be token ids of shape [batch, seq_len], got shape "
+            f"{list(ids.shape)}"
+        )
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise RuntimeError(
+            f"{owner}: {argument} must hold integer token ids, got dtype {ids.dtype}"
+        )
+    if ids.numel() == 0:
+        raise RuntimeError(f"{owner}: {argument} must not be empty, got shape {list(ids.shape)}")
+    if torch.compiler.is_compiling():
+        return
+    lo, hi = torch.stack(torch.aminmax(ids)).tolist()
+    if argument == "targets" and (lo < -1 or hi >= vocab_size):
+        raise RuntimeError(
+            f"{owner}: targets must be in [0, {vocab_size}) or -1 (ignored), got values from {lo} "
+            f"to {hi}"
+        )
+    if argument != "targets" and (lo < 0 or hi >= vocab_size):
+        raise RuntimeError(
+            f"{owner}: token ids must be in [0, {vocab_size}) (vocab_size {vocab_size}), got ids "
+            f"from {lo} to {hi}"
+        )
+
+
 class _LanguageModel(PretrainedModel):
     def forward(
         self, x: torch.Tensor, targets: Optional[torch.Tensor] = None
@@ -52,7 +83,42 @@ class _LanguageModel(PretrainedModel):
         Returns ``(logits [batch, len, vocab_size], loss)``: the mean cross-entropy against
         ``targets`` ``[batch, len]`` (-1 is ignored), or None without targets.
         """
-        return self._cpp_call("forward", x, targets)
+        owner = self._get_name()
+        _check_token_ids(x, self.vocab_size, owner)
+        t = x.shape[1]
+        if t > self.max_block_size:
+            raise RuntimeError(
+                f"{owner}: input sequence length {t} exceeds max_block_size {self.max_block_size}"
+            )
+        layers = self.layers
+        h = layers.token_embedder(x)  # [b, t, d]
+        if self.pos_enc_type == "RoPE":
+            freqs_cos, freqs_sin = self.freqs_cos[:t], self.freqs_sin[:t]  # [t, head_dim / 2]
+        else:
+            positions = torch.arange(t, device=x.device)  # [t]
+            h = h + layers.positional_embedder(positions)  # [b, t, d]
+            freqs_cos = freqs_sin = None
+        if "symbol_retrievers" in layers:  # DualAttnTransformerLM
+            for symbol_retriever, block in zip(layers.symbol_retrievers, layers.blocks):
+                symbols = symbol_retriever(h)  # [b, t, d] (position-relative: [t, t, d])
+                h = block(h, symbols, freqs_cos=freqs_cos, freqs_sin=freqs_sin)  # [b, t, d]
+        else:  # TransformerLM; without flash attention, the explicit-weights path
+            need_weights = not self.use_flash_attention
+            for block in layers.blocks:
+                h = block(h, freqs_cos=freqs_cos, freqs_sin=freqs_sin, need_weights=need_weights)
+        logits = layers.final_out(layers.norm(h))  # [b, t, vocab_size]
+        if targets is None:
+            return logits, None
+        if tuple(targets.shape) != tuple(x.shape):
+            raise RuntimeError(
+                f"{owner}: targets must have the shape of idx {list(x.shape)}, got "
+                f"{list(targets.shape)}"
+            )
+        _check_token_ids(targets, self.vocab_size, owner, "targets")
+        loss = nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1).long(), ignore_index=-1
+        )
+        return logits, loss
 
     def generate(
         self,

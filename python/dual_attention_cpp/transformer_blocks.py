@@ -9,9 +9,17 @@ import torch
 from torch import nn
 
 from . import _C
-from ._module import CppModule, _new_module, cpp_forward
+from ._module import CppModule, _new_module
+from .model_utils import get_activation_function
 
 __all__ = ["EncoderBlock", "DecoderBlock", "FeedForwardBlock", "RMSNorm", "create_norm"]
+
+
+def _check_sequence(x: torch.Tensor, width: int, owner: str, argument: str) -> None:
+    # A block's sequence input: [batch, len, width] (a check on shapes only: free under compile).
+    if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[2] != width:
+        got = f"a tensor of shape {list(x.shape)}" if isinstance(x, torch.Tensor) else repr(x)
+        raise RuntimeError(f"{owner}: {argument} must be [batch, len, {width}], got {got}")
 
 
 class EncoderBlock(CppModule, cpp=_C.EncoderBlock):
@@ -51,7 +59,30 @@ class EncoderBlock(CppModule, cpp=_C.EncoderBlock):
     ) -> torch.Tensor:
         """Applies the block to ``x`` ``[batch, len, d_model]``; ``freqs_cos``/``freqs_sin`` apply
         RoPE; ``need_weights`` selects the explicit attention path (weights are not returned)."""
-        return self._cpp_call("forward", x, freqs_cos, freqs_sin, need_weights)
+        _check_sequence(x, self.d_model, "EncoderBlock", "x")
+        if self.norm_first:  # x + sublayer(norm(x))
+            x = x + self._compute_self_attn(self.norm1(x), freqs_cos, freqs_sin, need_weights)
+            return x + self._apply_ff_block(self.norm2(x))  # [b, n, d]
+        # norm(x + sublayer(x)), with the reference's dropout between the two sublayers
+        y = self._compute_self_attn(x, freqs_cos, freqs_sin, need_weights)
+        x = self.dropout(self.norm1(x + y))
+        return self.norm2(x + self._apply_ff_block(x))  # [b, n, d]
+
+    def _compute_self_attn(
+        self,
+        x: torch.Tensor,
+        freqs_cos: Optional[torch.Tensor],
+        freqs_sin: Optional[torch.Tensor],
+        need_weights: bool,
+    ) -> torch.Tensor:
+        out, _ = self.self_attn(
+            query=x, key=x, value=x, is_causal=self.causal, need_weights=need_weights,
+            attn_mask=None, freqs_cos=freqs_cos, freqs_sin=freqs_sin,
+        )
+        return self.dropout(out)
+
+    def _apply_ff_block(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.ff_block(x))
 
 
 class DecoderBlock(CppModule, cpp=_C.DecoderBlock):
@@ -85,7 +116,35 @@ class DecoderBlock(CppModule, cpp=_C.DecoderBlock):
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """Applies the block to ``x`` ``[batch, len, d_model]`` attending to ``context``
         ``[batch, len_ctx, d_model]``."""
-        return self._cpp_call("forward", x, context)
+        _check_sequence(x, self.d_model, "DecoderBlock", "x")
+        _check_sequence(context, self.d_model, "DecoderBlock", "context")
+        if context.shape[0] != x.shape[0]:
+            raise RuntimeError(
+                "DecoderBlock: x and context must have the same batch size, got "
+                f"{x.shape[0]} and {context.shape[0]}"
+            )
+        # No dropout after the feed-forward block here, as in the reference.
+        if self.norm_first:
+            x = x + self._compute_self_attn(self.norm1(x))
+            x = x + self._compute_cross_attn(self.norm2(x), context)
+            return x + self.ff_block(self.norm3(x))  # [b, n, d]
+        x = self.norm1(x + self._compute_self_attn(x))
+        x = self.norm2(x + self._compute_cross_attn(x, context))
+        return self.norm3(x + self.ff_block(x))  # [b, n, d]
+
+    def _compute_self_attn(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.self_attn(
+            query=x, key=x, value=x, is_causal=self.causal, attn_mask=None, need_weights=False,
+            freqs_cos=None, freqs_sin=None,
+        )
+        return self.dropout(out)
+
+    def _compute_cross_attn(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        out, _ = self.cross_attn(
+            query=x, key=context, value=context, is_causal=False, attn_mask=None,
+            need_weights=False, freqs_cos=None, freqs_sin=None,
+        )
+        return self.dropout(out)
 
 
 class FeedForwardBlock(CppModule, cpp=_C.FeedForwardBlock):
@@ -105,7 +164,23 @@ class FeedForwardBlock(CppModule, cpp=_C.FeedForwardBlock):
         Bias in the linear layers. Default False.
     """
 
-    forward = cpp_forward("""Applies the block to ``x`` ``[..., embed_dim]``.""")
+    def _after_build(self) -> None:
+        # The activation function, kept where the reference keeps it (``activation_``) but not as a
+        # submodule: the C++ module has none, and the printed tree reads as the reference's
+        # without its activation lines.
+        if self.activation != "swiglu":
+            self.__dict__["activation_"] = get_activation_function(self.activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Applies the block to ``x`` ``[..., embed_dim]``."""
+        if x.dim() < 1 or x.shape[-1] != self.embed_dim:
+            raise RuntimeError(
+                f"FeedForwardBlock: x must be [..., {self.embed_dim}], got a tensor of shape "
+                f"{list(x.shape)}"
+            )
+        if self.activation == "swiglu":  # linear2(silu(linear1 x) * linear3 x)
+            return self.linear2(nn.functional.silu(self.linear1(x)) * self.linear3(x))
+        return self.linear2(self.activation_(self.linear1(x)))  # [..., embed_dim]
 
 
 class RMSNorm(CppModule, cpp=_C.RMSNorm):
@@ -119,7 +194,17 @@ class RMSNorm(CppModule, cpp=_C.RMSNorm):
         Added to the mean square. Default 1e-5.
     """
 
-    forward = cpp_forward("""Normalises ``x`` ``[..., dim]``.""")
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalises ``x`` ``[..., dim]``."""
+        if x.dim() < 1 or x.shape[-1] != self.dim:
+            raise RuntimeError(
+                f"RMSNorm: x must be [..., {self.dim}], got a tensor of shape {list(x.shape)}"
+            )
+        # x / sqrt(mean(x^2) + eps) in float32, as the reference (float64 stays float64 rather than
+        # losing precision), back to x's dtype, then scaled.
+        xf = x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
+        normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return normed.to(x.dtype) * self.weight
 
 
 def create_norm(d_model: int, norm_type: str) -> nn.Module:
