@@ -335,6 +335,28 @@ class CppModule(nn.Module):
                 module._to_twin(cpp)
         return self.__dict__["_cpp"]
 
+    def _twin_tensors(self) -> Dict[str, Any]:
+        """The twin's tensors by this module's own names (after ``_twin``)."""
+        if "_cpp_structure" in self.__dict__:
+            return self._cpp_names()[0]
+        ref, path = self.__dict__["_twin_root"]
+        prefix = path + "."
+        return {k[len(prefix):]: v for k, v in ref()._cpp_names()[0].items() if k.startswith(prefix)}
+
+    def _call_twin(self, purpose: str, fn: Any, *inputs: Any) -> Any:
+        """``fn(twin, *inputs)``, differentiable: gradients reach this module's parameters (and the
+        tensor inputs) as if Python had computed it. ``fn`` returns tensors in tuples, lists and
+        dicts (None allowed)."""
+        cpp = self._twin(purpose)
+        params = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        tensor_inputs = [t for t in inputs if isinstance(t, torch.Tensor) and t.requires_grad]
+        if not torch.is_grad_enabled() or not (params or tensor_inputs):
+            return fn(cpp, *inputs)
+        twins = self._twin_tensors()
+        leaves = [twins[n] for n, _ in params]
+        flat, spec = _TwinCall.run(fn, cpp, inputs, leaves, [p for _, p in params])
+        return torch.utils._pytree.tree_unflatten(flat, spec)
+
     @property
     def cpp_module(self) -> Any:
         """The C++ (LibTorch) module, computing with this module's tensors (see ``_twin``)."""
@@ -354,6 +376,50 @@ class CppModule(nn.Module):
         super().__setstate__(state)
         if "_cpp_structure" in self.__dict__:
             _stamp_root(self)
+
+
+class _TwinCall(torch.autograd.Function):
+    """Runs a C++ computation on the twin's tensors (which share storage with the Python
+    parameters but are autograd leaves of their own) and routes its gradients to the Python
+    parameters and to the tensor inputs."""
+
+    @staticmethod
+    def run(fn, cpp, inputs, leaves, params):
+        box: Dict[str, Any] = {}
+        positions = [i for i, t in enumerate(inputs) if isinstance(t, torch.Tensor)]
+        tensors = [inputs[i] for i in positions]
+        flat = _TwinCall.apply(fn, cpp, inputs, positions, leaves, box, *tensors, *params)
+        return list(flat), box["spec"]
+
+    @staticmethod
+    def forward(ctx, fn, cpp, inputs, positions, leaves, box, *tensors_and_params):
+        args = list(inputs)
+        detached = []
+        for i, t in zip(positions, tensors_and_params[: len(positions)]):
+            args[i] = t.detach().requires_grad_(t.requires_grad)
+            detached.append(args[i])
+        with torch.enable_grad():
+            out = fn(cpp, *args)
+        flat, box["spec"] = torch.utils._pytree.tree_flatten(out)
+        ctx.graph = (flat, leaves, detached)
+        return tuple(t.detach() if isinstance(t, torch.Tensor) else t for t in flat)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        flat, leaves, detached = ctx.graph
+        outs, grad_outs = [], []
+        for t, g in zip(flat, grads):
+            if isinstance(t, torch.Tensor) and t.requires_grad and g is not None:
+                outs.append(t)
+                grad_outs.append(g)
+        wanted = list(leaves) + [d for d in detached if d.requires_grad]
+        if outs:
+            found = torch.autograd.grad(outs, wanted, grad_outs, allow_unused=True)
+        else:
+            found = (None,) * len(wanted)
+        rest = iter(found[len(leaves):])
+        input_grads = [next(rest) if d.requires_grad else None for d in detached]
+        return (None,) * 6 + tuple(input_grads) + tuple(found[: len(leaves)])
 
 
 class PretrainedModel(CppModule):
@@ -431,10 +497,3 @@ class PretrainedModel(CppModule):
             raise NotImplementedError("push_to_hub is not supported; upload the folder instead")
         self._twin("save_pretrained").save_pretrained(str(save_directory))
 
-
-def cpp_forward(doc: str) -> Any:  # TEMPORARY during the move to Python forwards: removed after
-    def forward(self, *args: Any) -> Any:
-        raise NotImplementedError(f"{self._get_name()}.forward is not written yet")
-
-    forward.__doc__ = doc
-    return forward

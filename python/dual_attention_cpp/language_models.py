@@ -282,7 +282,7 @@ class _LanguageModel(PretrainedModel):
         """Number of parameters (shared tensors once); ``non_embedding`` leaves out the positional
         embedding."""
         n = sum(p.numel() for p in self.parameters())
-        positional = self._modules.get("positional_embedder")
+        positional = getattr(self.layers, "positional_embedder", None)
         if non_embedding and isinstance(positional, nn.Embedding):
             n -= positional.weight.numel()
         return n

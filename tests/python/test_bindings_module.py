@@ -59,7 +59,7 @@ def test_shared_submodules_and_parameters_are_one_object():
     assert list(da.state_dict()) == list(ref.state_dict())
 
 
-def test_in_place_changes_from_python_reach_the_cpp_forward():
+def test_in_place_changes_reach_the_forward():
     ref, mine = reference_and_ours("DualAttention", **DA_KW)
     with torch.no_grad():
         for p in mine.parameters():

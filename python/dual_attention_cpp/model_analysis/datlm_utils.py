@@ -24,12 +24,13 @@ __all__ = [
 ]
 
 
-def _cpp_of(module, expected: str):
-    """The C++ module that computes with `module`'s tensors (its twin), after ``module.eval()``."""
+def _run(module, expected: str, fn, *inputs):
+    """``fn(twin, *inputs)`` on the C++ module that computes with `module`'s tensors (its twin),
+    after ``module.eval()`` as the reference does; differentiable (see CppModule._call_twin)."""
     if not isinstance(module, CppModule) or type(module).__name__ != expected:
         raise TypeError(f"expected a dual_attention_cpp {expected}, got {type(module).__name__}")
-    module.eval()  # as the reference does
-    return module._twin("model analysis")
+    module.eval()
+    return module._call_twin("model analysis", fn, *inputs)
 
 
 def symbolic_attn_forward_get_weights(mod, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -38,8 +39,7 @@ def symbolic_attn_forward_get_weights(mod, x: torch.Tensor) -> Tuple[torch.Tenso
     which choose symbols by position). Switches ``mod`` to eval mode, as the reference does."""
     if not isinstance(mod, CppModule):
         raise TypeError(f"expected a dual_attention_cpp symbol retriever, got {type(mod).__name__}")
-    cpp = _cpp_of(mod, type(mod).__name__)
-    return _C.symbolic_attn_forward_get_weights(cpp, x)
+    return _run(mod, type(mod).__name__, _C.symbolic_attn_forward_get_weights, x)
 
 
 def block_forward_get_weights(mod, x: torch.Tensor, symbols: torch.Tensor,
@@ -48,8 +48,8 @@ def block_forward_get_weights(mod, x: torch.Tensor, symbols: torch.Tensor,
     """A ``DualAttnEncoderBlock``'s forward (pre- or post-norm) that also returns its attention
     weights: ``(x, sa_attn_scores [b, h_sa, n, n] or None, ra_attn_scores [b, h_ra, n, n],
     ra_rels [b, n, n, n_relations])``. Switches ``mod`` to eval mode, as the reference does."""
-    cpp = _cpp_of(mod, "DualAttnEncoderBlock")
-    return _C.block_forward_get_weights(cpp, x, symbols, freqs_cos, freqs_sin)
+    return _run(mod, "DualAttnEncoderBlock", _C.block_forward_get_weights, x, symbols, freqs_cos,
+                freqs_sin)
 
 
 def datlm_forward_w_intermediate_results(model, x: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, List[Optional[torch.Tensor]]]]:
@@ -65,12 +65,10 @@ def datlm_forward_w_intermediate_results(model, x: torch.Tensor) -> Tuple[torch.
     Each key holds a list with one entry per layer. Switches the model to eval mode, as the
     reference does; gradients flow unless called under ``torch.no_grad()``.
     """
-    cpp = _cpp_of(model, "DualAttnTransformerLM")
-    return _C.datlm_forward_w_intermediate_results(cpp, x)
+    return _run(model, "DualAttnTransformerLM", _C.datlm_forward_w_intermediate_results, x)
 
 
 def transformerlm_forward_w_intermediate_results(model, x: torch.Tensor):
     """The same for a ``TransformerLM``: ``(logits, {"attn_scores": [b, n_heads, n, n] per
     layer})``."""
-    cpp = _cpp_of(model, "TransformerLM")
-    return _C.transformerlm_forward_w_intermediate_results(cpp, x)
+    return _run(model, "TransformerLM", _C.transformerlm_forward_w_intermediate_results, x)

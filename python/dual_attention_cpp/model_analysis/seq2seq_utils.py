@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 from .. import _C
-from .datlm_utils import _cpp_of
+from .datlm_utils import _run
 
 __all__ = [
     "seq2seq_forward_w_intermediate_results",
@@ -36,7 +36,7 @@ def seq2seq_forward_w_intermediate_results(model, x: torch.Tensor, y: torch.Tens
     - ``decoder_self_attn_scores``: ``[b, n_heads, m, m]`` per decoder block;
     - ``decoder_cross_attn_scores``: ``[b, n_heads, m, n]`` per decoder block.
     """
-    return _C.seq2seq_forward_w_intermediate_results(_cpp_of(model, "Seq2SeqTransformer"), x, y)
+    return _run(model, "Seq2SeqTransformer", _C.seq2seq_forward_w_intermediate_results, x, y)
 
 
 def seq2seq_dat_forward_w_intermediate_results(model, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, Results]:
@@ -46,18 +46,18 @@ def seq2seq_dat_forward_w_intermediate_results(model, x: torch.Tensor, y: torch.
     ``*_sa_attn_scores``, ``*_ra_attn_scores``, ``*_ra_rels``; and ``decoder_cross_attn_scores``
     ``[b, n_heads, m, n]``. The model's one symbol retriever serves every block, as in its forward.
     """
-    cpp = _cpp_of(model, "Seq2SeqDualAttnTransformer")
-    return _C.seq2seq_dat_forward_w_intermediate_results(cpp, x, y)
+    return _run(model, "Seq2SeqDualAttnTransformer", _C.seq2seq_dat_forward_w_intermediate_results,
+                x, y)
 
 
 def vit_forward_w_intermediate_results(model, x: torch.Tensor) -> Tuple[torch.Tensor, Results]:
     """A ``VisionTransformer``'s forward on images ``x`` ``[b, channels, H, W]``: ``(logits
     [b, num_classes], {"attn_scores": [b, n_heads, n, n] per block})``, where the sequence is the
     class token followed by the ``n - 1`` patches."""
-    return _C.vit_forward_w_intermediate_results(_cpp_of(model, "VisionTransformer"), x)
+    return _run(model, "VisionTransformer", _C.vit_forward_w_intermediate_results, x)
 
 
 def vidat_forward_w_intermediate_results(model, x: torch.Tensor) -> Tuple[torch.Tensor, Results]:
     """A ``VisionDualAttnTransformer``'s forward: ``(logits [b, num_classes], dict)`` with the four
     keys of ``datlm_forward_w_intermediate_results`` (over the class token and the patches)."""
-    return _C.vidat_forward_w_intermediate_results(_cpp_of(model, "VisionDualAttnTransformer"), x)
+    return _run(model, "VisionDualAttnTransformer", _C.vidat_forward_w_intermediate_results, x)
