@@ -128,7 +128,7 @@ class _Seq2SeqModel(PretrainedModel):
 
     def get_num_params(self) -> int:
         """Number of parameters (shared tensors once)."""
-        return self._cpp.get_num_params()
+        return sum(p.numel() for p in self.parameters())
 
     def estimate_mfu(self, fwdbwd_per_iter, dt) -> float:
         """A placeholder, as in the reference: returns -1.0."""

@@ -92,7 +92,7 @@ class _VisionModel(PretrainedModel):
 
     def get_num_params(self) -> int:
         """Number of parameters."""
-        return self._cpp.get_num_params()
+        return sum(p.numel() for p in self.parameters())
 
 
 class VisionTransformer(_VisionModel, cpp=_C.VisionTransformer):
