@@ -115,7 +115,9 @@ torch::Tensor causal_mask(int64_t q_len, int64_t k_len, int64_t offset, torch::D
 
 torch::Tensor apply_additive_mask(const torch::Tensor& scores, const torch::Tensor& mask) {
   if (!mask.defined()) return scores;
-  return scores.masked_fill(mask.logical_not(), -std::numeric_limits<double>::infinity());
+  // bitwise_not, which is logical_not on booleans, has a meta kernel in C++ (logical_not's is
+  // registered from Python only): meta tensors trace through ops::relational_attention.
+  return scores.masked_fill(mask.bitwise_not(), -std::numeric_limits<double>::infinity());
 }
 
 torch::nn::Linear linear(int64_t in_features, int64_t out_features, bool bias) {

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "dual_attention/attention_utils.h"
+#include "dual_attention/ops.h"
 
 namespace dual_attention {
 namespace {
@@ -153,31 +154,9 @@ void RelationalAttentionImpl::check_inputs(const torch::Tensor& x,
   TORCH_CHECK(block_size > 0, owner, ": block_size must be positive, got ", block_size);
 }
 
-RelationalAttentionImpl::Implementation RelationalAttentionImpl::choose_implementation(
-    const torch::Tensor& x, const torch::Tensor& attn_mask, bool need_weights) const {
-  // Without weights to return, nothing n x n needs to exist (src/relational_attention_fast.cpp).
-  // (An empty batch or sequence has nothing to save either way: it materialises.)
-  if (need_weights || x.numel() == 0) return Implementation::Materialize;
-  if (implementation != Implementation::Auto) return implementation;
-  const int64_t b = x.size(0), n = x.size(1);
-  // SDPA needs a fused kernel that takes values wider than keys: CUDA's, not the CPU's.
-  const bool sdpa_fits = options.rel_activation() == "identity" &&
-                         !options.use_relative_positional_symbols() && x.device().is_cuda() &&
-                         x.scalar_type() != torch::kDouble && !attn_mask.defined();
-  // On the CPU, short sequences are cheaper materialised: the blocks' fixed costs (custom
-  // autograd, recomputation, the parallel region) outweigh n x n tensors this small (measured
-  // by benchmarks/bench_relational.py: materialising wins up to n = 256, blockwise from 512).
-  const bool small =
-      x.device().is_cpu() && n <= kMaterializeMaxLength &&
-      b * std::max(options.n_heads(), n_relations) * n * n <= kMaterializeMaxElements;
-  return sdpa_fits ? Implementation::SDPA
-         : small   ? Implementation::Materialize
-                   : Implementation::Blockwise;
-}
-
 RelationalAttentionImpl::Projections RelationalAttentionImpl::project(
     const torch::Tensor& x, const torch::Tensor& symbols, const torch::Tensor& freqs_cos,
-    const torch::Tensor& freqs_sin, bool raw_relative_symbols) {
+    const torch::Tensor& freqs_sin) {
   const int64_t b = x.size(0), n = x.size(1), h = options.n_heads(), R = n_relations;
   Projections p;
   p.q = wq_attn(x).view({b, n, h, key_dim});
@@ -185,12 +164,12 @@ RelationalAttentionImpl::Projections RelationalAttentionImpl::project(
   if (freqs_cos.defined()) std::tie(p.q, p.k) = apply_rotary_emb(p.q, p.k, freqs_cos, freqs_sin);
   p.q_rel = wq_rel(x).view({b, n, R, rel_proj_dim});
   p.k_rel = options.symmetric_rels() ? p.q_rel : wk_rel(x).view({b, n, R, rel_proj_dim});
-  if (options.use_relative_positional_symbols() && raw_relative_symbols) {
-    p.symbols = symbols;
-  } else if (symbols.defined()) {
-    p.sv = project_symbols(wv, symbols, n_kv_heads, head_dim);
-  }
+  if (symbols.defined()) p.sv = project_symbols(wv, symbols, n_kv_heads, head_dim);
   return p;
+}
+
+double RelationalAttentionImpl::attention_dropout() const {
+  return attn_dropout->is_training() ? attn_dropout->options.p() : 0.0;
 }
 
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> RelationalAttentionImpl::forward(
@@ -201,27 +180,20 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> RelationalAttentionImpl:
   check_inputs(x, symbols);
   const int64_t b = x.size(0), n = x.size(1), h = options.n_heads();
   detail::check_rope_inputs(freqs_cos, freqs_sin, n, key_dim, owner);
-  last_implementation = choose_implementation(x, attn_mask, need_weights);
-  // Validated here; only the materialising path needs an n x n causal mask (the others take
-  // is_causal, and read attn_mask a block at a time).
-  torch::Tensor mask;
-  if (last_implementation == Implementation::Materialize || attn_mask.defined()) {
-    mask = detail::resolve_attn_mask(attn_mask, is_causal, n, n, x.device(), owner);
-  }
+  // The module's own mask errors ([n, n] exactly), before the operator's.
+  if (attn_mask.defined()) detail::resolve_attn_mask(attn_mask, is_causal, n, n, x.device(), owner);
+  const bool relative = options.use_relative_positional_symbols();
 
-  const auto p =
-      project(x, symbols, freqs_cos, freqs_sin, last_implementation == Implementation::Blockwise);
-  torch::Tensor heads, scores, relations;  // [b, n, h, head_dim], [b, h, n, n], [b, n, n, R]
-  switch (last_implementation) {
-    case Implementation::Blockwise:
-      heads = attend_blockwise(p, attn_mask, is_causal);
-      break;
-    case Implementation::SDPA:
-      heads = attend_sdpa(p, attn_mask, is_causal);
-      break;
-    default:
-      std::tie(heads, scores, relations) = attend_materialize(p, mask);
-  }
+  const auto p = project(x, symbols, freqs_cos, freqs_sin);
+  std::optional<torch::Tensor> mask;
+  if (attn_mask.defined()) mask = attn_mask;
+  // The attention itself (its formula and paths: ops.h), heads [b, n, h, head_dim].
+  auto [heads, scores, relations] = ops::relational_attention(
+      p.q, p.k, p.q_rel, p.k_rel, p.sv, wr, mask, is_causal, relative, options.rel_activation(),
+      attention_dropout(), need_weights, c10::str(implementation), block_size);
+  last_implementation =
+      ops::relational_attention_path(implementation, p.q, p.k, p.q_rel, attn_mask.defined(),
+                                     relative, options.rel_activation(), need_weights);
   auto out = resid_dropout(wo(heads.reshape({b, n, h * head_dim})));  // [b, n, d_out]
   if (!need_weights) return {out, torch::Tensor(), torch::Tensor()};
   return {out, scores, relations};
@@ -238,44 +210,49 @@ torch::Tensor RelationalAttentionImpl::forward_cached(const torch::Tensor& x,
   const bool relative = options.use_relative_positional_symbols();
   if (!relative) check_symbols(symbols, b, t, options.d_model(), false, owner);
 
-  auto p = project(x, /*symbols=*/{}, freqs_cos, freqs_sin, false);
+  auto p = project(x, /*symbols=*/{}, freqs_cos, freqs_sin);
   p.k = detail::cache_append(cache.k, p.k, step);              // [b, T, g, key_dim]
   p.k_rel = detail::cache_append(cache.k_rel, p.k_rel, step);  // [b, T, R, rel_proj_dim]
   p.sv = cached_symbols(wv, symbols, relative, n_kv_heads, head_dim, t, cache, step, owner);
+  // A long prompt (a causal prefill: T = t) takes the memory-linear path; the rest materialise,
+  // with the step's mask.
+  const auto path = ops::relational_attention_path(implementation, p.q, p.k, p.q_rel, false,
+                                                   relative, options.rel_activation(), false);
+  last_implementation = step.causal && path == Implementation::Blockwise
+                            ? Implementation::Blockwise
+                            : Implementation::Materialize;
+  const auto& act = options.rel_activation();
   torch::Tensor heads;  // [b, t, h, head_dim]
-  last_implementation =
-      step.causal && choose_implementation(x, {}, false) == Implementation::Blockwise
-          ? Implementation::Blockwise
-          : Implementation::Materialize;
   if (last_implementation == Implementation::Blockwise) {
-    // A long prompt: the memory-linear path, which reads relative symbols raw.
-    if (relative) {
-      auto idx = torch::dtype(torch::kLong).device(x.device());
-      const int64_t m = (symbols.size(0) - 1) / 2;
-      auto offsets = torch::arange(t, idx).unsqueeze(0) - torch::arange(t, idx).unsqueeze(1);
-      p.symbols = symbols.index({offsets.clamp(-m, m) + m});  // [t, t, d_model]
-      p.sv = torch::Tensor();
-    }
-    heads = attend_blockwise(p, {}, /*is_causal=*/true);
+    heads = ops::relational_attention_blockwise(p.q, p.k, p.q_rel, p.k_rel, p.sv, wr, {},
+                                                /*is_causal=*/true, relative, act, 0.0, block_size);
   } else {
-    heads = std::get<0>(attend_materialize(p, step_mask(step, t, x.device())));
+    heads = std::get<0>(ops::relational_attention_materialize(
+        p.q, p.k, p.q_rel, p.k_rel, p.sv, wr, step_mask(step, t, x.device()), relative, act, 0.0));
   }
   return wo(heads.reshape({b, t, h * head_dim}));
 }
 
-std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> RelationalAttentionImpl::attend_materialize(
-    const Projections& p, const torch::Tensor& mask) {
+// The materialising path of ops::relational_attention (the formula: ops.h).
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> ops::relational_attention_materialize(
+    const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& q_rel,
+    const torch::Tensor& k_rel, const torch::Tensor& sv, const torch::Tensor& wr,
+    const torch::Tensor& mask, bool relative_symbols, const std::string& rel_activation,
+    double dropout_p) {
+  const double attn_scale = 1.0 / std::sqrt(static_cast<double>(sv.size(-1)));
+  const double rel_scale = 1.0 / std::sqrt(static_cast<double>(q_rel.size(-1)));
   // a^h_ij = softmax_j(<q_i, k_j> / sqrt(head_dim))
-  auto scores = grouped_scores(p.q, p.k, attn_scale);  // [b, h, n, m]
-  scores = attn_dropout(torch::softmax(detail::apply_additive_mask(scores, mask), -1));
-  // r_ijl = act(<qrel_il, krel_jl> / sqrt(rel_proj_dim))
-  auto q_rel = p.q_rel.transpose(1, 2), k_rel = p.k_rel.transpose(1, 2);  // [b, R, n|m, dr]
-  auto relations = rel_activation(torch::matmul(q_rel, k_rel.transpose(2, 3)) * rel_scale)
-                       .permute({0, 2, 3, 1});  // [b, n, m, R]
-  // A_i^h = sum_j a^h_ij s_j W_s^h + W_r^h sum_j a^h_ij r_ij
-  auto attended_symbols =
-      attend_symbols(scores, p.sv, options.use_relative_positional_symbols());  // [b, n, h, hd]
-  auto attended_relations = torch::matmul(scores.transpose(1, 2), relations);   // [b, n, h, R]
+  auto scores = grouped_scores(q, k, attn_scale);  // [b, h, n, m]
+  scores = torch::softmax(detail::apply_additive_mask(scores, mask), -1);
+  if (dropout_p > 0) scores = torch::dropout(scores, dropout_p, /*train=*/true);
+  // r_ijl = act(<qrel_il, krel_jl> / sqrt(dr))
+  const auto& act = get_activation(rel_activation, "relational_attention: rel_activation").forward;
+  auto relations =
+      act(torch::matmul(q_rel.transpose(1, 2), k_rel.permute({0, 2, 3, 1})) * rel_scale)
+          .permute({0, 2, 3, 1});  // [b, n, m, R]
+  // A_i^h = sum_j a^h_ij sv_j + W_r^h sum_j a^h_ij r_ij
+  auto attended_symbols = attend_symbols(scores, sv, relative_symbols);        // [b, n, h, hd]
+  auto attended_relations = torch::matmul(scores.transpose(1, 2), relations);  // [b, n, h, R]
   auto heads = attended_symbols + torch::einsum("bihr,hdr->bihd", {attended_relations, wr});
   return {heads, scores, relations};
 }
@@ -478,21 +455,6 @@ torch::Tensor DisentangledRelationalCrossAttentionImpl::forward_cached(
 
 // ---- lookup helpers
 // ------------------------------------------------------------------------------
-
-std::ostream& operator<<(std::ostream& stream, RelationalAttentionImpl::Implementation impl) {
-  using Implementation = RelationalAttentionImpl::Implementation;
-  switch (impl) {
-    case Implementation::Auto:
-      return stream << "auto";
-    case Implementation::Materialize:
-      return stream << "materialize";
-    case Implementation::Blockwise:
-      return stream << "blockwise";
-    case Implementation::SDPA:
-      return stream << "sdpa";
-  }
-  return stream << "unknown";
-}
 
 std::vector<RelationalAttentionImpl*> relational_attention_layers(torch::nn::Module& module) {
   std::vector<RelationalAttentionImpl*> found;

@@ -1,5 +1,5 @@
-// The need_weights=false paths of RelationalAttention (the formula is in relational_attention.h).
-// They compute what the materialising path computes without an n x n tensor per head or relation:
+// The blockwise and SDPA paths of ops::relational_attention (the formula is in ops.h). They compute
+// what the materialising path computes without an n x n tensor per head or relation:
 // - Blockwise: query rows in blocks of at most `block_size`, each against the keys it may see (a
 //   causal block stops at its last row; an explicit mask cuts the columns no row of the block
 //   sees). A custom autograd function saves only the O(n) inputs and outputs and recomputes each
@@ -17,7 +17,8 @@
 #include <optional>
 
 #include "dual_attention/attention_utils.h"
-#include "dual_attention/relational_attention.h"
+#include "dual_attention/model_utils.h"
+#include "dual_attention/ops.h"
 
 namespace dual_attention {
 namespace {
@@ -25,7 +26,6 @@ namespace {
 using torch::Tensor;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-using Implementation = RelationalAttentionImpl::Implementation;
 
 constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 
@@ -44,8 +44,6 @@ struct BlockwiseConfig {
   // Attention dropout probability (0 outside training) and the seed its masks derive from.
   double dropout = 0.0;
   int64_t seed = 0;
-  // Whether to return sum_j a_ij per row (the symbol bias with relative symbols needs it).
-  bool need_row_sums = false;
 
   void save(AutogradContext* ctx) const {
     ctx->saved_data["block_size"] = block_size;
@@ -55,7 +53,6 @@ struct BlockwiseConfig {
     ctx->saved_data["rel_activation"] = rel_activation;
     ctx->saved_data["dropout"] = dropout;
     ctx->saved_data["seed"] = seed;
-    ctx->saved_data["need_row_sums"] = need_row_sums;
   }
   static BlockwiseConfig load(AutogradContext* ctx) {
     BlockwiseConfig c;
@@ -66,7 +63,6 @@ struct BlockwiseConfig {
     c.rel_activation = ctx->saved_data["rel_activation"].toStringRef();
     c.dropout = ctx->saved_data["dropout"].toDouble();
     c.seed = ctx->saved_data["seed"].toInt();
-    c.need_row_sums = ctx->saved_data["need_row_sums"].toBool();
     return c;
   }
 };
@@ -74,7 +70,8 @@ struct BlockwiseConfig {
 // The tensors of one evaluation, in the layouts the projections produce:
 //   q [b, n, h, key_dim], k [b, n, g, key_dim] (g kv heads; query head hh uses kv head hh / rep)
 //   v [b, n, g, head_dim]: projected symbols (undefined with relative symbols)
-//   symbols [n, n, d]: relative positional symbols, attended raw and projected afterwards
+//   symbols [n, n, d]: relative symbols, each query head attending all d columns (undefined
+//   otherwise)
 //   q_rel, k_rel [b, n, R, rel_proj_dim]; mask [n, n] boolean or undefined
 struct BlockInputs {
   Tensor q, k, v, symbols, q_rel, k_rel, mask;
@@ -247,7 +244,6 @@ class ThreadSums {
 //   0: sum_j p_ij v_j            [n, b * h, head_dim]  (v given; else empty)
 //   1: sum_j p_ij symbols_ij     [n, b * h, d]         (relative symbols; else empty)
 //   2: sum_j p_ij r_ijl          [n, b * h, R]
-//   3: sum_j p_ij                [n, b * h]            (need_row_sums; else empty)
 // with p the (dropped-out) attention probabilities and r the activated relations.
 struct BlockwiseRelationalAttention
     : public torch::autograd::Function<BlockwiseRelationalAttention> {
@@ -267,7 +263,6 @@ struct BlockwiseRelationalAttention
     auto out_v = make(in.v.defined(), {n, bh, in.v.defined() ? in.v.size(3) : 0});
     auto out_s = make(in.symbols.defined(), {n, bh, in.symbols.defined() ? in.symbols.size(2) : 0});
     auto out_r = make(true, {n, bh, R});
-    auto row_sums = make(c.need_row_sums, {n, bh});
     const auto activation = get_activation(c.rel_activation).forward;
     const int64_t row_width = bh + b * R + (in.symbols.defined() ? in.symbols.size(2) : 0);
 
@@ -288,7 +283,6 @@ struct BlockwiseRelationalAttention
         auto s = in.symbols.slice(0, blk.i0, blk.i1).slice(1, blk.j0, blk.j1);  // [m, kj, d]
         out_s.slice(0, blk.i0, blk.i1).copy_(torch::bmm(p, s));
       }
-      if (c.need_row_sums) row_sums.slice(0, blk.i0, blk.i1).copy_(p.sum(-1));
       // sum_j p_ij r_ijl, one [h, kj] x [kj, R] product per query row
       auto r = activation(block_relation_logits(in, c, blk)).view({m * b, R, -1});
       out_r.slice(0, blk.i0, blk.i1)
@@ -300,13 +294,12 @@ struct BlockwiseRelationalAttention
     ctx->saved_data["want_v"] = in.v.defined() && v->requires_grad();
     ctx->saved_data["want_symbols"] = in.symbols.defined() && symbols->requires_grad();
     ctx->save_for_backward(
-        {q, k, plain(v), plain(symbols), q_rel, k_rel, plain(mask), out_v, out_s, out_r, row_sums});
+        {q, k, plain(v), plain(symbols), q_rel, k_rel, plain(mask), out_v, out_s, out_r});
     variable_list unused;
     if (!in.v.defined()) unused.push_back(out_v);
     if (!in.symbols.defined()) unused.push_back(out_s);
-    if (!c.need_row_sums) unused.push_back(row_sums);
     ctx->mark_non_differentiable(unused);
-    return {out_v, out_s, out_r, row_sums};
+    return {out_v, out_s, out_r};
   }
 
   // With p = softmax(s) and the outputs O = sum_j p_ij V_ij (each output above is one),
@@ -319,16 +312,14 @@ struct BlockwiseRelationalAttention
     auto saved = ctx->get_saved_variables();
     for (auto& t : saved) t = t.defined() ? t.detach() : t;
     BlockInputs in{saved[0], saved[1], saved[2], saved[3], saved[4], saved[5], saved[6]};
-    const auto &out_v = saved[7], &out_s = saved[8], &out_r = saved[9], &row_sums = saved[10];
+    const auto &out_v = saved[7], &out_s = saved[8], &out_r = saved[9];
     for (auto& grad : grads) grad = grad.contiguous();
     const auto &d_out_v = grads[0], &d_out_s = grads[1], &d_out_r = grads[2];
-    const auto& d_row_sums = grads[3];
     const int64_t b = in.b(), n = in.n(), h = in.heads(), rep = in.rep(), R = in.relations();
 
     auto delta = (d_out_r * out_r).sum(-1);  // D [n, b * h]
     if (in.v.defined()) delta += (d_out_v * out_v).sum(-1);
     if (in.symbols.defined()) delta += (d_out_s * out_s).sum(-1);
-    if (c.need_row_sums) delta += d_row_sums * row_sums;
 
     const bool want_v = ctx->saved_data["want_v"].toBool();
     const bool want_symbols = ctx->saved_data["want_symbols"].toBool();
@@ -371,7 +362,6 @@ struct BlockwiseRelationalAttention
       } else {
         dpd.zero_();
       }
-      if (c.need_row_sums) dpd.add_(d_row_sums.slice(0, blk.i0, blk.i1).unsqueeze(-1));
       if (in.symbols.defined()) {
         auto s = in.symbols.slice(0, blk.i0, blk.i1).slice(1, blk.j0, blk.j1);  // [m, kj, d]
         auto d_o = d_out_s.slice(0, blk.i0, blk.i1);                            // [m, b*h, d]
@@ -437,84 +427,86 @@ int64_t draw_seed() {
 
 }  // namespace
 
-torch::Tensor RelationalAttentionImpl::attend_blockwise(const Projections& p,
-                                                        const torch::Tensor& attn_mask,
-                                                        bool is_causal) {
-  const int64_t b = p.q.size(0), n = p.q.size(1), h = options.n_heads(), g = n_kv_heads,
-                rep = n_rep_kv;
-  const bool relative = options.use_relative_positional_symbols();
-  std::optional<Tensor> v, relative_symbols, mask;
-  if (relative) {
-    relative_symbols = p.symbols;
+torch::Tensor ops::relational_attention_blockwise(
+    const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& q_rel,
+    const torch::Tensor& k_rel, const torch::Tensor& sv, const torch::Tensor& wr,
+    const torch::Tensor& attn_mask, bool is_causal, bool relative_symbols,
+    const std::string& rel_activation, double dropout_p, int64_t block_size) {
+  const int64_t b = q.size(0), n = q.size(1), h = q.size(2), g = sv.size(2), hd = sv.size(3);
+  // Relative symbols enter as one [n, n, g * head_dim] tensor that every head attends; each head
+  // then keeps its group's columns.
+  std::optional<Tensor> v, relative, mask;
+  if (relative_symbols) {
+    relative = sv.reshape({n, n, g * hd});
   } else {
-    v = p.sv;
+    v = sv;
   }
-  if (attn_mask.defined()) mask = attn_mask.to(p.q.device());
+  if (attn_mask.defined()) mask = attn_mask.to(q.device());
 
   BlockwiseConfig c;
   c.block_size = block_size;
   c.causal = is_causal;
-  c.attn_scale = attn_scale;
-  c.rel_scale = rel_scale;
-  c.rel_activation = options.rel_activation();
-  c.dropout = is_training() ? options.dropout() : 0.0;
-  if (c.dropout > 0) c.seed = draw_seed();
-  c.need_row_sums = relative && wv->options.bias();
-  auto outs = BlockwiseRelationalAttention::apply(p.q.contiguous(), p.k.contiguous(), v,
-                                                  relative_symbols, p.q_rel, p.k_rel, mask, c);
+  c.attn_scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  c.rel_scale = 1.0 / std::sqrt(static_cast<double>(q_rel.size(3)));
+  c.rel_activation = rel_activation;
+  c.dropout = dropout_p;
+  if (c.dropout > 0) c.seed = draw_seed();  // never when tracing without dropout
+  auto outs = BlockwiseRelationalAttention::apply(q.contiguous(), k.contiguous(), v, relative,
+                                                  q_rel, k_rel, mask, c);
 
   auto by_head = [&](const Tensor& t) {  // [n, b * h, w] -> [b, n, h, w]
     return t.view({n, b, h, t.size(2)}).transpose(0, 1);
   };
-  Tensor symbol_part;
-  if (!relative) {
+  Tensor symbol_part;  // [b, n, h, hd]
+  if (!relative_symbols) {
     symbol_part = by_head(outs[0]);
   } else {
-    // sum_j a_ij (W_s s_ij + bias) = W_s (sum_j a_ij s_ij) + bias * sum_j a_ij, per kv head.
-    auto attended_symbols = by_head(outs[1]).reshape({b, n, g, rep, -1});
-    symbol_part =
-        torch::einsum("bngrd,ged->bngre", {attended_symbols, wv->weight.view({g, head_dim, -1})});
-    if (wv->options.bias()) {
-      auto row_sums = outs[3].view({n, b, g, rep, 1}).transpose(0, 1);
-      symbol_part = symbol_part + row_sums * wv->bias.view({g, 1, head_dim});
-    }
-    symbol_part = symbol_part.reshape({b, n, h, head_dim});
+    // [b, n, (g, rep), (g', hd)]: query head (gg, r) keeps the columns of group g' = gg.
+    auto all_groups = by_head(outs[1]).reshape({b, n, g, h / g, g, hd});
+    symbol_part = all_groups
+                      .diagonal(0, 2, 4)         // [b, n, rep, hd, g]
+                      .permute({0, 1, 4, 2, 3})  // [b, n, g, rep, hd]
+                      .reshape({b, n, h, hd});
   }
   auto attended_relations = by_head(outs[2]);  // [b, n, h, R]
   return symbol_part + torch::einsum("bnhr,hdr->bnhd", {attended_relations, wr});
 }
 
-torch::Tensor RelationalAttentionImpl::attend_sdpa(const Projections& p,
-                                                   const torch::Tensor& attn_mask, bool is_causal) {
-  const char* owner = "RelationalAttention";
-  TORCH_CHECK(options.rel_activation() == "identity" && !options.use_relative_positional_symbols(),
-              owner, ": the SDPA implementation needs rel_activation 'identity' and per-position ",
-              "symbols, got rel_activation '", options.rel_activation(),
-              "' and use_relative_positional_symbols=", options.use_relative_positional_symbols());
-  const int64_t b = p.q.size(0), n = p.q.size(1), h = options.n_heads(), R = n_relations;
-  const auto device = p.q.device();
-  auto q = p.q, k = repeat_kv(p.k, n_rep_kv), q_rel = p.q_rel, k_rel = p.k_rel;
-  auto sv = repeat_kv(p.sv, n_rep_kv);
-  auto values = torch::cat({sv, k_rel.reshape({b, n, 1, R * rel_proj_dim}).expand({-1, -1, h, -1})},
-                           -1);  // [b,n,h,dv]
+torch::Tensor ops::relational_attention_sdpa(const torch::Tensor& q, const torch::Tensor& k,
+                                             const torch::Tensor& q_rel, const torch::Tensor& k_rel,
+                                             const torch::Tensor& sv, const torch::Tensor& wr,
+                                             const torch::Tensor& attn_mask, bool is_causal,
+                                             bool relative_symbols,
+                                             const std::string& rel_activation, double dropout_p) {
+  TORCH_CHECK(rel_activation == "identity" && !relative_symbols,
+              "relational_attention: the SDPA implementation needs rel_activation 'identity' and "
+              "per-position symbols, got rel_activation '",
+              rel_activation, "' and relative_symbols=", relative_symbols);
+  const int64_t b = q.size(0), n = q.size(1), h = q.size(2), key_dim = q.size(3), m = k.size(1);
+  const int64_t n_rep = h / k.size(2), head_dim = sv.size(3), R = q_rel.size(2), dr = q_rel.size(3);
+  const auto device = q.device();
+  auto values =
+      torch::cat({repeat_kv(sv, n_rep), k_rel.reshape({b, m, 1, R * dr}).expand({-1, -1, h, -1})},
+                 -1);  // [b, m, h, dv]
   const int64_t dv = values.size(-1);
-  q = q.transpose(1, 2), k = k.transpose(1, 2), values = values.transpose(1, 2);
+  auto qt = q.transpose(1, 2), kt = repeat_kv(k, n_rep).transpose(1, 2);
+  values = values.transpose(1, 2);
   if (device.is_cpu() && key_dim != dv) {
     // The CPU's fused kernel wants one width for queries, keys and values; zero columns leave the
     // scores unchanged (the scale is explicit).
-    q = torch::constant_pad_nd(q, {0, dv - key_dim});
-    k = torch::constant_pad_nd(k, {0, dv - key_dim});
+    qt = torch::constant_pad_nd(qt, {0, dv - key_dim});
+    kt = torch::constant_pad_nd(kt, {0, dv - key_dim});
   }
   std::optional<Tensor> mask;
   if (attn_mask.defined()) mask = attn_mask.to(device);
+  const double attn_scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
   auto attended =
-      at::scaled_dot_product_attention(q, k, values, mask, is_training() ? options.dropout() : 0.0,
-                                       is_causal, attn_scale)
+      at::scaled_dot_product_attention(qt, kt, values, mask, dropout_p, is_causal, attn_scale)
           .transpose(1, 2);  // [b, n, h, dv]
   auto symbol_part = attended.narrow(-1, 0, head_dim);
   // sum_j a_ij r_ijl = rel_scale * <qrel_il, sum_j a_ij krel_jl>
-  auto attended_keys =
-      attended.narrow(-1, head_dim, R * rel_proj_dim).reshape({b, n, h, R, rel_proj_dim});
+  auto attended_keys = attended.narrow(-1, head_dim, R * dr).reshape({b, n, h, R, dr});
+  const double rel_scale = 1.0 / std::sqrt(static_cast<double>(dr));
   auto attended_relations = (attended_keys * q_rel.unsqueeze(2)).sum(-1) * rel_scale;
   return symbol_part + torch::einsum("bnhr,hdr->bnhd", {attended_relations, wr});
 }

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "dual_attention/attention_utils.h"
+#include "dual_attention/ops.h"
 
 namespace dual_attention {
 
@@ -56,25 +57,11 @@ void SymbolicAttentionImpl::pretty_print(std::ostream& stream) const {
 
 torch::Tensor SymbolicAttentionImpl::forward(const torch::Tensor& x) {
   detail::check_sequence_input(x, options.d_model(), "SymbolicAttention", "x");
-  const int64_t b = x.size(0), n = x.size(1), d = options.d_model(), h = options.n_heads();
-  const int64_t head_dim = d / h, n_s = options.n_symbols();
-
-  auto query = q_proj(x).view({b, n, h, head_dim}).transpose(1, 2);  // [b, h, n, head_dim]
-  // The library is shared by the batch: a broadcast view, not a copy.
-  auto key = template_features.view({n_s, h, head_dim})
-                 .transpose(0, 1)
-                 .unsqueeze(0)
-                 .expand({b, h, n_s, head_dim});  // [b, h, n_s, head_dim]
-  auto value = symbol_library.view({n_s, h, head_dim})
-                   .transpose(0, 1)
-                   .unsqueeze(0)
-                   .expand({b, h, n_s, head_dim});  // [b, h, n_s, head_dim]
   // The reference passes dropout_p to scaled_dot_product_attention unconditionally, so its
   // attention weights are dropped out in eval mode too; here dropout applies in training only.
   const double p = is_training() ? options.dropout() : 0.0;
-  auto out = torch::scaled_dot_product_attention(query, key, value, std::nullopt, p,
-                                                 /*is_causal=*/false, options.scale());
-  return out.transpose(1, 2).contiguous().view({b, n, d});
+  return ops::symbolic_attention(q_proj(x), template_features, symbol_library, options.n_heads(), p,
+                                 options.scale());  // [b, n, d_model]
 }
 
 // ---- PositionalSymbolRetriever -------------------------------------------------------------

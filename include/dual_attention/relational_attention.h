@@ -11,15 +11,16 @@
 #include "dual_attention/kv_cache.h"
 #include "dual_attention/kwargs.h"
 #include "dual_attention/model_utils.h"
+#include "dual_attention/ops.h"
 
 namespace dual_attention {
 
 // ---------------------------------------------------------------------------------------------
 // RelationalAttention
-//   A_i^h = sum_j a^h_ij ( sum_l r_ijl W_r[h, :, l] + s_j W_s^h ),  then out = W_o concat_h A_i^h
-//   a^h   = softmax_j( <W_q^attn x_i, W_k^attn x_j>_h / sqrt(head_dim) )          (masked by -inf)
-//   r_ijl = act( <W_q^rel x_i, W_k^rel x_j>_l / sqrt(rel_proj_dim) )
-// With relative positional symbols, s_j becomes s_ij (symbols are [n, n, d]).
+//   out = W_o relational_attention(W_q^attn x, W_k^attn x, W_q^rel x, W_k^rel x, W_s s, W_r)
+// with RoPE on the attention queries and keys; the attention itself (its formula, its paths) is
+// the operator ops::relational_attention of ops.h, which this module calls. With relative
+// positional symbols, s_j becomes s_ij (symbols are [n, n, d]).
 // ---------------------------------------------------------------------------------------------
 struct RelationalAttentionOptions {
   RelationalAttentionOptions(int64_t d_model, int64_t n_heads)
@@ -81,28 +82,16 @@ class RelationalAttentionImpl : public torch::nn::Cloneable<RelationalAttentionI
   void pretty_print(std::ostream& stream) const override;
 
   // How forward evaluates the attention when the caller does not ask for the weights
-  // (need_weights=false); with need_weights=true the materialising path always runs.
-  enum class Implementation {
-    // SDPA on CUDA for identity relations without relative symbols; on the CPU, Materialize for
-    // short sequences (n <= kMaterializeMaxLength with at most kMaterializeMaxElements elements
-    // per [b, heads, n, n] tensor), where it is faster; Blockwise otherwise.
-    Auto,
-    // The reference's computation: [b, h, n, n] scores and [b, n, n, R] relations in memory.
-    Materialize,
-    // Blocks of at most `block_size` query rows against the keys they may see, and a custom
-    // backward that recomputes each block: memory O(n) plus a few block-sized temporaries.
-    Blockwise,
-    // One scaled_dot_product_attention with values [symbols | relation keys]; identity relations
-    // and per-position symbols only (sum_j a_ij <qrel_i, krel_j> = <qrel_i, sum_j a_ij krel_j>).
-    SDPA,
-  };
+  // (need_weights=false): Auto, Materialize, Blockwise or SDPA, as ops.h describes them; with
+  // need_weights=true the materialising path always runs.
+  using Implementation = ops::RelationalAttentionImplementation;
 
   // x [b, n, d_model]; symbols [b, n, d_model] ([n, n, d_model] with relative positional symbols);
   // freqs [n, key_dim / 2] apply RoPE to the attention queries/keys; attn_mask boolean [n, n].
   // Returns (out [b, n, head_dim * n_heads], attn_scores [b, n_heads, n, n],
   // relations [b, n, n, n_relations]). With need_weights=false the scores and relations are not
   // returned (undefined tensors) and `implementation` chooses how the output is computed.
-  // Reads: check the inputs -> project (once) -> one of the three paths -> wo.
+  // Reads: check the inputs -> project (once) -> ops::relational_attention -> wo.
   std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> forward(
       const torch::Tensor& x, const torch::Tensor& symbols, const torch::Tensor& freqs_cos = {},
       const torch::Tensor& freqs_sin = {}, const torch::Tensor& attn_mask = {},
@@ -120,8 +109,8 @@ class RelationalAttentionImpl : public torch::nn::Cloneable<RelationalAttentionI
 
   // Not constructor keywords (the Options mirror the reference's): set them on the module.
   Implementation implementation = Implementation::Auto;
-  static constexpr int64_t kMaterializeMaxLength = 256;
-  static constexpr int64_t kMaterializeMaxElements = int64_t{1} << 22;  // 16 MiB in float32
+  static constexpr int64_t kMaterializeMaxLength = ops::kMaterializeMaxLength;
+  static constexpr int64_t kMaterializeMaxElements = ops::kMaterializeMaxElements;
   int64_t block_size = 128;  // most query rows per block of the blockwise path
   // The path the last forward took (Auto resolved), for tests and benchmarks.
   Implementation last_implementation = Implementation::Materialize;
@@ -137,8 +126,8 @@ class RelationalAttentionImpl : public torch::nn::Cloneable<RelationalAttentionI
   torch::Tensor wr;  // [n_heads, head_dim, n_relations]
   torch::nn::Dropout attn_dropout{nullptr}, resid_dropout{nullptr};
 
-  // Everything the paths need from x and the symbols, each projection computed once (n queries,
-  // m keys; m = n except when decoding against a cache).
+  // The operator's tensors, each projection computed once (n queries, m keys; m = n except when
+  // decoding against a cache).
   struct Projections {
     torch::Tensor q;      // W_q^attn x, RoPE applied: [b, n, h, key_dim]
     torch::Tensor k;      // W_k^attn x, RoPE applied: [b, m, n_kv_heads, key_dim]
@@ -147,30 +136,16 @@ class RelationalAttentionImpl : public torch::nn::Cloneable<RelationalAttentionI
     // W_s s_j: [b, m, n_kv_heads, head_dim]; relative symbols: W_s s_ij [n, m, n_kv_heads,
     // head_dim]
     torch::Tensor sv;
-    // Relative symbols for the blockwise path, raw [n, n, d_model] (it projects after attending:
-    // sum_j a_ij (W_s s_ij + b) = W_s sum_j a_ij s_ij + b sum_j a_ij); sv is then undefined.
-    torch::Tensor symbols;
   };
 
  private:
   void check_inputs(const torch::Tensor& x, const torch::Tensor& symbols) const;
-  Implementation choose_implementation(const torch::Tensor& x, const torch::Tensor& attn_mask,
-                                       bool need_weights) const;
   Projections project(const torch::Tensor& x, const torch::Tensor& symbols,
-                      const torch::Tensor& freqs_cos, const torch::Tensor& freqs_sin,
-                      bool raw_relative_symbols);
-  // The three paths. Each returns the heads' outputs [b, n, h, head_dim] before wo; materialize
-  // also returns attn_scores [b, h, n, m] and relations [b, n, m, n_relations]. `mask` is boolean,
-  // broadcastable to [b, 1, n, m]. Blockwise and SDPA: src/relational_attention_fast.cpp.
-  std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> attend_materialize(
-      const Projections& p, const torch::Tensor& mask);
-  torch::Tensor attend_blockwise(const Projections& p, const torch::Tensor& attn_mask,
-                                 bool is_causal);
-  torch::Tensor attend_sdpa(const Projections& p, const torch::Tensor& attn_mask, bool is_causal);
+                      const torch::Tensor& freqs_cos, const torch::Tensor& freqs_sin);
+  // The dropout on the attention probabilities: attn_dropout's p in training, else 0.
+  double attention_dropout() const;
 };
 TORCH_MODULE(RelationalAttention);
-
-std::ostream& operator<<(std::ostream& stream, RelationalAttentionImpl::Implementation impl);
 
 // Every RelationalAttention inside `module` (itself included), in modules() order: to force a path
 // on a whole model, or to read which one ran:

@@ -67,8 +67,9 @@ class SymbolicAttentionImpl : public torch::nn::Cloneable<SymbolicAttentionImpl>
   // (weight_tie_symbol_library).
   void tie_symbol_library(const torch::Tensor& library);
 
-  // Per head h: out_h = softmax(q_proj(x)_h F_h^T * scale) S_h, with F = template_features and
-  // S = symbol_library split into n_heads column blocks. x [b, n, d_model] -> [b, n, d_model].
+  // ops::symbolic_attention(q_proj(x), template_features, symbol_library, ...) (the formula:
+  // ops.h): each head retrieves a mix of its block of the symbols. x [b, n, d_model] -> [b, n,
+  // d_model].
   torch::Tensor forward(const torch::Tensor& x);
 
   SymbolicAttentionOptions options;

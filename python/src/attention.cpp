@@ -1,13 +1,13 @@
 // Attention, the relational mechanisms, DualAttention, their helpers and the activation table.
 #include "dual_attention/attention.h"
 
-#include <sstream>
 #include <string>
 
 #include "binding.h"
 #include "dual_attention/attention_utils.h"
 #include "dual_attention/dual_attention.h"
 #include "dual_attention/model_utils.h"
+#include "dual_attention/ops.h"
 #include "dual_attention/relational_attention.h"
 
 // Hidden like pybind11's own namespace: nothing here is used outside this module.
@@ -23,21 +23,12 @@ struct ActivationFunction {
 
 using Implementation = RelationalAttentionImpl::Implementation;
 
-std::string implementation_name(Implementation implementation) {
-  std::ostringstream name;
-  name << implementation;
-  return name.str();
-}
+std::string implementation_name(Implementation implementation) { return c10::str(implementation); }
 
-Implementation parse_implementation(const std::string& name) {
-  for (auto implementation : {Implementation::Auto, Implementation::Materialize,
-                              Implementation::Blockwise, Implementation::SDPA}) {
-    if (implementation_name(implementation) == name) return implementation;
-  }
-  throw py::value_error(
-      "RelationalAttention: implementation must be one of 'auto', "
-      "'materialize', 'blockwise', 'sdpa', got '" +
-      name + "'");
+Implementation parse_implementation(const std::string& name,
+                                    const char* owner = "RelationalAttention") {
+  return as_value_error(
+      [&] { return ops::parse_relational_attention_implementation(name, owner); });
 }
 
 }  // namespace
@@ -109,6 +100,33 @@ void bind_attention(py::module_& m) {
       .attr("total_n_heads", &DualAttentionImpl::total_n_heads)
       .forward<Tensor, OptTensor, OptTensor, bool, OptTensor, OptTensor, bool>(
           "x", "symbols", "attn_mask", "is_causal", "freqs_cos", "freqs_sin", "need_weights");
+
+  // The path torch.ops.dual_attention.relational_attention takes for inputs described by their
+  // device, dtype and sizes (ops.h: resolve_relational_attention_path), by name.
+  m.def(
+      "relational_attention_path",
+      [](const std::string& implementation, const torch::Device& device, torch::ScalarType dtype,
+         int64_t batch, int64_t n, int64_t n_heads, int64_t n_relations,
+         const std::string& rel_activation, bool relative_symbols, bool has_mask,
+         bool need_weights) {
+        ops::RelationalAttentionPathInputs in;
+        in.device = device;
+        in.dtype = dtype;
+        in.batch = batch;
+        in.n_queries = in.n_keys = n;
+        in.n_heads = n_heads;
+        in.n_relations = n_relations;
+        in.rel_activation = rel_activation;
+        in.relative_symbols = relative_symbols;
+        in.has_mask = has_mask;
+        in.need_weights = need_weights;
+        in.traced = device.is_meta();
+        return implementation_name(ops::resolve_relational_attention_path(
+            parse_implementation(implementation, "relational_attention_path"), in));
+      },
+      py::arg("implementation"), py::arg("device"), py::arg("dtype"), py::arg("batch"),
+      py::arg("n"), py::arg("n_heads"), py::arg("n_relations"), py::arg("rel_activation"),
+      py::arg("relative_symbols"), py::arg("has_mask"), py::arg("need_weights"));
 
   // ---- attention_utils ----
   m.def("repeat_kv", &repeat_kv, py::arg("x"), py::arg("n_rep"));

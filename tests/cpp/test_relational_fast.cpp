@@ -1,6 +1,6 @@
 // The fast (need_weights=false) paths of RelationalAttention against its materialising path, which
 // the parity fixtures tie to the reference: outputs and the gradients of x, symbols and every
-// parameter, for every option.
+// parameter, for every option. Then the operators of ops.h through the dispatcher.
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
 #include <gtest/gtest.h>
@@ -8,15 +8,21 @@
 
 #include <algorithm>
 #include <atomic>
+#include <functional>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <string>
+#include <string_view>
+#include <tuple>
 #include <vector>
 
 #include "dual_attention/attention_utils.h"
 #include "dual_attention/dual_attention.h"
+#include "dual_attention/ops.h"
 #include "dual_attention/relational_attention.h"
+#include "dual_attention/symbol_retrieval.h"
 
 using namespace dual_attention;
 using Implementation = RelationalAttentionImpl::Implementation;
@@ -523,4 +529,353 @@ TEST(RelationalAttention, LayersFunctionFindsEveryInstance) {
   EXPECT_EQ(relational_attention_layers(*two).size(), 2u);  // the 'rca' block has none
   Attention plain(AttentionOptions(64, 4, 0.0));
   EXPECT_TRUE(relational_attention_layers(*plain).empty());
+}
+
+// ---- the operator -----------------------------------------------------------------------------
+
+// torch.ops.dual_attention.relational_attention (ops.h) reached through the dispatcher, as Python
+// reaches it, against the module: every path, per-position and relative symbols, masks, GQA.
+namespace {
+
+using OpSignature = std::tuple<torch::Tensor, torch::Tensor, torch::Tensor>(
+    const torch::Tensor&, const torch::Tensor&, const torch::Tensor&, const torch::Tensor&,
+    const torch::Tensor&, const torch::Tensor&, const std::optional<torch::Tensor>&, bool, bool,
+    std::string_view, double, bool, std::string_view, int64_t);
+
+c10::TypedOperatorHandle<OpSignature> relational_attention_op() {
+  return c10::Dispatcher::singleton()
+      .findSchemaOrThrow("dual_attention::relational_attention", "")
+      .typed<OpSignature>();
+}
+
+// The operator's tensors, projected as RelationalAttention projects them.
+struct OpInputs {
+  torch::Tensor q, k, q_rel, k_rel, sv;
+};
+
+OpInputs project_like_the_module(RelationalAttentionImpl& m, const torch::Tensor& x,
+                                 const torch::Tensor& symbols, const Inputs& in) {
+  const int64_t b = x.size(0), n = x.size(1), h = m.options.n_heads(), R = m.n_relations;
+  OpInputs o;
+  o.q = m.wq_attn(x).view({b, n, h, m.key_dim});
+  o.k = m.wk_attn(x).view({b, n, m.n_kv_heads, m.key_dim});
+  if (in.freqs_cos.defined())
+    std::tie(o.q, o.k) = apply_rotary_emb(o.q, o.k, in.freqs_cos, in.freqs_sin);
+  o.q_rel = m.wq_rel(x).view({b, n, R, m.rel_proj_dim});
+  o.k_rel = m.wk_rel(x).view({b, n, R, m.rel_proj_dim});
+  auto sv = m.wv(symbols);
+  o.sv = sv.view({sv.size(0), sv.size(1), m.n_kv_heads, m.head_dim});
+  return o;
+}
+
+// wo(op(...)) with the module's parameters, and the backward of sum(out * weight).
+Outcome run_op(RelationalAttention& module, const std::string& impl, const Inputs& in,
+               const torch::Tensor& weight) {
+  module->zero_grad();
+  auto x = in.x.detach().clone().requires_grad_(true);
+  auto symbols = in.symbols.detach().clone().requires_grad_(true);
+  auto p = project_like_the_module(*module, x, symbols, in);
+  std::optional<torch::Tensor> mask;
+  if (in.mask.defined()) mask = in.mask;
+  auto [heads, scores, relations] = relational_attention_op().call(
+      p.q, p.k, p.q_rel, p.k_rel, p.sv, module->wr, mask, in.causal,
+      module->options.use_relative_positional_symbols(), module->options.rel_activation(), 0.0,
+      /*need_weights=*/false, impl, module->block_size);
+  EXPECT_TRUE(scores.defined() && scores.numel() == 0);
+  EXPECT_TRUE(relations.defined() && relations.numel() == 0);
+  const int64_t b = x.size(0), n = x.size(1);
+  auto out = module->wo(heads.reshape({b, n, -1}));
+  (out * weight).sum().backward();
+  Outcome o{out.detach(), {{"x", x.grad()}, {"symbols", symbols.grad()}}};
+  for (const auto& p : module->named_parameters()) {
+    o.grads[p.key()] = p.value().grad().defined() ? p.value().grad().clone() : torch::Tensor();
+  }
+  return o;
+}
+
+}  // namespace
+
+TEST(RelationalAttentionOp, EqualsTheModuleOnEveryPathWithItsGradients) {
+  int compared = 0;
+  for (const auto& c : cases()) {
+    const bool wanted =
+        c.name == "identityCausal" || c.name == "tanhCausal" || c.name == "softmaxExplicitMask" ||
+        c.name == "identityUnmasked" || c.name == "identityGroupedQuery" ||
+        c.name == "tanhMultiQuery" || c.name == "tanhRoPE" || c.name == "identityKeyDim" ||
+        c.name == "tanhSymmetric" || c.name == "identityBandMask" ||
+        c.name == "tanhRelativeSymbols" || c.name == "identityRelativeSymbols" ||
+        c.name == "tanhRelativeSymbolsBiasGrouped" || c.name == "identityBandMaskRelativeBias";
+    if (!wanted) continue;
+    SCOPED_TRACE(c.name);
+    torch::manual_seed(0);
+    RelationalAttention module(c.options);
+    module->to(torch::kDouble);
+    module->block_size = c.block;
+    auto in = make_inputs(c, *module, torch::kDouble);
+    auto weight = torch::randn({c.batch, c.len, module->head_dim * c.options.n_heads()},
+                               torch::TensorOptions().dtype(torch::kDouble));
+    // The module's materialising path is the one the parity fixtures tie to the reference.
+    auto expected = run(module, Implementation::Materialize, in, weight);
+    std::vector<std::string> paths = {"auto", "materialize", "blockwise"};
+    const bool sdpa_fits =
+        c.options.rel_activation() == "identity" && !c.options.use_relative_positional_symbols();
+    if (sdpa_fits) paths.push_back("sdpa");
+    for (const auto& path : paths) {
+      SCOPED_TRACE(path);
+      auto actual = run_op(module, path, in, weight);
+      EXPECT_LE(relative_error(expected.out, actual.out), 1e-10) << "out";
+      for (const auto& [name, grad] : expected.grads) {
+        ASSERT_TRUE(actual.grads[name].defined()) << name;
+        if (name == "wk_attn.bias" && !c.rope) continue;  // zero up to rounding (see above)
+        EXPECT_LE(relative_error(grad, actual.grads[name]), 1e-10) << "gradient of " << name;
+      }
+      ++compared;
+    }
+  }
+  EXPECT_EQ(compared, 14 * 3 + 5);  // 5 of them fit SDPA
+}
+
+TEST(RelationalAttentionOp, ReturnsTheModulesWeightsWhenAsked) {
+  torch::manual_seed(4);
+  auto options = base().rel_activation("tanh").n_kv_heads(2);
+  RelationalAttention module(options);
+  Case c{"weights", options, /*causal=*/true};
+  auto in = make_inputs(c, *module, torch::kFloat);
+  auto [out, scores, relations] =
+      module->forward(in.x, in.symbols, {}, {}, {}, true, /*need_weights=*/true);
+  auto p = project_like_the_module(*module, in.x, in.symbols, in);
+  // need_weights materialises whatever is asked.
+  auto [heads, op_scores, op_relations] =
+      relational_attention_op().call(p.q, p.k, p.q_rel, p.k_rel, p.sv, module->wr, std::nullopt,
+                                     true, false, "tanh", 0.0, true, "blockwise", 8);
+  EXPECT_TRUE(torch::allclose(module->wo(heads.reshape({c.batch, c.len, -1})), out));
+  EXPECT_TRUE(torch::equal(op_scores, scores));
+  EXPECT_TRUE(torch::equal(op_relations, relations));
+  EXPECT_EQ(op_scores.sizes(), (std::vector<int64_t>{c.batch, 4, c.len, c.len}));
+  EXPECT_EQ(op_relations.sizes(), (std::vector<int64_t>{c.batch, c.len, c.len, 4}));
+}
+
+// Fake and meta tensors trace through the operator (torch.compile, torch.export): "auto" resolves
+// to the materialising path, which reads no data, and the shapes come out right.
+TEST(RelationalAttentionOp, RunsOnMetaTensorsWithTheRightShapes) {
+  const int64_t b = 2, n = 300, h = 8, g = 2, kd = 12, hd = 16, R = 4, dr = 8;
+  auto meta = torch::TensorOptions().device(torch::kMeta);
+  auto q = torch::empty({b, n, h, kd}, meta), k = torch::empty({b, n, g, kd}, meta);
+  auto q_rel = torch::empty({b, n, R, dr}, meta), k_rel = torch::empty({b, n, R, dr}, meta);
+  auto wr = torch::empty({h, hd, R}, meta);
+  auto mask = torch::empty({n, n}, meta.dtype(torch::kBool));
+  EXPECT_EQ(ops::relational_attention_path(Implementation::Auto, q, k, q_rel, false, false, "tanh",
+                                           false),
+            Implementation::Materialize);  // a real CPU tensor of this length goes blockwise
+  for (bool relative : {false, true}) {
+    for (bool need_weights : {false, true}) {
+      SCOPED_TRACE(::testing::Message() << "relative " << relative << ", weights " << need_weights);
+      auto sv = relative ? torch::empty({n, n, g, hd}, meta) : torch::empty({b, n, g, hd}, meta);
+      for (bool masked : {false, true}) {
+        std::optional<torch::Tensor> attn_mask;
+        if (masked) attn_mask = mask;
+        auto [heads, scores, relations] =
+            relational_attention_op().call(q, k, q_rel, k_rel, sv, wr, attn_mask, !masked, relative,
+                                           "tanh", 0.0, need_weights, "auto", 128);
+        EXPECT_TRUE(heads.is_meta());
+        EXPECT_EQ(heads.sizes(), (std::vector<int64_t>{b, n, h, hd}));
+        if (need_weights) {
+          EXPECT_EQ(scores.sizes(), (std::vector<int64_t>{b, h, n, n}));
+          EXPECT_EQ(relations.sizes(), (std::vector<int64_t>{b, n, n, R}));
+        } else {
+          EXPECT_EQ(scores.numel(), 0);
+          EXPECT_EQ(relations.numel(), 0);
+        }
+      }
+    }
+  }
+  // With dropout too (the materialising path's, drawn by the ATen operator).
+  auto heads = std::get<0>(relational_attention_op().call(
+      q, k, q_rel, k_rel, torch::empty({b, n, g, hd}, meta), wr, std::nullopt, true, false,
+      "identity", 0.1, false, "auto", 128));
+  EXPECT_EQ(heads.sizes(), (std::vector<int64_t>{b, n, h, hd}));
+  // (symbolic_attention is scaled_dot_product_attention, whose math path has no C++ meta kernel
+  // for its softmax: it traces with Python's fake tensors, as the Python check shows.)
+}
+
+TEST(RelationalAttentionOp, AutoResolvesFromShapesDeviceAndOptions) {
+  ops::RelationalAttentionPathInputs in;
+  in.batch = 1, in.n_queries = in.n_keys = 512, in.n_heads = 4, in.n_relations = 4;
+  auto path = [&](Implementation requested = Implementation::Auto) {
+    return ops::resolve_relational_attention_path(requested, in);
+  };
+  EXPECT_EQ(path(), Implementation::Blockwise);  // long, on the CPU
+  in.n_queries = in.n_keys = 64;
+  EXPECT_EQ(path(), Implementation::Materialize);  // short
+  EXPECT_EQ(path(Implementation::SDPA), Implementation::SDPA);
+  in.device = torch::Device(torch::kCUDA, 0);
+  EXPECT_EQ(path(), Implementation::SDPA);  // identity relations on CUDA
+  in.has_mask = true;
+  EXPECT_EQ(path(), Implementation::Blockwise);
+  in.traced = true;
+  EXPECT_EQ(path(), Implementation::Materialize);
+  EXPECT_EQ(path(Implementation::Blockwise), Implementation::Blockwise);  // asked for explicitly
+  in.need_weights = true;
+  EXPECT_EQ(path(Implementation::Blockwise), Implementation::Materialize);
+  in = ops::RelationalAttentionPathInputs{};
+  in.batch = 1, in.n_queries = 512, in.n_keys = 600, in.n_heads = 4, in.n_relations = 4;
+  EXPECT_EQ(path(), Implementation::Materialize);  // keys of a cache: not blockwise
+  EXPECT_EQ(ops::parse_relational_attention_implementation("sdpa"), Implementation::SDPA);
+  EXPECT_THROW(ops::parse_relational_attention_implementation("fast"), c10::Error);
+}
+
+TEST(RelationalAttentionOp, BadArgumentsAreErrorsNamingThem) {
+  const int64_t b = 2, n = 5, h = 4, g = 2, kd = 6, hd = 8, R = 2, dr = 4;
+  auto q = torch::randn({b, n, h, kd}), k = torch::randn({b, n, g, kd});
+  auto q_rel = torch::randn({b, n, R, dr}), k_rel = torch::randn({b, n, R, dr});
+  auto sv = torch::randn({b, n, g, hd}), wr = torch::randn({h, hd, R});
+  struct Bad {
+    std::string expected;
+    std::function<void()> call;
+  };
+  auto call = [&](OpInputs o, torch::Tensor w, std::optional<torch::Tensor> mask = std::nullopt,
+                  bool causal = false, bool relative = false, std::string act = "identity",
+                  double dropout = 0.0, std::string impl = "auto", int64_t block = 128) {
+    relational_attention_op().call(o.q, o.k, o.q_rel, o.k_rel, o.sv, w, mask, causal, relative, act,
+                                   dropout, false, impl, block);
+  };
+  const OpInputs good{q, k, q_rel, k_rel, sv};
+  auto with = [&](auto change) {
+    OpInputs o = good;
+    change(o);
+    return o;
+  };
+  std::vector<Bad> bad = {
+      {"relational_attention: q must be [b, n, h, key_dim], got shape [2, 5, 24]",
+       [&] { call(with([](OpInputs& o) { o.q = o.q.flatten(2); }), wr); }},
+      {"relational_attention: k must be [b, m, g, key_dim] with b = 2 and key_dim = 6",
+       [&] {
+         call(with([](OpInputs& o) { o.k = torch::randn({2, 5, 2, 7}); }), wr);
+       }},
+      {"relational_attention: k's kv heads g (3) must divide q's heads h (4)",
+       [&] {
+         call(with([](OpInputs& o) { o.k = torch::randn({2, 5, 3, 6}); }), wr);
+       }},
+      {"relational_attention: k_rel must be [b, m, R, dr] = [2, 5, 2, 4]",
+       [&] {
+         call(with([](OpInputs& o) { o.k_rel = torch::randn({2, 5, 2, 3}); }), wr);
+       }},
+      {"relational_attention: sv must be [b, m, g, head_dim] = [2, 5, 2, head_dim] like k, got "
+       "shape [2, 5, 4, 8]",
+       [&] {
+         call(with([](OpInputs& o) { o.sv = torch::randn({2, 5, 4, 8}); }), wr);
+       }},
+      {"relational_attention: with relative_symbols, sv must be [n, m, g, head_dim] = [5, 5, 2",
+       [&] { call(good, wr, std::nullopt, false, /*relative=*/true); }},
+      {"relational_attention: wr must be [h, head_dim, R] = [4, 8, 2], got shape [4, 8, 3]",
+       [&] {
+         call(good, torch::randn({h, hd, 3}));
+       }},
+      {"relational_attention: sv must have the dtype of q (Float), got Double",
+       [&] { call(with([](OpInputs& o) { o.sv = o.sv.to(torch::kDouble); }), wr); }},
+      {"relational_attention: attn_mask must be broadcastable to [n, m] = [5, 5], got shape [4, 5]",
+       [&] {
+         call(good, wr, torch::ones({4, 5}, torch::kBool));
+       }},
+      {"relational_attention: attn_mask must be a boolean tensor",
+       [&] {
+         call(good, wr, torch::ones({5, 5}));
+       }},
+      {"relational_attention: attn_mask and is_causal=true were both given",
+       [&] {
+         call(good, wr, torch::ones({5, 5}, torch::kBool), true);
+       }},
+      {"relational_attention: rel_activation 'tanhh' is not a known activation",
+       [&] { call(good, wr, std::nullopt, false, false, "tanhh"); }},
+      {"relational_attention: dropout_p must be in [0, 1], got 1.5",
+       [&] { call(good, wr, std::nullopt, false, false, "identity", 1.5); }},
+      {"relational_attention: implementation must be one of 'auto', 'materialize', 'blockwise', "
+       "'sdpa', got 'fast'",
+       [&] { call(good, wr, std::nullopt, false, false, "identity", 0.0, "fast"); }},
+      {"relational_attention: block_size must be positive, got 0",
+       [&] { call(good, wr, std::nullopt, false, false, "identity", 0.0, "blockwise", 0); }},
+      {"relational_attention: the SDPA implementation needs rel_activation 'identity'",
+       [&] { call(good, wr, std::nullopt, false, false, "tanh", 0.0, "sdpa"); }},
+      {"relational_attention: the blockwise implementation needs as many keys as queries, got 5 "
+       "queries (q) and 7 keys (k)",
+       [&] {
+         auto o = with([](OpInputs& o) {
+           o.k = torch::randn({2, 7, 2, 6});
+           o.k_rel = torch::randn({2, 7, 2, 4});
+           o.sv = torch::randn({2, 7, 2, 8});
+         });
+         call(o, wr, std::nullopt, false, false, "identity", 0.0, "blockwise");
+       }},
+  };
+  for (const auto& [expected, run_bad] : bad) {
+    try {
+      run_bad();
+      ADD_FAILURE() << "expected an error containing: " << expected;
+    } catch (const c10::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(expected), std::string::npos)
+          << "expected: " << expected << "\ngot: " << e.what_without_backtrace();
+    }
+  }
+  // A mask broadcastable to [n, m] is accepted, and a cache's extra keys materialise.
+  auto row = torch::ones({1, 5}, torch::kBool);
+  EXPECT_NO_THROW(call(good, wr, row, false, false, "identity", 0.0, "blockwise"));
+}
+
+// bfloat16 runs forward and backward on every path, close to float32.
+TEST(RelationalAttentionOp, RunsInBfloat16OnEveryPath) {
+  torch::manual_seed(7);
+  const int64_t b = 2, n = 24, h = 4, g = 2, kd = 8, hd = 8, R = 4, dr = 8;
+  auto make = [](std::vector<int64_t> shape) { return torch::randn(shape) * 0.5; };
+  std::vector<torch::Tensor> inputs = {make({b, n, h, kd}), make({b, n, g, kd}),
+                                       make({b, n, R, dr}), make({b, n, R, dr}),
+                                       make({b, n, g, hd}), make({h, hd, R})};
+  auto run_in = [&](torch::Dtype dtype, const std::string& path) {
+    std::vector<torch::Tensor> leaves;
+    for (const auto& t : inputs) leaves.push_back(t.to(dtype).detach().requires_grad_(true));
+    auto heads = std::get<0>(relational_attention_op().call(
+        leaves[0], leaves[1], leaves[2], leaves[3], leaves[4], leaves[5], std::nullopt, true, false,
+        "identity", 0.0, false, path, 8));
+    heads.sum().backward();
+    std::vector<torch::Tensor> results = {heads.detach().to(torch::kFloat)};
+    for (const auto& t : leaves) results.push_back(t.grad().to(torch::kFloat));
+    return results;
+  };
+  for (const std::string path : {"materialize", "blockwise", "sdpa"}) {
+    SCOPED_TRACE(path);
+    auto expected = run_in(torch::kFloat, path), actual = run_in(torch::kBFloat16, path);
+    for (size_t i = 0; i < expected.size(); ++i) {
+      EXPECT_LE(relative_error(expected[i], actual[i]), 5e-2) << "result " << i;
+    }
+  }
+}
+
+TEST(SymbolicAttentionOp, IsTheModulesRetrievalAfterItsQueryProjection) {
+  torch::manual_seed(8);
+  SymbolicAttention module(SymbolicAttentionOptions(32, 4, 6));
+  auto x = torch::randn({2, 5, 32});
+  auto query = module->q_proj(x);
+  auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("dual_attention::symbolic_attention", "")
+          .typed<torch::Tensor(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&,
+                               int64_t, double, std::optional<double>)>();
+  auto out =
+      op.call(query, module->template_features, module->symbol_library, 4, 0.0, std::nullopt);
+  EXPECT_TRUE(torch::allclose(out, module->forward(x)));
+  // The formula, head by head: softmax(q_h F_h^T / sqrt(8)) S_h.
+  auto q = query.view({2, 5, 4, 8}), f = module->template_features.view({6, 4, 8});
+  auto s = module->symbol_library.view({6, 4, 8});
+  auto weights = torch::softmax(torch::einsum("bnhd,khd->bhnk", {q, f}) / std::sqrt(8.0), -1);
+  auto expected = torch::einsum("bhnk,khd->bnhd", {weights, s}).reshape({2, 5, 32});
+  EXPECT_TRUE(torch::allclose(out, expected, 1e-5, 1e-6));
+  try {
+    op.call(query, module->template_features, module->symbol_library.slice(0, 0, 5), 4, 0.0,
+            std::nullopt);
+    FAIL() << "expected an error";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("symbolic_attention: symbol_library must be [n_symbols, "
+                                         "d] = [6, 32] like template_features, got shape [5, 32]"),
+              std::string::npos)
+        << e.what_without_backtrace();
+  }
 }
