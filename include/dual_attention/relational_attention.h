@@ -108,12 +108,12 @@ class RelationalAttentionImpl : public torch::nn::Cloneable<RelationalAttentionI
                                LayerCache& cache, const CacheStep& step);
 
   // Not constructor keywords (the Options mirror the reference's): set them on the module.
-  Implementation implementation = Implementation::Auto;
+  Implementation implementation = ops::RelationalAttentionImplementation::Auto;
   static constexpr int64_t kMaterializeMaxLength = ops::kMaterializeMaxLength;
   static constexpr int64_t kMaterializeMaxElements = ops::kMaterializeMaxElements;
   int64_t block_size = 128;  // most query rows per block of the blockwise path
   // The path the last forward took (Auto resolved), for tests and benchmarks.
-  Implementation last_implementation = Implementation::Materialize;
+  Implementation last_implementation = ops::RelationalAttentionImplementation::Materialize;
 
   RelationalAttentionOptions options;
   int64_t n_relations = 0, n_kv_heads = 0, total_n_heads = 0, head_dim = 0, key_dim = 0,

@@ -221,7 +221,15 @@ def doc_program():
     work = BUILD / "docs-examples"
     work.mkdir(parents=True, exist_ok=True)
     source = translation_unit()
-    digest = hashlib.sha256(source.encode()).hexdigest()
+    # Rebuilt when the blocks, the public headers or the library change (an old program linked
+    # against a changed library fails with an undefined symbol, not a clear message).
+    key = hashlib.sha256(source.encode())
+    for header in sorted((ROOT / "include").rglob("*.h")):
+        key.update(header.read_bytes())
+    for library in sorted(BUILD.glob("libdual_attention.so*")):
+        info = library.stat()
+        key.update(f"{library.name}:{info.st_size}:{info.st_mtime_ns}".encode())
+    digest = key.hexdigest()
     exe, stamp = work / "doc_blocks", work / "doc_blocks.sha256"
     if exe.exists() and stamp.exists() and stamp.read_text() == digest:
         return exe
