@@ -2,8 +2,9 @@
 
 A drop-in for the reference package ``dual_attention`` (0.0.7): the same modules, class names,
 constructor keywords, forward signatures, returns and state_dict keys, so that code written for it
-runs after changing the import. Every class is a ``torch.nn.Module`` whose computation runs in C++
-(see docs/python.md).
+runs after changing the import. Every class is a ``torch.nn.Module`` that owns its parameters and
+composes in Python, with the heavy maths in C++ operators (``torch.ops.dual_attention.*``; see
+docs/python.md).
 """
 
 import torch  # noqa: F401  (loads libtorch before the extension)

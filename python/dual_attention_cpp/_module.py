@@ -107,6 +107,8 @@ def _new_module(cpp: Any, seen: Dict[Any, Any]) -> nn.Module:
     _build(module, cpp, optional, seen)
     if isinstance(module, CppModule):
         module._after_build()
+    elif cls is _NotBuilt:
+        module.__dict__["_cpp_type"] = cpp._type_name()
     return module
 
 

@@ -261,6 +261,28 @@ class RelationalAttention(CppModule, cpp=_C.RelationalAttention):
         self._block_size = value
 
 
+def _checked_projections(module, owner, wq, wk, x, symbols, freqs_cos, freqs_sin, attn_mask,
+                         is_causal):
+    """What both cross-attention ablations start with: their inputs checked, the boolean mask
+    ([n, n] or None), q = wq(x) [b, n, h, hd] and k = wk(x) [b, n, g, hd] with RoPE when given, and
+    sv = W_v s [b, n, g, hd] ([n, n, g, hd] with relative symbols)."""
+    arguments = dict(
+        x=x, symbols=symbols, freqs_cos=freqs_cos, freqs_sin=freqs_sin, attn_mask=attn_mask,
+        is_causal=is_causal,
+    )
+    _check_inputs(owner, arguments, module.d_model, module.use_relative_positional_symbols)
+    b, n = x.shape[0], x.shape[1]
+    h, g, hd = module.n_heads, module.n_kv_heads, module.head_dim
+    rope = _check_rope_inputs(freqs_cos, freqs_sin, n, hd, owner)
+    mask = _resolve_attn_mask(attn_mask, is_causal, n, n, x.device, owner)
+    q = wq(x).view(b, n, h, hd)
+    k = wk(x).view(b, n, g, hd)
+    if rope:
+        q, k = apply_rotary_emb(q, k, freqs_cos, freqs_sin)
+    sv = module.wv(symbols)  # [b, n, g * hd], or [n, n, g * hd] when relative
+    return mask, q, k, sv.view(sv.shape[0], sv.shape[1], g, hd)
+
+
 class RelationalCrossAttention(CppModule, cpp=_C.RelationalCrossAttention):
     """Relational cross-attention (RCA; Altabaa et al., ICLR 2024): ``A_i = sum_j act(<W_q x_i,
     W_k x_j> / sqrt(head_dim)) W_v s_j``, an ablation variant for dual attention (ra_type 'rca').
@@ -304,24 +326,12 @@ class RelationalCrossAttention(CppModule, cpp=_C.RelationalCrossAttention):
         Parameters are as for ``RelationalAttention.forward``. Returns ``(output
         [batch, len, head_dim * n_heads], scores [batch, n_heads, len, len])``.
         """
-        owner = "RelationalCrossAttention"
-        relative = self.use_relative_positional_symbols
-        arguments = dict(
-            x=x, symbols=symbols, freqs_cos=freqs_cos, freqs_sin=freqs_sin, attn_mask=attn_mask,
-            is_causal=is_causal,
+        mask, q, k, sv = _checked_projections(
+            self, "RelationalCrossAttention", self.wq, self.wk, x, symbols, freqs_cos, freqs_sin,
+            attn_mask, is_causal,
         )
-        _check_inputs(owner, arguments, self.d_model, relative)
-        b, n = x.shape[0], x.shape[1]
-        h, g, hd = self.n_heads, self.n_kv_heads, self.head_dim
-        rope = _check_rope_inputs(freqs_cos, freqs_sin, n, hd, owner)
-        mask = _resolve_attn_mask(attn_mask, is_causal, n, n, x.device, owner)
-
-        q = self.wq(x).view(b, n, h, hd)
-        k = self.wk(x).view(b, n, g, hd)
-        if rope:
-            q, k = apply_rotary_emb(q, k, freqs_cos, freqs_sin)
-        sv = self.wv(symbols)  # [b, n, g * hd], or [n, n, g * hd] when relative
-        sv = sv.view(sv.shape[0], sv.shape[1], g, hd)
+        b, n, h, hd = x.shape[0], x.shape[1], self.n_heads, self.head_dim
+        relative = self.use_relative_positional_symbols
 
         # A_i = sum_j act(<q_i, k_j> / sqrt(head_dim)) W_v s_j. Softmax masks with -inf before it;
         # another activation is zeroed after it where the mask is False.
@@ -379,26 +389,14 @@ class DisentangledRelationalCrossAttention(CppModule, cpp=_C.DisentangledRelatio
         [batch, len, head_dim * n_heads], attention scores [batch, n_heads, len, len], relation
         scores [batch, n_heads, len, len])``.
         """
-        owner = "DisentangledRelationalCrossAttention"
-        relative = self.use_relative_positional_symbols
-        arguments = dict(
-            x=x, symbols=symbols, freqs_cos=freqs_cos, freqs_sin=freqs_sin, attn_mask=attn_mask,
-            is_causal=is_causal,
+        mask, q, k, sv = _checked_projections(  # RoPE on the attention pair only, as the reference
+            self, "DisentangledRelationalCrossAttention", self.wq_attn, self.wk_attn, x, symbols,
+            freqs_cos, freqs_sin, attn_mask, is_causal,
         )
-        _check_inputs(owner, arguments, self.d_model, relative)
-        b, n = x.shape[0], x.shape[1]
-        h, g, hd = self.n_heads, self.n_kv_heads, self.head_dim
-        rope = _check_rope_inputs(freqs_cos, freqs_sin, n, hd, owner)
-        mask = _resolve_attn_mask(attn_mask, is_causal, n, n, x.device, owner)
-
-        q = self.wq_attn(x).view(b, n, h, hd)
-        k = self.wk_attn(x).view(b, n, g, hd)
-        if rope:  # on the attention pair only, as in the reference
-            q, k = apply_rotary_emb(q, k, freqs_cos, freqs_sin)
+        b, n, h, g, hd = x.shape[0], x.shape[1], self.n_heads, self.n_kv_heads, self.head_dim
+        relative = self.use_relative_positional_symbols
         q_rel = self.wq_rel(x).view(b, n, h, hd)
         k_rel = self.wk_rel(x).view(b, n, g, hd)
-        sv = self.wv(symbols)  # [b, n, g * hd], or [n, n, g * hd] when relative
-        sv = sv.view(sv.shape[0], sv.shape[1], g, hd)
 
         # A_i = sum_j softmax_j(<q_i, k_j>) act(<qrel_i, krel_j>) W_v s_j, both scaled by
         # 1/sqrt(head_dim). The relation keys are grouped like the attention keys (the reference
