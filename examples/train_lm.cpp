@@ -5,10 +5,12 @@
 // reference), and a sample from the trained model. Also shipped as `dual-attention train`.
 //
 //   train_lm --config model.json --out OUT [options] FILE...
+//   torchrun --nproc_per_node=2 --no-python train_lm ...      (data parallel, docs/distributed.md)
 //
 // FILE: text files (tokenized with --tokenizer, the token file cached as FILE.<encoding>.bin) or
 // token files already (*.bin: uint16 ids, uint32 for vocabularies above 65536).
 // model.json: the model's constructor keywords, as in Python: DualAttnTransformerLM(**config).
+#include <dual_attention/distributed.h>
 #include <dual_attention/language_models.h>
 #include <dual_attention/pretrained.h>
 #include <dual_attention/tokenizer.h>
@@ -19,11 +21,13 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -31,6 +35,7 @@
 
 using namespace dual_attention;
 using namespace dual_attention::training;
+namespace dist = dual_attention::distributed;
 
 namespace {
 
@@ -57,6 +62,8 @@ Trains a language model on FILE... (text, or token files *.bin) and saves it in 
   --stop-at N        stop after step N as an interruption would (for resume tests)
   --lr X             peak learning rate (default 6e-4); --min-lr X (default lr / 10)
   --warmup N         warmup steps (default 100, at most max-steps)
+  --optimizer O      adamw (default; the reference's decay groups) or sgd (the same groups,
+                     weight decay as L2, --momentum X, default 0)
   --weight-decay X   (default 0.1); --beta1 X (0.9); --beta2 X (0.95)
   --grad-clip X      clip the gradient norm to X (default 1.0; 0 = off)
   --eval-every N     held-out loss every N steps (default 100); --eval-iters N batches (20)
@@ -68,6 +75,11 @@ Trains a language model on FILE... (text, or token files *.bin) and saves it in 
   --log F            append "step,loss,lr,val_loss" per step to F (CSV)
   --prompt TEXT      after training, continue TEXT and print it
   --max-new-tokens N (default 100); --temperature X (0.8); --top-k N (40)
+  --dist-timeout S   data parallel: seconds a collective may wait for the other ranks (1800)
+
+Data parallel: started by torchrun (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT set),
+each process trains on its own --batch-size windows of every global batch, gradients are
+all-reduced by c10d (gloo on the CPU), and rank 0 alone prints, logs and writes OUT.
 )";
 
 // --name value pairs and positional FILEs.
@@ -104,7 +116,8 @@ Args parse_args(int argc, char** argv) {
       "--lr",         "--min-lr",         "--warmup",      "--weight-decay", "--beta1",
       "--beta2",      "--grad-clip",      "--eval-every",  "--eval-iters",   "--val-fraction",
       "--seed",       "--threads",        "--device",      "--autocast",     "--log",
-      "--prompt",     "--max-new-tokens", "--temperature", "--top-k"};
+      "--prompt",     "--max-new-tokens", "--temperature", "--top-k",        "--optimizer",
+      "--momentum",   "--dist-timeout"};
   Args args;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -138,6 +151,29 @@ Encoding load_encoding(const std::string& spec) {
                   [tok](const std::vector<int64_t>& ids) { return tok->decode(ids); }};
 }
 
+// AdamW over the reference's decay groups (the model's configure_optimizers), or SGD over the
+// same groups.
+template <class Model>
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const Args& args, Model& model, double lr) {
+  auto adamw =
+      model->configure_optimizers(args.number("--weight-decay", 0.1), lr,
+                                  {args.number("--beta1", 0.9), args.number("--beta2", 0.95)});
+  const std::string name = args.get("--optimizer", "adamw");
+  if (name == "adamw") return std::make_unique<torch::optim::AdamW>(std::move(adamw));
+  if (name != "sgd") throw UsageError("--optimizer must be adamw or sgd, got '" + name + "'");
+  const double momentum = args.number("--momentum", 0.0);
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  for (auto& group : adamw.param_groups()) {
+    const double decay =
+        static_cast<const torch::optim::AdamWOptions&>(group.options()).weight_decay();
+    groups.emplace_back(group.params(),
+                        std::make_unique<torch::optim::SGDOptions>(
+                            torch::optim::SGDOptions(lr).momentum(momentum).weight_decay(decay)));
+  }
+  return std::make_unique<torch::optim::SGD>(std::move(groups),
+                                             torch::optim::SGDOptions(lr).momentum(momentum));
+}
+
 // The training loop for one model class.
 template <class Model>
 int train(const Args& args) {
@@ -148,7 +184,19 @@ int train(const Args& args) {
   const uint64_t seed = args.integer("--seed", 1337);
   torch::manual_seed(seed);
   if (args.has("--threads")) torch::set_num_threads(args.integer("--threads", 1));
-  const torch::Device device(args.get("--device", torch::cuda::is_available() ? "cuda" : "cpu"));
+
+  // Data parallel when torchrun started us: rank 0 alone prints, logs and writes.
+  const auto launch = dist::LaunchEnvironment::from_env();
+  c10::intrusive_ptr<c10d::ProcessGroup> group;
+  if (launch.is_distributed()) {
+    const double timeout = args.number("--dist-timeout", 1800.0);
+    if (!(timeout > 0)) throw UsageError("--dist-timeout must be positive seconds");
+    group = dist::init_process_group(
+        launch, std::chrono::milliseconds(static_cast<int64_t>(timeout * 1000.0)));
+  }
+  const bool main_process = launch.rank == 0;
+  torch::Device device(args.get("--device", torch::cuda::is_available() ? "cuda" : "cpu"));
+  if (device.is_cuda() && launch.is_distributed()) device.set_index(launch.local_rank);
   const bool bf16 = args.get("--autocast", device.is_cuda() ? "bf16" : "none") == "bf16";
 
   // The model: built from the config, or read back from the checkpoint to resume.
@@ -163,7 +211,7 @@ int train(const Args& args) {
     } catch (const c10::Error& e) {
       TORCH_CHECK(false, config_path, ": ", e.what_without_backtrace());
     }
-    check_writable_folder(out);  // fail now, not after the first evaluation
+    if (main_process) check_writable_folder(out);  // fail now, not after the first evaluation
   }
   model->to(device);
   model->train();
@@ -179,6 +227,8 @@ int train(const Args& args) {
   std::optional<Encoding> encoding;
   std::vector<std::string> token_files;
   TORCH_CHECK(!args.files.empty(), "no input FILE given (text or token files)");
+  // Rank 0 tokenizes (and caches) first; the others then find the token files.
+  if (group && !main_process) dist::barrier(group);
   for (const auto& file : args.files) {
     if (file.size() > 4 && file.substr(file.size() - 4) == ".bin") {
       token_files.push_back(file);
@@ -191,6 +241,7 @@ int train(const Args& args) {
     token_files.push_back(
         tokenize_file(file, encoding->name, options.vocab_size(), encoding->encode));
   }
+  if (group && main_process) dist::barrier(group);
   const double val_fraction = args.number("--val-fraction", 0.1);
   TORCH_CHECK(val_fraction > 0.0 && val_fraction < 1.0, "--val-fraction must be in (0, 1), got ",
               val_fraction);
@@ -201,29 +252,54 @@ int train(const Args& args) {
   const int64_t batch_size = args.integer("--batch-size", 8);
   const int64_t grad_accum = args.integer("--grad-accum", 1);
   TORCH_CHECK(grad_accum >= 1, "--grad-accum must be >= 1, got ", grad_accum);
-  RandomBatches train_batches(train_data, batch_size, seed);
-  RandomBatches val_batches(val_data, batch_size, seed + 1);
+  RandomBatches train_batches(train_data, batch_size, seed, launch.rank, launch.world_size);
+  RandomBatches val_batches(val_data, batch_size, seed + 1, launch.rank, launch.world_size);
+  const int64_t tokens_per_step = batch_size * grad_accum * block_size * launch.world_size;
 
   // AdamW over the reference's two groups, the cosine schedule, and the state to resume.
   const double lr = args.number("--lr", 6e-4);
   const int64_t max_steps = args.integer("--max-steps", 1000);
   TORCH_CHECK(max_steps >= 0, "--max-steps must be >= 0, got ", max_steps);
-  auto optimizer =
-      model->configure_optimizers(args.number("--weight-decay", 0.1), lr,
-                                  {args.number("--beta1", 0.9), args.number("--beta2", 0.95)});
+  const auto optimizer = make_optimizer(args, model, lr);
   const auto schedule =
       CosineScheduleOptions(lr, std::min(args.integer("--warmup", 100), max_steps), max_steps)
           .min_lr(args.number("--min-lr", lr / 10));
   TrainingState state;
+  const std::string optimizer_name = args.get("--optimizer", "adamw");
   if (resume) {
-    state = load_checkpoint(out, optimizer);
+    state = load_checkpoint(out, *optimizer);
+    const std::string saved = state.extra.value("optimizer", std::string("adamw"));
+    if (saved != optimizer_name) {
+      throw UsageError("the checkpoint in " + out + " was trained with --optimizer " + saved +
+                       ", not " + optimizer_name);
+    }
     train_batches.set_position(state.data_position);
-    std::cout << "resumed from " << out << " at step " << state.step << "\n";
+    if (main_process) std::cout << "resumed from " << out << " at step " << state.step << "\n";
   }
-  state.extra = {{"model_class", args.get("--model-class", "DualAttnTransformerLM")}};
-  std::cout << "model: " << model->get_num_params()
-            << " parameters; data: " << train_data->num_tokens() << " training tokens, "
-            << val_data->num_tokens() << " held out, in " << token_files.size() << " file(s)\n";
+  state.extra = {{"model_class", args.get("--model-class", "DualAttnTransformerLM")},
+                 {"optimizer", optimizer_name}};
+  // Every rank starts from rank 0's weights; then each draws its own dropout masks (rank 0 keeps
+  // the stream of a single process; the checkpoint holds rank 0's RNG state, so on resuming the
+  // other ranks reseed from (seed, rank, step)).
+  const auto params = distinct_parameters(*model);
+  std::unique_ptr<dist::DistributedDataParallel> ddp;
+  if (group) {
+    ddp = std::make_unique<dist::DistributedDataParallel>(params, group);
+    if (!main_process) {
+      torch::manual_seed(seed + 1000003ULL * static_cast<uint64_t>(launch.rank) +
+                         static_cast<uint64_t>(state.step));
+    }
+  }
+  if (main_process) {
+    std::cout << "model: " << model->get_num_params()
+              << " parameters; data: " << train_data->num_tokens() << " training tokens, "
+              << val_data->num_tokens() << " held out, in " << token_files.size() << " file(s)";
+    if (group) {
+      std::cout << "; " << launch.world_size << " processes, " << batch_size
+                << " windows each per micro-batch";
+    }
+    std::cout << "\n";
+  }
 
   auto loss_of = [&](const torch::Tensor& x, const torch::Tensor& y) {
     AutocastGuard autocast(device.type(), bf16);
@@ -234,9 +310,8 @@ int train(const Args& args) {
   const int64_t stop_at = args.integer("--stop-at", max_steps);
   const double max_time = args.number("--max-time", 0.0);
   const double grad_clip = args.number("--grad-clip", 1.0);
-  const auto params = distinct_parameters(*model);
   std::ofstream log;
-  if (args.has("--log")) log.open(args.get("--log", ""), std::ios::app);
+  if (args.has("--log") && main_process) log.open(args.get("--log", ""), std::ios::app);
   const auto start = std::chrono::steady_clock::now();
   auto warm = start;  // the end of the first step (allocations, caches): tok/s counts from here
   std::chrono::duration<double> eval_time{0.0};  // evaluations and saves, not counted in tok/s
@@ -245,37 +320,45 @@ int train(const Args& args) {
 
   while (state.step < std::min(max_steps, stop_at)) {
     const double step_lr = cosine_learning_rate(state.step, schedule);
-    set_learning_rate(optimizer, step_lr);
-    optimizer.zero_grad();
+    set_learning_rate(*optimizer, step_lr);
+    optimizer->zero_grad();
     double loss_sum = 0.0;
     for (int64_t micro = 0; micro < grad_accum; ++micro) {
       auto [x, y] = train_batches.next();
       torch::Tensor loss =
           loss_of(x, y) / static_cast<double>(grad_accum);  // the mean over micro-batches
+      // Data parallel: the last micro-batch's backward all-reduces the accumulated gradients.
+      if (ddp && micro == grad_accum - 1) ddp->prepare_for_backward(loss);
       loss.backward();
       loss_sum += loss.item<double>();
     }
+    if (group) loss_sum = dist::all_reduce_mean(group, loss_sum);
     clip_grad_norm(params, grad_clip);
-    optimizer.step();
+    optimizer->step();
     ++state.step;
     state.data_position = train_batches.position();
     if (state.step == first_step + 1) warm = std::chrono::steady_clock::now();
-    progress.update(state.step, loss_sum, step_lr, batch_size * grad_accum * block_size);
+    if (main_process) progress.update(state.step, loss_sum, step_lr, tokens_per_step);
 
     const double elapsed =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const bool out_of_time = max_time > 0 && elapsed >= max_time;
+    bool out_of_time = max_time > 0 && elapsed >= max_time;
+    // Every rank stops at the same step, or the others would wait for it forever.
+    if (group && max_time > 0) out_of_time = dist::all_reduce_mean(group, out_of_time) > 0;
     const bool last = state.step == max_steps || state.step == stop_at || out_of_time;
     double val_loss = std::nan("");
     if (state.step % eval_every == 0 || last) {
       const auto eval_start = std::chrono::steady_clock::now();
       val_loss = estimate_loss(*model, loss_of, val_batches, eval_iters);
+      if (group) val_loss = dist::all_reduce_mean(group, val_loss);
       state.best_val_loss = std::min(state.best_val_loss, val_loss);
-      progress.clear();
-      std::printf("step %lld: train loss %.4f, val loss %.4f, lr %.2e, %.0f s\n",
-                  static_cast<long long>(state.step), loss_sum, val_loss, step_lr, elapsed);
-      std::fflush(stdout);
-      save_checkpoint(out, model, optimizer, state);
+      if (main_process) {
+        progress.clear();
+        std::printf("step %lld: train loss %.4f, val loss %.4f, lr %.2e, %.0f s\n",
+                    static_cast<long long>(state.step), loss_sum, val_loss, step_lr, elapsed);
+        std::fflush(stdout);
+        save_checkpoint(out, model, *optimizer, state);
+      }
       eval_time += std::chrono::steady_clock::now() - eval_start;
     }
     if (log.is_open()) {
@@ -285,10 +368,11 @@ int train(const Args& args) {
       log << line << std::flush;
     }
     if (out_of_time) {
-      std::cout << "stopping: --max-time " << max_time << " s reached\n";
+      if (main_process) std::cout << "stopping: --max-time " << max_time << " s reached\n";
       break;
     }
   }
+  if (!main_process) return 0;
   const int64_t timed_steps = state.step - first_step - 1;
   if (timed_steps > 0) {
     const double seconds =
@@ -296,7 +380,7 @@ int train(const Args& args) {
     std::printf(
         "trained %lld steps in %.1f s: %.0f tok/s (after the first step, without evaluations)\n",
         static_cast<long long>(timed_steps), seconds,
-        static_cast<double>(timed_steps * batch_size * grad_accum * block_size) / seconds);
+        static_cast<double>(timed_steps * tokens_per_step) / seconds);
   }
   std::cout << "model saved in " << out << " (step " << state.step << ")\n";
 
@@ -316,6 +400,15 @@ int train(const Args& args) {
               << "\n----------------\n";
   }
   return 0;
+}
+
+// "rank R of W: " under a distributed launch, so that each process's error says which it is.
+std::string rank_prefix(const std::string& message) {
+  const char* rank = std::getenv("RANK");
+  const char* world = std::getenv("WORLD_SIZE");
+  if (rank == nullptr || world == nullptr || std::string(world) == "1") return "";
+  if (message.rfind("rank ", 0) == 0) return "";  // distributed.h's errors name it already
+  return std::string("rank ") + rank + " of " + world + ": ";
 }
 
 }  // namespace
@@ -343,10 +436,11 @@ int train_lm_main(int argc, char** argv) {
     std::cerr << "train_lm: " << e.what() << "\n" << kUsage;
     return 2;
   } catch (const c10::Error& e) {
-    std::cerr << "train_lm: error: " << e.what_without_backtrace() << "\n";
+    const std::string message = e.what_without_backtrace();
+    std::cerr << "train_lm: error: " << rank_prefix(message) << message << "\n";
     return 1;
   } catch (const std::exception& e) {
-    std::cerr << "train_lm: error: " << e.what() << "\n";
+    std::cerr << "train_lm: error: " << rank_prefix(e.what()) << e.what() << "\n";
     return 1;
   }
 }

@@ -10,7 +10,7 @@ export CCACHE_SLOPPINESS="${CCACHE_SLOPPINESS:-pch_defines,time_macros,include_f
 
 # clang and libclang-rt-dev: scripts/sanitize.sh (ASan + UBSan, in test.sh) and scripts/fuzz.sh.
 APT_PACKAGES=(cmake g++ clang libclang-rt-dev ninja-build ccache clang-format libgtest-dev
-  nlohmann-json3-dev libcurl4-openssl-dev libpcre2-dev libcpp-httplib-dev chromium doxygen
+  nlohmann-json3-dev libcurl4-openssl-dev libpcre2-dev libgloo-dev libcpp-httplib-dev chromium doxygen
   zlib1g-dev pkg-config)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

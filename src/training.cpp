@@ -197,18 +197,25 @@ torch::Tensor TokenDataset::window(int64_t index) const {
 }
 
 RandomBatches::RandomBatches(std::shared_ptr<const TokenDataset> dataset, int64_t batch_size,
-                             uint64_t seed)
-    : dataset_(std::move(dataset)), batch_size_(batch_size), seed_(seed) {
+                             uint64_t seed, int64_t rank, int64_t world_size)
+    : dataset_(std::move(dataset)),
+      batch_size_(batch_size),
+      seed_(seed),
+      rank_(rank),
+      world_size_(world_size) {
   TORCH_CHECK(dataset_, "RandomBatches: dataset is null");
   TORCH_CHECK(batch_size > 0, "RandomBatches: batch_size must be positive, got ", batch_size);
+  TORCH_CHECK(world_size > 0, "RandomBatches: world_size must be positive, got ", world_size);
+  TORCH_CHECK(rank >= 0 && rank < world_size,
+              "RandomBatches: rank must be in [0, world_size = ", world_size, "), got ", rank);
 }
 
 std::pair<torch::Tensor, torch::Tensor> RandomBatches::next() {
   std::vector<torch::Tensor> windows;
   windows.reserve(batch_size_);
   const uint64_t batch_key = mix64(seed_ ^ mix64(static_cast<uint64_t>(position_)));
-  for (int64_t i = 0; i < batch_size_; ++i) {
-    const uint64_t bits = mix64(batch_key + static_cast<uint64_t>(i));
+  for (int64_t i = rank_ * batch_size_; i < (rank_ + 1) * batch_size_; ++i) {
+    const uint64_t bits = mix64(batch_key + static_cast<uint64_t>(i));  // row i of the global batch
     windows.push_back(dataset_->window(uniform_below(bits, dataset_->num_windows())));
   }
   ++position_;

@@ -102,9 +102,15 @@ class TokenDataset {
 
 // Batches of windows drawn uniformly at random (with replacement, as nanoGPT's get_batch). Batch
 // number p depends only on (seed, p): the order is reproducible and resumes at any position.
+//
+// Data parallel: with world_size processes, batch p is a global batch of world_size * batch_size
+// windows, and the process of rank r reads rows [r * batch_size, (r + 1) * batch_size) of it, only
+// those windows. Together the ranks read exactly the batch that one process with batch_size *
+// world_size (rank 0 of 1) draws.
 class RandomBatches {
  public:
-  RandomBatches(std::shared_ptr<const TokenDataset> dataset, int64_t batch_size, uint64_t seed);
+  RandomBatches(std::shared_ptr<const TokenDataset> dataset, int64_t batch_size, uint64_t seed,
+                int64_t rank = 0, int64_t world_size = 1);
 
   // (x, y): [batch_size, block_size] int64 each, y the next tokens of x.
   std::pair<torch::Tensor, torch::Tensor> next();
@@ -117,6 +123,7 @@ class RandomBatches {
   std::shared_ptr<const TokenDataset> dataset_;
   int64_t batch_size_;
   uint64_t seed_;
+  int64_t rank_, world_size_;
   int64_t position_ = 0;
 };
 

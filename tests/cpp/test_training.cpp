@@ -191,6 +191,41 @@ TEST(RandomBatches, OrderDependsOnlyOnSeedAndPosition) {
   EXPECT_FALSE(torch::equal(xs[0], xs[1]));
 }
 
+TEST(RandomBatches, RanksTogetherReadTheSingleProcessBatch) {
+  TempDir dir;
+  std::vector<int64_t> tokens(1000);
+  for (int64_t i = 0; i < 1000; ++i) tokens[i] = i % 997;
+  write_token_file(dir / "t.bin", tokens, 1000);
+  auto data = std::make_shared<TokenDataset>(std::vector<std::string>{dir / "t.bin"}, 1000, 16);
+  RandomBatches whole(data, 6, 7);  // one process, the global batch
+  RandomBatches rank0(data, 2, 7, 0, 3), rank1(data, 2, 7, 1, 3), rank2(data, 2, 7, 2, 3);
+  rank1.set_position(1);
+  whole.set_position(1);
+  rank0.set_position(1);
+  rank2.set_position(1);
+  auto [x, y] = whole.next();
+  auto [x0, y0] = rank0.next();
+  auto [x1, y1] = rank1.next();
+  auto [x2, y2] = rank2.next();
+  EXPECT_TRUE(torch::equal(torch::cat({x0, x1, x2}), x));
+  EXPECT_TRUE(torch::equal(torch::cat({y0, y1, y2}), y));
+  EXPECT_FALSE(torch::equal(x0, x1));
+  // Rank 0 of 1 is the plain constructor.
+  RandomBatches plain(data, 6, 7), explicit_single(data, 6, 7, 0, 1);
+  EXPECT_TRUE(torch::equal(plain.next().first, explicit_single.next().first));
+}
+
+TEST(RandomBatches, RankOutsideWorldIsAnError) {
+  TempDir dir;
+  write_token_file(dir / "t.bin", std::vector<int64_t>(100, 1), 8);
+  auto data = std::make_shared<TokenDataset>(std::vector<std::string>{dir / "t.bin"}, 8, 4);
+  std::string message = error_of([&] { RandomBatches(data, 2, 0, 2, 2); });
+  EXPECT_NE(message.find("rank must be in [0, world_size = 2), got 2"), std::string::npos)
+      << message;
+  message = error_of([&] { RandomBatches(data, 2, 0, 0, 0); });
+  EXPECT_NE(message.find("world_size must be positive, got 0"), std::string::npos) << message;
+}
+
 // ---- optimisation --------------------------------------------------------------------------
 
 TEST(CosineSchedule, FollowsWarmupThenCosineFormula) {
