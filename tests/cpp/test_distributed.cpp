@@ -18,8 +18,10 @@
 #include "dual_attention/distributed.h"
 #include "dual_attention/language_models.h"
 #include "dual_attention/training.h"
+#include "test_support.h"
 
 using namespace dual_attention;
+using test_support::expect_error;
 namespace dist = dual_attention::distributed;
 
 namespace {
@@ -54,16 +56,6 @@ class ScopedEnv {
 
 const std::optional<std::string> kUnset = std::nullopt;
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  }
-  return "(no error)";
-}
-
 // A TCP port free on loopback now (the kernel's choice for port 0).
 int64_t free_port() {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -77,6 +69,16 @@ int64_t free_port() {
   EXPECT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length), 0);
   close(fd);
   return ntohs(addr.sin_port);
+}
+
+// A launch on this machine.
+dist::LaunchEnvironment loopback(int64_t rank, int64_t world_size, int64_t port) {
+  dist::LaunchEnvironment launch;
+  launch.rank = launch.local_rank = rank;
+  launch.world_size = world_size;
+  launch.master_addr = "127.0.0.1";
+  launch.master_port = port;
+  return launch;
 }
 
 DualAttnTransformerLM tiny_lm() {
@@ -141,8 +143,7 @@ TEST(LaunchEnvironment, MalformedOrPartialVariablesAreErrorsNamingThem) {
     auto values = good;
     for (const auto& [name, value] : change) values[name] = value;
     ScopedEnv env(values);
-    const std::string message = error_of([] { dist::LaunchEnvironment::from_env(); });
-    EXPECT_NE(message.find(expected), std::string::npos) << message;
+    expect_error([] { dist::LaunchEnvironment::from_env(); }, {expected});
   }
 }
 
@@ -163,17 +164,22 @@ TEST(DistributedDataParallel, TwoRanksTakeTheSingleProcessStep) {
   for (const auto& p : reference_params) reference_grads.push_back(p.grad().clone());
   torch::optim::SGD(reference_params, torch::optim::SGDOptions(0.5)).step();
 
+  // Built here: the default generator is shared by the threads, so the ranks must not draw from
+  // it at once.
+  std::vector<DualAttnTransformerLM> models;
+  for (uint64_t seed : {1, 2}) {  // rank 1's own initial weights are discarded
+    torch::manual_seed(seed);
+    models.push_back(tiny_lm());
+  }
   const int64_t port = free_port();
   std::vector<std::vector<torch::Tensor>> grads(2), weights(2);
   std::vector<int64_t> buckets(2, 0);
   std::vector<std::string> errors(2);
   auto run_rank = [&](int64_t rank) {
     try {
-      torch::manual_seed(rank == 0 ? 1 : 2);  // rank 1's own initial weights are discarded
-      auto model = tiny_lm();
+      auto& model = models[rank];
       auto params = training::distinct_parameters(*model);
-      auto group =
-          dist::init_process_group({rank, 2, rank, "127.0.0.1", port}, std::chrono::seconds(60));
+      auto group = dist::init_process_group(loopback(rank, 2, port), std::chrono::seconds(60));
       // Small buckets, so that the gradients travel in several all-reduces.
       dist::DistributedDataParallel ddp(
           params, group,
@@ -198,29 +204,27 @@ TEST(DistributedDataParallel, TwoRanksTakeTheSingleProcessStep) {
   ASSERT_EQ(errors[1], "");
   EXPECT_GT(buckets[0], 2);
   ASSERT_EQ(grads[0].size(), reference_grads.size());
+  // Float32 sums in another order: within 1e-6 of each tensor's largest entry.
+  auto relative_difference = [](const torch::Tensor& got, const torch::Tensor& expected) {
+    return (got - expected).abs().max().item<double>() / expected.abs().max().item<double>();
+  };
   for (size_t i = 0; i < reference_grads.size(); ++i) {
-    for (int rank = 0; rank < 2; ++rank) {
-      EXPECT_TRUE(torch::allclose(grads[rank][i], reference_grads[i], 1e-6, 1e-7))
-          << "parameter " << i << " rank " << rank << ": max |difference| "
-          << (grads[rank][i] - reference_grads[i]).abs().max().item<double>();
-      EXPECT_TRUE(torch::allclose(weights[rank][i], reference_params[i].detach(), 1e-6, 1e-7))
-          << "parameter " << i << " rank " << rank;
-    }
     EXPECT_GT(reference_grads[i].abs().max().item<double>(), 0.0) << "parameter " << i;
+    for (int rank = 0; rank < 2; ++rank) {
+      EXPECT_LE(relative_difference(grads[rank][i], reference_grads[i]), 1e-6)
+          << "gradient of parameter " << i << " on rank " << rank;
+      EXPECT_LE(relative_difference(weights[rank][i], reference_params[i].detach()), 1e-6)
+          << "parameter " << i << " on rank " << rank << " after the step";
+    }
   }
 }
 
 TEST(DistributedDataParallel, BadArgumentsAreErrorsNamingThem) {
-  EXPECT_NE(error_of([] {
-              dist::DistributedDataParallel({torch::zeros({2}, torch::requires_grad())}, {});
-            }).find("DistributedDataParallel: process_group is null"),
-            std::string::npos);
-  EXPECT_NE(error_of([] {
-              dist::init_process_group({0, 1, 0, "127.0.0.1", 1}, std::chrono::milliseconds(0));
-            }).find("init_process_group: timeout must be positive, got 0 ms"),
-            std::string::npos);
-  EXPECT_NE(error_of([] {
-              dist::init_process_group({2, 2, 0, "127.0.0.1", 1});
-            }).find("init_process_group: need 0 <= rank < world_size, got rank 2"),
-            std::string::npos);
+  expect_error(
+      [] { dist::DistributedDataParallel({torch::zeros({2}, torch::requires_grad())}, {}); },
+      {"DistributedDataParallel: process_group is null"});
+  expect_error([] { dist::init_process_group(loopback(0, 1, 1), std::chrono::milliseconds(0)); },
+               {"init_process_group: timeout must be positive, got 0 ms"});
+  expect_error([] { dist::init_process_group(loopback(2, 2, 1)); },
+               {"init_process_group: need 0 <= rank < world_size, got rank 2"});
 }
