@@ -35,7 +35,7 @@ myst_heading_anchors = 3
 # except the types of the libraries underneath, which have no pages here.
 nitpicky = True
 nitpick_ignore_regex = [
-    (r"cpp:.*", r"(std|torch|c10|at|nlohmann|pybind11)(::.*)?"),
+    (r"cpp:.*", r"(std|torch|c10|c10d|at|nlohmann|pybind11)(::.*)?"),
     (r"cpp:.*", r"u?int\d+_t|size_t|Derived|Options|T|Visitor"),
     # Kwargs is nlohmann::json (Kwargs::object() is its static member); detail:: holds private
     # implementation types (MappedFile, TokenizerImpl) that the headers only declare.
