@@ -132,7 +132,8 @@ void write_config_json(const std::string& path, const Kwargs& config) {
 }
 
 void load_pretrained_weights(torch::nn::Module& module, const std::string& folder,
-                             const PretrainedOptions& options) {
+                             const PretrainedOptions& options,
+                             const std::vector<std::string>& skip) {
   const std::string safetensors_path = folder + "/" + kSafetensorsWeightsName;
   const std::string pytorch_path = folder + "/" + kPytorchWeightsName;
   const bool safetensors = fs::is_regular_file(safetensors_path);
@@ -161,10 +162,10 @@ void load_pretrained_weights(torch::nn::Module& module, const std::string& folde
   }
   module.to(dtype);
   if (safetensors) {
-    io::load_module(module, safetensors_path, /*strict=*/true);  // errors name file and tensors
+    io::load_module(module, safetensors_path, /*strict=*/true, skip);  // errors name file, tensors
   } else {
     try {
-      io::load_state_dict(module, pytorch_state, /*strict=*/true);
+      io::load_state_dict(module, pytorch_state, /*strict=*/true, skip);
     } catch (const c10::Error& e) {
       TORCH_CHECK(false, pytorch_path, ": ", e.what_without_backtrace());
     }
@@ -173,12 +174,13 @@ void load_pretrained_weights(torch::nn::Module& module, const std::string& folde
   module.eval();
 }
 
-void save_pretrained_weights(const torch::nn::Module& module, const std::string& folder) {
+void save_pretrained_weights(const torch::nn::Module& module, const std::string& folder,
+                             const std::vector<std::string>& skip) {
   std::error_code ec;
   fs::create_directories(folder, ec);
   TORCH_CHECK(!ec && fs::is_directory(folder), "save_pretrained: cannot create the folder '",
               folder, "': ", ec.message());
-  io::save_module(module, folder + "/model.safetensors");
+  io::save_module(module, folder + "/model.safetensors", /*metadata=*/{}, skip);
 }
 
 }  // namespace dual_attention

@@ -201,7 +201,8 @@ void bind_models(py::module_& m) {
              py::arg("seed"), py::arg("generator"), py::arg("eos_token_id"),
              py::arg("stop_sequences"), py::arg("pad_token_id"), py::arg("use_cache"),
              py::arg("output_scores"), py::arg("callback"))
-        .def("get_num_params", &Impl::get_num_params, py::arg("non_embedding"));
+        .def("get_num_params", &Impl::get_num_params, py::arg("non_embedding"))
+        .def("_non_persistent_buffers", &Impl::non_persistent_buffers);
   };
   bind_lm(dat_lm);
   bind_lm(t_lm);
