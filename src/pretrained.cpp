@@ -11,6 +11,9 @@
 #include "dual_attention/io/safetensors.h"
 #include "dual_attention/io/state_dict.h"
 #include "dual_attention/io/torch_checkpoint.h"
+#include "dual_attention/language_models.h"
+#include "dual_attention/seq2seq_models.h"
+#include "dual_attention/vision_models.h"
 
 namespace dual_attention {
 namespace fs = std::filesystem;
@@ -182,5 +185,63 @@ void save_pretrained_weights(const torch::nn::Module& module, const std::string&
               folder, "': ", ec.message());
   io::save_module(module, folder + "/model.safetensors", /*metadata=*/{}, skip);
 }
+
+// ---- the models' from_pretrained and save_pretrained -----------------------------------------
+// Declared by the model headers (detail/model_common.h and the XxxModelImpl classes) without this
+// file's machinery, and defined here for the six models.
+
+namespace detail {
+
+template <class Holder, class ModelImpl>
+Holder PretrainedModelHolder<Holder, ModelImpl>::from_pretrained(const std::string& name_or_path) {
+  return dual_attention::from_pretrained<Holder>(name_or_path);
+}
+
+template <class Holder, class ModelImpl>
+Holder PretrainedModelHolder<Holder, ModelImpl>::from_pretrained(const std::string& name_or_path,
+                                                                 const PretrainedOptions& options) {
+  return dual_attention::from_pretrained<Holder>(name_or_path, options);
+}
+
+template <class Derived, class Options>
+void LanguageModelImpl<Derived, Options>::save_pretrained(const std::string& folder) const {
+  dual_attention::save_pretrained(*this, options, folder);
+}
+
+template <class Derived, class Options>
+void Seq2SeqModelImpl<Derived, Options>::save_pretrained(const std::string& folder) const {
+  dual_attention::save_pretrained(*this, options, folder);
+}
+
+template <class Derived, class Options>
+void VisionModelImpl<Derived, Options>::save_pretrained(const std::string& folder) const {
+  dual_attention::save_pretrained(*this, options, folder);
+}
+
+template class PretrainedModelHolder<DualAttnTransformerLM, DualAttnTransformerLMImpl>;
+template class PretrainedModelHolder<TransformerLM, TransformerLMImpl>;
+template class PretrainedModelHolder<Seq2SeqTransformer, Seq2SeqTransformerImpl>;
+template class PretrainedModelHolder<Seq2SeqDualAttnTransformer, Seq2SeqDualAttnTransformerImpl>;
+template class PretrainedModelHolder<VisionTransformer, VisionTransformerImpl>;
+template class PretrainedModelHolder<VisionDualAttnTransformer, VisionDualAttnTransformerImpl>;
+
+// Each model class is instantiated in its own source file, save_pretrained excepted (defined here).
+template void
+LanguageModelImpl<DualAttnTransformerLMImpl, DualAttnTransformerLMOptions>::save_pretrained(
+    const std::string&) const;
+template void LanguageModelImpl<TransformerLMImpl, TransformerLMOptions>::save_pretrained(
+    const std::string&) const;
+template void Seq2SeqModelImpl<Seq2SeqTransformerImpl, Seq2SeqTransformerOptions>::save_pretrained(
+    const std::string&) const;
+template void
+Seq2SeqModelImpl<Seq2SeqDualAttnTransformerImpl,
+                 Seq2SeqDualAttnTransformerOptions>::save_pretrained(const std::string&) const;
+template void VisionModelImpl<VisionTransformerImpl, VisionTransformerOptions>::save_pretrained(
+    const std::string&) const;
+template void
+VisionModelImpl<VisionDualAttnTransformerImpl, VisionDualAttnTransformerOptions>::save_pretrained(
+    const std::string&) const;
+
+}  // namespace detail
 
 }  // namespace dual_attention

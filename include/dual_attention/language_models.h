@@ -22,7 +22,6 @@
 #include "dual_attention/dual_attn_blocks.h"
 #include "dual_attention/kv_cache.h"
 #include "dual_attention/kwargs.h"
-#include "dual_attention/pretrained.h"
 #include "dual_attention/transformer_blocks.h"
 
 namespace dual_attention {
@@ -205,7 +204,8 @@ class LanguageModelImpl : public torch::nn::Cloneable<Derived> {
   torch::optim::AdamW configure_optimizers(double weight_decay, double learning_rate,
                                            std::tuple<double, double> betas) const;
 
-  // Writes config.json and model.safetensors into `folder` (see pretrained.h).
+  // Writes config.json and model.safetensors into `folder` (pretrained.h; defined in
+  // src/pretrained.cpp).
   void save_pretrained(const std::string& folder) const;
 
   // The RoPE tables, rebuilt from the options rather than saved (persistent=False in the

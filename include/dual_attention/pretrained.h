@@ -13,7 +13,9 @@
 // Then
 //   auto model = from_pretrained<DualAttnTransformerLM>("path/to/folder");
 //   save_pretrained(*model, model->options, "path/to/other");
-// The model classes wrap these as Xxx::from_pretrained and model->save_pretrained.
+// The model classes declare these as Xxx::from_pretrained and model->save_pretrained (without
+// including this header, so that a model knows nothing of files or the Hub); their definitions, in
+// src/pretrained.cpp, call the functions below. Include this header to pass PretrainedOptions.
 //
 // config.json: the mixin writes exactly the keywords its caller passed, so a key that is absent
 // takes the reference's default; an unknown key, a missing required key or a value of the wrong

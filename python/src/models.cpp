@@ -6,6 +6,7 @@
 #include "dual_attention/generation.h"
 #include "dual_attention/hub/hub.h"
 #include "dual_attention/language_models.h"
+#include "dual_attention/pretrained.h"
 #include "dual_attention/seq2seq_models.h"
 #include "dual_attention/vision_models.h"
 

@@ -17,6 +17,7 @@
 #include "dual_attention/io/safetensors.h"
 #include "dual_attention/io/state_dict.h"
 #include "dual_attention/language_models.h"
+#include "dual_attention/pretrained.h"
 #include "dual_attention/symbol_retrieval.h"
 #include "test_paths.h"
 #include "test_support.h"
