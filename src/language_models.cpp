@@ -238,11 +238,6 @@ torch::optim::AdamW LanguageModelImpl<Derived, Options>::configure_optimizers(
 }
 
 template <class Derived, class Options>
-void LanguageModelImpl<Derived, Options>::save_pretrained(const std::string& folder) const {
-  dual_attention::save_pretrained(*this, options, folder);
-}
-
-template <class Derived, class Options>
 std::vector<std::string> LanguageModelImpl<Derived, Options>::non_persistent_buffers() const {
   return {"freqs_cos", "freqs_sin"};
 }

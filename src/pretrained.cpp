@@ -11,6 +11,9 @@
 #include "dual_attention/io/safetensors.h"
 #include "dual_attention/io/state_dict.h"
 #include "dual_attention/io/torch_checkpoint.h"
+#include "dual_attention/language_models.h"
+#include "dual_attention/seq2seq_models.h"
+#include "dual_attention/vision_models.h"
 
 namespace dual_attention {
 namespace fs = std::filesystem;
@@ -132,7 +135,8 @@ void write_config_json(const std::string& path, const Kwargs& config) {
 }
 
 void load_pretrained_weights(torch::nn::Module& module, const std::string& folder,
-                             const PretrainedOptions& options) {
+                             const PretrainedOptions& options,
+                             const std::vector<std::string>& skip) {
   const std::string safetensors_path = folder + "/" + kSafetensorsWeightsName;
   const std::string pytorch_path = folder + "/" + kPytorchWeightsName;
   const bool safetensors = fs::is_regular_file(safetensors_path);
@@ -161,10 +165,10 @@ void load_pretrained_weights(torch::nn::Module& module, const std::string& folde
   }
   module.to(dtype);
   if (safetensors) {
-    io::load_module(module, safetensors_path, /*strict=*/true);  // errors name file and tensors
+    io::load_module(module, safetensors_path, /*strict=*/true, skip);  // errors name file, tensors
   } else {
     try {
-      io::load_state_dict(module, pytorch_state, /*strict=*/true);
+      io::load_state_dict(module, pytorch_state, /*strict=*/true, skip);
     } catch (const c10::Error& e) {
       TORCH_CHECK(false, pytorch_path, ": ", e.what_without_backtrace());
     }
@@ -173,12 +177,71 @@ void load_pretrained_weights(torch::nn::Module& module, const std::string& folde
   module.eval();
 }
 
-void save_pretrained_weights(const torch::nn::Module& module, const std::string& folder) {
+void save_pretrained_weights(const torch::nn::Module& module, const std::string& folder,
+                             const std::vector<std::string>& skip) {
   std::error_code ec;
   fs::create_directories(folder, ec);
   TORCH_CHECK(!ec && fs::is_directory(folder), "save_pretrained: cannot create the folder '",
               folder, "': ", ec.message());
-  io::save_module(module, folder + "/model.safetensors");
+  io::save_module(module, folder + "/model.safetensors", /*metadata=*/{}, skip);
 }
+
+// ---- the models' from_pretrained and save_pretrained -----------------------------------------
+// Declared by the model headers (detail/model_common.h and the XxxModelImpl classes) without this
+// file's machinery, and defined here for the six models.
+
+namespace detail {
+
+template <class Holder, class ModelImpl>
+Holder PretrainedModelHolder<Holder, ModelImpl>::from_pretrained(const std::string& name_or_path) {
+  return dual_attention::from_pretrained<Holder>(name_or_path);
+}
+
+template <class Holder, class ModelImpl>
+Holder PretrainedModelHolder<Holder, ModelImpl>::from_pretrained(const std::string& name_or_path,
+                                                                 const PretrainedOptions& options) {
+  return dual_attention::from_pretrained<Holder>(name_or_path, options);
+}
+
+template <class Derived, class Options>
+void LanguageModelImpl<Derived, Options>::save_pretrained(const std::string& folder) const {
+  dual_attention::save_pretrained(*this, options, folder);
+}
+
+template <class Derived, class Options>
+void Seq2SeqModelImpl<Derived, Options>::save_pretrained(const std::string& folder) const {
+  dual_attention::save_pretrained(*this, options, folder);
+}
+
+template <class Derived, class Options>
+void VisionModelImpl<Derived, Options>::save_pretrained(const std::string& folder) const {
+  dual_attention::save_pretrained(*this, options, folder);
+}
+
+template class PretrainedModelHolder<DualAttnTransformerLM, DualAttnTransformerLMImpl>;
+template class PretrainedModelHolder<TransformerLM, TransformerLMImpl>;
+template class PretrainedModelHolder<Seq2SeqTransformer, Seq2SeqTransformerImpl>;
+template class PretrainedModelHolder<Seq2SeqDualAttnTransformer, Seq2SeqDualAttnTransformerImpl>;
+template class PretrainedModelHolder<VisionTransformer, VisionTransformerImpl>;
+template class PretrainedModelHolder<VisionDualAttnTransformer, VisionDualAttnTransformerImpl>;
+
+// Each model class is instantiated in its own source file, save_pretrained excepted (defined here).
+template void
+LanguageModelImpl<DualAttnTransformerLMImpl, DualAttnTransformerLMOptions>::save_pretrained(
+    const std::string&) const;
+template void LanguageModelImpl<TransformerLMImpl, TransformerLMOptions>::save_pretrained(
+    const std::string&) const;
+template void Seq2SeqModelImpl<Seq2SeqTransformerImpl, Seq2SeqTransformerOptions>::save_pretrained(
+    const std::string&) const;
+template void
+Seq2SeqModelImpl<Seq2SeqDualAttnTransformerImpl,
+                 Seq2SeqDualAttnTransformerOptions>::save_pretrained(const std::string&) const;
+template void VisionModelImpl<VisionTransformerImpl, VisionTransformerOptions>::save_pretrained(
+    const std::string&) const;
+template void
+VisionModelImpl<VisionDualAttnTransformerImpl, VisionDualAttnTransformerOptions>::save_pretrained(
+    const std::string&) const;
+
+}  // namespace detail
 
 }  // namespace dual_attention

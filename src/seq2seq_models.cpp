@@ -180,11 +180,6 @@ std::shared_ptr<torch::nn::Module> Seq2SeqModelImpl<Derived, Options>::clone(
   return clone_model(static_cast<const Derived&>(*this), device);
 }
 
-template <class Derived, class Options>
-void Seq2SeqModelImpl<Derived, Options>::save_pretrained(const std::string& folder) const {
-  dual_attention::save_pretrained(*this, options, folder);
-}
-
 template class Seq2SeqModelImpl<Seq2SeqTransformerImpl, Seq2SeqTransformerOptions>;
 template class Seq2SeqModelImpl<Seq2SeqDualAttnTransformerImpl, Seq2SeqDualAttnTransformerOptions>;
 

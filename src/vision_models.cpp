@@ -142,11 +142,6 @@ int64_t VisionModelImpl<Derived, Options>::get_num_params() const {
   return count_unique_parameters(*this);
 }
 
-template <class Derived, class Options>
-void VisionModelImpl<Derived, Options>::save_pretrained(const std::string& folder) const {
-  dual_attention::save_pretrained(*this, options, folder);
-}
-
 template class VisionModelImpl<VisionTransformerImpl, VisionTransformerOptions>;
 template class VisionModelImpl<VisionDualAttnTransformerImpl, VisionDualAttnTransformerOptions>;
 

@@ -20,10 +20,8 @@
 
 #include "dual_attention/detail/model_common.h"
 #include "dual_attention/dual_attn_blocks.h"
-#include "dual_attention/io/state_dict.h"
 #include "dual_attention/kv_cache.h"
 #include "dual_attention/kwargs.h"
-#include "dual_attention/pretrained.h"
 #include "dual_attention/transformer_blocks.h"
 
 namespace dual_attention {
@@ -170,7 +168,7 @@ namespace detail {
 // built model. `Derived` builds its blocks in reset() (through check_options and register_layers)
 // and runs them in its own forward() and forward_cached(). Instantiated for the two models only.
 template <class Derived, class Options>
-class LanguageModelImpl : public torch::nn::Cloneable<Derived>, public io::NonPersistentBuffers {
+class LanguageModelImpl : public torch::nn::Cloneable<Derived> {
  public:
   // `owner` ("DualAttnTransformerLM" or "TransformerLM") starts the model's error messages.
   LanguageModelImpl(const Options& options, const char* owner) : options(options), owner_(owner) {}
@@ -206,11 +204,13 @@ class LanguageModelImpl : public torch::nn::Cloneable<Derived>, public io::NonPe
   torch::optim::AdamW configure_optimizers(double weight_decay, double learning_rate,
                                            std::tuple<double, double> betas) const;
 
-  // Writes config.json and model.safetensors into `folder` (see pretrained.h).
+  // Writes config.json and model.safetensors into `folder` (pretrained.h; defined in
+  // src/pretrained.cpp).
   void save_pretrained(const std::string& folder) const;
 
-  // The RoPE tables are rebuilt from the options, not saved (persistent=False in the reference).
-  std::vector<std::string> non_persistent_buffers() const override;
+  // The RoPE tables, rebuilt from the options rather than saved (persistent=False in the
+  // reference): the state_dict names the checkpoint code leaves out (io::named_state's skip list).
+  std::vector<std::string> non_persistent_buffers() const;
 
   Options options;
   // Registered as "layers", holding the modules below under their reference names.

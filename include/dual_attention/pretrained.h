@@ -8,11 +8,14 @@
 // Any model class can use this machinery. Its Options struct needs, besides fields():
 //   using required_types = std::tuple<...>;               // constructor arguments (kwargs.h)
 //   static XxxOptions from_kwargs(const Kwargs& kwargs);  // Python's cls(**kwargs)
-// and its holder a public `Impl` alias (TORCH_MODULE provides one). Then
+// and its holder a public `Impl` alias (TORCH_MODULE provides one); a model whose Impl has a
+// non_persistent_buffers() member (the language models' RoPE tables) neither saves nor loads those.
+// Then
 //   auto model = from_pretrained<DualAttnTransformerLM>("path/to/folder");
 //   save_pretrained(*model, model->options, "path/to/other");
-// The language models wrap these as DualAttnTransformerLM::from_pretrained and
-// model->save_pretrained.
+// The model classes declare these as Xxx::from_pretrained and model->save_pretrained (without
+// including this header, so that a model knows nothing of files or the Hub); their definitions, in
+// src/pretrained.cpp, call the functions below. Include this header to pass PretrainedOptions.
 //
 // config.json: the mixin writes exactly the keywords its caller passed, so a key that is absent
 // takes the reference's default; an unknown key, a missing required key or a value of the wrong
@@ -29,6 +32,7 @@
 #include <string>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "dual_attention/hub/hub.h"
 #include "dual_attention/kwargs.h"
@@ -101,6 +105,23 @@ double block_count(const Options& o) {
            std::max<double>(0, static_cast<double>(o.n_layers_dec()));
   }
 }
+
+template <class T, class = void>
+struct has_non_persistent_buffers : std::false_type {};
+template <class T>
+struct has_non_persistent_buffers<
+    T, std::void_t<decltype(std::declval<const T&>().non_persistent_buffers())>> : std::true_type {
+};
+// The buffers of `model` that are not part of its state: its non_persistent_buffers(), if it has
+// that member (io/state_dict.h's skip list).
+template <class Model>
+std::vector<std::string> non_persistent_buffers_of(const Model& model) {
+  if constexpr (has_non_persistent_buffers<Model>::value) {
+    return model.non_persistent_buffers();
+  } else {
+    return {};
+  }
+}
 }  // namespace detail
 
 // The local folder holding a checkpoint: `name_or_path` itself when it is a folder; otherwise a
@@ -123,11 +144,14 @@ void write_config_json(const std::string& path, const Kwargs& config);
 // Loads <folder>/model.safetensors, or else <folder>/pytorch_model.bin, into `module` strictly (a
 // missing or unexpected tensor, or a shape mismatch, is an error naming it), after converting the
 // module to the dtype chosen by `options`; then moves it to options.device and switches it to
-// eval mode (as the mixin does).
+// eval mode (as the mixin does). `skip`: the module's non-persistent buffers (io/state_dict.h).
 void load_pretrained_weights(torch::nn::Module& module, const std::string& folder,
-                             const PretrainedOptions& options);
-// Writes <folder>/model.safetensors (creating the folder) as safetensors' save_model does.
-void save_pretrained_weights(const torch::nn::Module& module, const std::string& folder);
+                             const PretrainedOptions& options,
+                             const std::vector<std::string>& skip = {});
+// Writes <folder>/model.safetensors (creating the folder) as safetensors' save_model does, without
+// the buffers named in `skip`.
+void save_pretrained_weights(const torch::nn::Module& module, const std::string& folder,
+                             const std::vector<std::string>& skip = {});
 
 // Options from a config dict: Python's cls(**config), including its errors.
 template <class Options>
@@ -176,15 +200,14 @@ ModuleHolder from_pretrained(const std::string& name_or_path,
   const std::string folder = resolve_pretrained(name_or_path, options);
   const std::string config_path = folder + "/config.json";
   auto model = model_from_config<ModuleHolder>(read_config_json(config_path), options, config_path);
-  load_pretrained_weights(*model, folder, options);
+  load_pretrained_weights(*model, folder, options, detail::non_persistent_buffers_of(*model));
   return model;
 }
 
 // Writes config.json and model.safetensors into `folder` (created if needed).
-template <class Options>
-void save_pretrained(const torch::nn::Module& module, const Options& options,
-                     const std::string& folder) {
-  save_pretrained_weights(module, folder);
+template <class Model, class Options>
+void save_pretrained(const Model& model, const Options& options, const std::string& folder) {
+  save_pretrained_weights(model, folder, detail::non_persistent_buffers_of(model));
   write_config_json(folder + "/config.json", config_from_options(options));
 }
 

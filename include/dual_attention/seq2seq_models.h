@@ -35,7 +35,6 @@
 #include "dual_attention/dual_attn_blocks.h"
 #include "dual_attention/kwargs.h"
 #include "dual_attention/positional_encoding.h"
-#include "dual_attention/pretrained.h"
 #include "dual_attention/transformer_blocks.h"
 
 namespace dual_attention {
@@ -55,7 +54,8 @@ class Seq2SeqModelImpl : public torch::nn::Cloneable<Derived> {
   // Number of parameters, each shared tensor counted once (final_out once despite its two names).
   int64_t get_num_params() const;
 
-  // Writes config.json and model.safetensors into `folder` (see pretrained.h).
+  // Writes config.json and model.safetensors into `folder` (pretrained.h; defined in
+  // src/pretrained.cpp).
   void save_pretrained(const std::string& folder) const;
 
   // A deep copy that keeps final_out's second registration under target_embedder (LibTorch's

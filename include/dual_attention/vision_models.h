@@ -30,7 +30,6 @@
 #include "dual_attention/detail/model_common.h"
 #include "dual_attention/dual_attn_blocks.h"
 #include "dual_attention/kwargs.h"
-#include "dual_attention/pretrained.h"
 #include "dual_attention/transformer_blocks.h"
 
 namespace dual_attention {
@@ -58,7 +57,8 @@ class VisionModelImpl : public torch::nn::Cloneable<Derived> {
   // Number of parameters, each shared tensor counted once.
   int64_t get_num_params() const;
 
-  // Writes config.json and model.safetensors into `folder` (see pretrained.h).
+  // Writes config.json and model.safetensors into `folder` (pretrained.h; defined in
+  // src/pretrained.cpp).
   void save_pretrained(const std::string& folder) const;
 
   Options options;

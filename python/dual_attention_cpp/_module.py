@@ -80,8 +80,10 @@ def _build(module: nn.Module, cpp: Any, optional: Tuple[str, ...], seen: Dict[An
         module._parameters.setdefault(name, None)
     for name, tensor in cpp._named_buffers():
         module._buffers[name] = _own(tensor, seen, parameter=False)
-    # What the reference registers with persistent=False (RoPE tables): not in the state_dict.
-    module._non_persistent_buffers_set.update(cpp._non_persistent_buffers())
+    # What the reference registers with persistent=False (the language models' RoPE tables): not in
+    # the state_dict.
+    if hasattr(cpp, "_non_persistent_buffers"):
+        module._non_persistent_buffers_set.update(cpp._non_persistent_buffers())
     for name, child in cpp._named_children():
         built = seen.get(child._id())  # one object where C++ registers one module twice
         if built is None:

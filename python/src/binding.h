@@ -95,6 +95,8 @@ struct PythonType<std::optional<T>> {
 //   _keywords()         [(name, default or inspect.Parameter.empty, annotation)] in the
 //                       reference's order
 //   _kwargs()           the keywords that rebuild this module (for copy and pickle)
+// and the language models for _non_persistent_buffers(), their buffers that are not state (RoPE
+// tables: persistent=False in the reference).
 template <class Impl>
 using ModuleClass = py::class_<Impl, torch::nn::Module, std::shared_ptr<Impl>>;
 

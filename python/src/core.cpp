@@ -3,7 +3,6 @@
 #include <sstream>
 
 #include "binding.h"
-#include "dual_attention/io/state_dict.h"
 
 // Hidden like pybind11's own namespace: nothing here is used outside this module.
 #pragma GCC visibility push(hidden)
@@ -145,11 +144,6 @@ void bind_core(py::module_& m) {
            })
       .def("_named_children",
            [](const torch::nn::Module& self) { return items(self.named_children()); })
-      .def("_non_persistent_buffers",
-           [](const torch::nn::Module& self) {
-             const auto* declared = dynamic_cast<const io::NonPersistentBuffers*>(&self);
-             return declared ? declared->non_persistent_buffers() : std::vector<std::string>{};
-           })
       .def("_is_training", &torch::nn::Module::is_training)
       .def("_set_training", [](torch::nn::Module& self, bool on) { self.train(on); })
       .def("_clone", [](const torch::nn::Module& self) { return self.clone(); })

@@ -6,6 +6,7 @@
 #include "dual_attention/generation.h"
 #include "dual_attention/hub/hub.h"
 #include "dual_attention/language_models.h"
+#include "dual_attention/pretrained.h"
 #include "dual_attention/seq2seq_models.h"
 #include "dual_attention/vision_models.h"
 
@@ -201,7 +202,8 @@ void bind_models(py::module_& m) {
              py::arg("seed"), py::arg("generator"), py::arg("eos_token_id"),
              py::arg("stop_sequences"), py::arg("pad_token_id"), py::arg("use_cache"),
              py::arg("output_scores"), py::arg("callback"))
-        .def("get_num_params", &Impl::get_num_params, py::arg("non_embedding"));
+        .def("get_num_params", &Impl::get_num_params, py::arg("non_embedding"))
+        .def("_non_persistent_buffers", &Impl::non_persistent_buffers);
   };
   bind_lm(dat_lm);
   bind_lm(t_lm);

@@ -9,17 +9,14 @@ namespace dual_attention::io {
 
 namespace {
 
-void collect_state(const torch::nn::Module& module, const std::string& prefix, NamedTensors& out) {
-  std::set<std::string> skipped;
-  if (const auto* marked = dynamic_cast<const NonPersistentBuffers*>(&module)) {
-    for (const auto& name : marked->non_persistent_buffers()) skipped.insert(name);
-  }
+void collect_state(const torch::nn::Module& module, const std::string& prefix,
+                   const std::set<std::string>& skip, NamedTensors& out) {
   for (const auto& p : module.named_parameters(/*recurse=*/false))
     out.emplace_back(prefix + p.key(), p.value());
   for (const auto& b : module.named_buffers(/*recurse=*/false))
-    if (!skipped.count(b.key())) out.emplace_back(prefix + b.key(), b.value());
+    if (!skip.count(prefix + b.key())) out.emplace_back(prefix + b.key(), b.value());
   for (const auto& child : module.named_children())
-    collect_state(*child.value(), prefix + child.key() + ".", out);
+    collect_state(*child.value(), prefix + child.key() + ".", skip, out);
 }
 
 std::string quoted_list(const std::vector<std::string>& names) {
@@ -31,8 +28,8 @@ std::string quoted_list(const std::vector<std::string>& names) {
 // load_state_dict, with `context` naming where the state came from in error messages.
 LoadStateDictResult load_into(torch::nn::Module& module,
                               const std::map<std::string, torch::Tensor>& state, bool strict,
-                              const std::string& context) {
-  const NamedTensors targets = named_state(module);
+                              const SkipList& skip, const std::string& context) {
+  const NamedTensors targets = named_state(module, skip);
   LoadStateDictResult result;
   std::vector<std::string> problems;
   std::set<std::string> expected;
@@ -89,31 +86,32 @@ LoadStateDictResult load_into(torch::nn::Module& module,
 
 }  // namespace
 
-NamedTensors named_state(const torch::nn::Module& module) {
+NamedTensors named_state(const torch::nn::Module& module, const SkipList& skip) {
   NamedTensors out;
-  collect_state(module, "", out);
+  collect_state(module, "", std::set<std::string>(skip.begin(), skip.end()), out);
   return out;
 }
 
 LoadStateDictResult load_state_dict(torch::nn::Module& module,
-                                    const std::map<std::string, torch::Tensor>& state,
-                                    bool strict) {
-  return load_into(module, state, strict, "");
+                                    const std::map<std::string, torch::Tensor>& state, bool strict,
+                                    const SkipList& skip) {
+  return load_into(module, state, strict, skip, "");
 }
 
-void save_module(const torch::nn::Module& module, const std::string& path,
-                 const Metadata& metadata) {
-  save_safetensors(path, named_state(module), metadata);
+void save_module(const torch::nn::Module& module, const std::string& path, const Metadata& metadata,
+                 const SkipList& skip) {
+  save_safetensors(path, named_state(module, skip), metadata);
 }
 
-LoadStateDictResult load_module(torch::nn::Module& module, const std::string& path, bool strict) {
+LoadStateDictResult load_module(torch::nn::Module& module, const std::string& path, bool strict,
+                                const SkipList& skip) {
   const auto file = SafetensorsFile::open(path);
   const auto as_view = LoadOptions().zero_copy(true);  // copied into the module right away
   std::map<std::string, torch::Tensor> state;
   std::map<detail::ViewKey, std::string> stored;  // module tensor -> a name the file holds
   for (const auto& name : file.keys()) state.emplace(name, file.get(name, as_view));
 
-  const NamedTensors targets = named_state(module);
+  const NamedTensors targets = named_state(module, skip);
   for (const auto& [name, target] : targets)
     if (file.contains(name) && target.numel() > 0) stored.emplace(detail::view_key(target), name);
   for (const auto& [name, target] : targets) {
@@ -125,7 +123,7 @@ LoadStateDictResult load_module(torch::nn::Module& module, const std::string& pa
       state.emplace(name, state.at(it->second));
     }
   }
-  return load_into(module, state, strict, " from '" + path + "'");
+  return load_into(module, state, strict, skip, " from '" + path + "'");
 }
 
 }  // namespace dual_attention::io

@@ -7,6 +7,7 @@
 #include <functional>
 #include <tuple>
 #include <unordered_map>
+#include <vector>
 
 namespace dual_attention::io {
 
@@ -277,7 +278,10 @@ class StateDictUnpickler {
   // shared a storage in the file share it here.
   c10::IValue persistent_storage(const c10::IValue& id) {
     TORCH_CHECK(id.isTuple(), "data.pkl: a persistent id of type ", kind_of(id));
-    const auto& e = id.toTupleRef().elements();
+    // A copy into a vector: indexing the tuple's elements in place (which GCC inlines with their
+    // three-element inline storage) makes -Warray-bounds flag e[4], though a 5-tuple is never
+    // stored inline.
+    const std::vector<c10::IValue> e = id.toTupleRef().elements().vec();
     TORCH_CHECK(e.size() == 5 && e[0].isString() && e[0].toStringRef() == "storage" &&
                     e[2].isString() && e[4].isInt(),
                 "data.pkl: a persistent id that is not ('storage', type, key, location, numel)");

@@ -15,6 +15,7 @@
 
 #include "dual_attention/io/state_dict.h"
 #include "dual_attention/kwargs.h"
+#include "dual_attention/pretrained.h"
 #include "dual_attention/seq2seq_models.h"
 #include "dual_attention/vision_models.h"
 

@@ -16,6 +16,7 @@
 #include "dual_attention/generation.h"
 #include "dual_attention/io/safetensors.h"
 #include "dual_attention/language_models.h"
+#include "dual_attention/pretrained.h"
 #include "dual_attention/relational_attention.h"
 #include "test_paths.h"
 

@@ -28,6 +28,7 @@
 #include "dual_attention/hub/hub.h"
 #include "dual_attention/io/safetensors.h"
 #include "dual_attention/language_models.h"
+#include "dual_attention/pretrained.h"
 #include "test_paths.h"
 #include "test_support.h"
 

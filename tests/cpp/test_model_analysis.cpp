@@ -13,6 +13,7 @@
 #include "dual_attention/io/safetensors.h"
 #include "dual_attention/language_models.h"
 #include "dual_attention/model_analysis.h"
+#include "dual_attention/pretrained.h"
 #include "dual_attention/seq2seq_models.h"
 #include "dual_attention/symbol_retrieval.h"
 #include "dual_attention/vision_models.h"

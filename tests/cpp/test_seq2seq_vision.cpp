@@ -14,6 +14,7 @@
 
 #include "dual_attention/io/safetensors.h"
 #include "dual_attention/io/state_dict.h"
+#include "dual_attention/pretrained.h"
 #include "dual_attention/seq2seq_models.h"
 #include "dual_attention/vision_models.h"
 #include "model_fixtures.h"

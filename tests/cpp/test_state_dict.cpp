@@ -59,17 +59,21 @@ class StateDict : public ::testing::Test {
   fs::path dir;
 };
 
-struct WithRopeImpl : torch::nn::Module, NonPersistentBuffers {
+struct WithRopeImpl : torch::nn::Module {
   WithRopeImpl() {
     proj = register_module("proj", torch::nn::Linear(2, 2));
     scale = register_buffer("scale", torch::ones({2}));
     freqs_cos = register_buffer("freqs_cos", torch::ones({4}));
   }
-  std::vector<std::string> non_persistent_buffers() const override { return {"freqs_cos"}; }
   torch::nn::Linear proj{nullptr};
   torch::Tensor scale, freqs_cos;
 };
 TORCH_MODULE(WithRope);
+
+struct Outer : torch::nn::Module {
+  Outer() { inner = register_module("inner", WithRope()); }
+  WithRope inner{nullptr};
+};
 
 }  // namespace
 
@@ -79,18 +83,37 @@ TEST_F(StateDict, NamesAndOrderMatchPythonsStateDict) {
   EXPECT_EQ(nlohmann::json(names_of(named_state(*model))), expected);
 }
 
-TEST_F(StateDict, NonPersistentBuffersAreNotState) {
+TEST_F(StateDict, BuffersInTheSkipListAreNotState) {
   WithRope module;
-  EXPECT_EQ(names_of(named_state(*module)),
+  const SkipList skip = {"freqs_cos", "no_such_buffer"};  // a name the module lacks is ignored
+  EXPECT_EQ(names_of(named_state(*module, skip)),
             (std::vector<std::string>{"scale", "proj.weight", "proj.bias"}));
+  EXPECT_EQ(names_of(named_state(*module)),
+            (std::vector<std::string>{"scale", "freqs_cos", "proj.weight", "proj.bias"}));
   auto state = cloned_state(*module);
+  state.erase("freqs_cos");
   state["scale"].fill_(3);
-  EXPECT_TRUE(load_state_dict(*module, state).missing_keys.empty());
+  EXPECT_TRUE(load_state_dict(*module, state, /*strict=*/true, skip).missing_keys.empty());
   EXPECT_TRUE(torch::equal(module->scale, torch::full({2}, 3.0f)));
   state["freqs_cos"] = torch::zeros({4});
-  EXPECT_EQ(load_state_dict(*module, state, /*strict=*/false).unexpected_keys,
+  EXPECT_EQ(load_state_dict(*module, state, /*strict=*/false, skip).unexpected_keys,
             std::vector<std::string>{"freqs_cos"});
   EXPECT_TRUE(torch::equal(module->freqs_cos, torch::ones({4})));
+}
+
+TEST_F(StateDict, TheSkipListHoldsStateDictNamesAndReachesTheFile) {
+  auto outer = std::make_shared<Outer>();
+  // "freqs_cos" is the inner module's own name for its buffer, not a state_dict name of outer.
+  EXPECT_EQ(names_of(named_state(*outer, {"freqs_cos"})).size(), 4u);
+  const SkipList skip = {"inner.freqs_cos"};
+  EXPECT_EQ(names_of(named_state(*outer, skip)),
+            (std::vector<std::string>{"inner.scale", "inner.proj.weight", "inner.proj.bias"}));
+
+  const auto path = (dir / "skipped.safetensors").string();
+  save_module(*outer, path, /*metadata=*/{}, skip);
+  EXPECT_FALSE(SafetensorsFile::open(path).contains("inner.freqs_cos"));
+  EXPECT_TRUE(load_module(*outer, path, /*strict=*/true, skip).missing_keys.empty());
+  EXPECT_TRUE(contains(error_of([&] { load_module(*outer, path); }), "inner.freqs_cos"));
 }
 
 TEST_F(StateDict, LoadCopiesInPlaceKeepingDtypeDeviceAndSharing) {

@@ -13,6 +13,7 @@
 
 #include "dual_attention/io/safetensors.h"
 #include "dual_attention/language_models.h"
+#include "dual_attention/pretrained.h"
 
 using namespace dual_attention;
 

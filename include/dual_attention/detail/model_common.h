@@ -1,6 +1,6 @@
 // What the model files (language, seq2seq and vision models) share: the holder with
-// from_pretrained, and counting and copying a model whose parameters may be tied. Internal: not
-// part of the public API.
+// from_pretrained (declared here, defined with the checkpoint code in src/pretrained.cpp), and
+// counting and copying a model whose parameters may be tied. Internal: not part of the public API.
 #pragma once
 
 #include <torch/torch.h>
@@ -12,7 +12,11 @@
 #include <utility>
 #include <vector>
 
-#include "dual_attention/pretrained.h"
+namespace dual_attention {
+// What from_pretrained takes besides the name: dtype, device, Hub download options
+// (pretrained.h, which a caller passing them includes).
+struct PretrainedOptions;
+}  // namespace dual_attention
 
 namespace dual_attention::detail {
 
@@ -25,11 +29,11 @@ class PretrainedModelHolder : public torch::nn::ModuleHolder<ModelImpl> {
   using Impl = ModelImpl;
 
   // The model saved by save_pretrained (or by the reference: safetensors' save_model plus a
-  // config.json of its constructor keywords, or the language models' Hub mixin), in eval mode.
-  static Holder from_pretrained(const std::string& name_or_path,
-                                const PretrainedOptions& options = {}) {
-    return dual_attention::from_pretrained<Holder>(name_or_path, options);
-  }
+  // config.json of its constructor keywords, or the language models' Hub mixin), in eval mode:
+  // `name_or_path` is a local folder or a Hugging Face Hub repo id (pretrained.h's
+  // from_pretrained). Without options: the checkpoint's dtype, on the CPU, the Hub's defaults.
+  static Holder from_pretrained(const std::string& name_or_path);
+  static Holder from_pretrained(const std::string& name_or_path, const PretrainedOptions& options);
 };
 
 // The children of a model's `layers` ModuleDict, in registration order.
