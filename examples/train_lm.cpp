@@ -5,7 +5,7 @@
 // reference), and a sample from the trained model. Also shipped as `dual-attention train`.
 //
 //   train_lm --config model.json --out OUT [options] FILE...
-//   torchrun --nproc_per_node=2 --no-python train_lm ...      (data parallel, docs/distributed.md)
+//   torchrun --nproc-per-node=2 --no-python -- train_lm ...   (data parallel, docs/distributed.md)
 //
 // FILE: text files (tokenized with --tokenizer, the token file cached as FILE.<encoding>.bin) or
 // token files already (*.bin: uint16 ids, uint32 for vocabularies above 65536).
