@@ -139,7 +139,7 @@ def part_models(args, results):
 
 def part_loops(args, results):
     """Whole training loops on one token file of random ids: tokens/s after the first step."""
-    from dual_attention.language_models import DualAttnTransformerLM as Reference
+    from dual_attention.language_models import DualAttnTransformerLM as Reference, configure_optimizers
 
     n, steps = args.n, args.loop_steps
     tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
@@ -162,7 +162,7 @@ def part_loops(args, results):
 
         torch.manual_seed(0)
         model = Reference(**lm_config(n)).train()
-        opt = model.configure_optimizers(0.1, 6e-4, (0.9, 0.95), "cpu")
+        opt = configure_optimizers(model, 0.1, 6e-4, (0.9, 0.95), "cpu")
         data = np.memmap(tokens, dtype=np.uint16, mode="r")
         rng = np.random.default_rng(1)
         t0 = None
