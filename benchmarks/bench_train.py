@@ -6,7 +6,7 @@ The model is issue 18's (the generation issue's DAT LM): vocab 50304, d_model 51
 self-attention + 4 relational heads, 2 kv heads, 8 relations, 512 symbols (symbolic attention, 4
 heads), swiglu, RoPE, pre-norm, dropout 0; batch 1, n = 1024, --threads (default 2).
 
-Three parts, each printed as a table and written to --json:
+Four parts, each printed as a table and written to --json:
   1. forward (eval, no_grad) and training step (forward, loss, backward, AdamW step) of the same
      weights: ours (dual_attention_cpp: the C++ modules from Python), the reference eager, and the
      reference under torch.compile (compile time reported apart); float32 and bf16 autocast;
@@ -14,7 +14,10 @@ Three parts, each printed as a table and written to --json:
      the reference in its own PyTorch loop (nanoGPT's: random windows, AdamW, clipping);
   3. where a training step's time goes: the vocabulary projection + cross-entropy, the 6
      feed-forward blocks, the 6 DualAttention layers, the symbol retriever (called by every layer),
-     each timed alone (forward + backward) for ours and the reference.
+     each timed alone (forward + backward) for ours and the reference;
+  4. our training step against the machine's matrix-product rate: its matmul FLOPs, the GFLOP/s
+     of its largest products alone (float32, and bfloat16 for one), and the profiler's self CPU
+     time grouped into matrix products, attention kernels, the loss's softmax, the optimizer.
 
     .venv/bin/python benchmarks/bench_train.py [--reps 3] [--no-compile] [--json out.json]
 """
@@ -244,6 +247,71 @@ def part_breakdown(args, results):
     results["breakdown"] = rows
 
 
+# Profiler rows grouped into the parts of a step: dense matrix products, attention kernels, the
+# loss's softmax, the optimizer and clipping, and everything else (norms, activations, copies).
+PROFILE_GROUPS = (
+    ("matrix products (mm, addmm, bmm)", ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm")),
+    ("attention kernels (sdpa)", ("aten::_scaled_dot_product",)),
+    ("log-softmax of the loss, fwd + bwd", ("aten::_log_softmax",)),
+    ("AdamW and clipping", ("aten::sqrt", "aten::div", "aten::lerp_", "aten::addcdiv_",
+                            "aten::linalg_vector_norm", "aten::_foreach")),
+)
+
+
+def sgemm_rate(m, k, n, dtype=torch.float32, reps=5):
+    """GFLOP/s of one [m, k] x [k, n] product on this machine (median of reps)."""
+    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+    return 2 * m * k * n / timed(lambda: torch.mm(a, b), reps) / 1e9
+
+
+def part_profile(args, results):
+    """A training step of ours against the machine's matrix-product rate: the step's matmul
+    FLOPs (torch.utils.flop_counter), GFLOP/s of its largest products alone, and the profiler's
+    self CPU time of each part of the step."""
+    from torch.profiler import ProfilerActivity, profile
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from dual_attention_cpp.language_models import DualAttnTransformerLM as Ours
+
+    n = args.n
+    torch.manual_seed(0)
+    model = Ours(**lm_config(n)).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randint(0, VOCAB, (args.batch, n))
+    y = torch.randint(0, VOCAB, (args.batch, n))
+    step = step_fn(model, opt, x, y, False)
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
+    shapes = [(n, D_MODEL, VOCAB), (n, VOCAB, D_MODEL), (VOCAB, n, D_MODEL), (n, D_MODEL, 2048),
+              (n, D_MODEL, D_MODEL)]
+    rates = {f"{m}x{k}x{nn}": sgemm_rate(m, k, nn) for m, k, nn in shapes}
+    bf16 = sgemm_rate(n, D_MODEL, 2048, torch.bfloat16, reps=1)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    parts = {name: 0.0 for name, _ in PROFILE_GROUPS}
+    total = 0.0
+    for event in prof.key_averages():
+        total += event.self_cpu_time_total / 1e6
+        for name, prefixes in PROFILE_GROUPS:
+            if event.key.startswith(prefixes):
+                parts[name] += event.self_cpu_time_total / 1e6
+                break
+    parts["everything else"] = total - sum(parts.values())
+    best = max(rates.values())
+    print(f"  matmul FLOPs of one training step: {flops / 1e9:.1f} G; at the best rate below "
+          f"({best:.0f} GFLOP/s) they take {flops / 1e9 / best:.2f} s")
+    for shape, rate in rates.items():
+        print(f"  float32 product {shape:18s} {rate:7.1f} GFLOP/s")
+    print(f"  bfloat16 product {n}x{D_MODEL}x2048    {bf16:7.1f} GFLOP/s")
+    print(f"  profiled step of ours: {total:.2f} s of self CPU time")
+    for name, t in parts.items():
+        print(f"    {name:36s} {t * 1e3:7.0f} ms  {100 * t / total:5.1f} %")
+    results["profile"] = {"step_matmul_flops": flops, "sgemm_gflops": rates,
+                          "bf16_gemm_gflops": bf16, "step_self_cpu_s": total,
+                          "parts_s": parts}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--n", type=int, default=1024)
@@ -254,7 +322,7 @@ def main():
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     p.add_argument("--dtypes", default="float32,bf16",
                    help="comma-separated: float32, bf16 (autocast; slow on CPUs without AVX512-BF16)")
-    p.add_argument("--parts", default="models,loops,breakdown")
+    p.add_argument("--parts", default="models,loops,breakdown,profile")
     p.add_argument("--json", default="bench_train.json")
     args = p.parse_args()
     dtypes = args.dtypes.split(",")
@@ -275,6 +343,9 @@ def main():
     if "breakdown" in parts:
         print("== where a training step goes (forward + backward of each part alone)")
         part_breakdown(args, results)
+    if "profile" in parts:
+        print("== our training step against the machine's matrix-product rate")
+        part_profile(args, results)
     Path(args.json).write_text(json.dumps(results, indent=2))
     print(f"wrote {args.json}")
 
