@@ -9,7 +9,6 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <string>
 #include <vector>
 
@@ -19,9 +18,11 @@
 #include "dual_attention/pretrained.h"
 #include "dual_attention/relational_attention.h"
 #include "test_paths.h"
+#include "test_support.h"
 
 namespace fs = std::filesystem;
 using namespace dual_attention;
+using test_support::expect_error;
 
 namespace {
 
@@ -48,19 +49,6 @@ std::string class_of(const std::string& name) {
 double relative_error(const torch::Tensor& a, const torch::Tensor& b) {
   auto diff = (a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max().item<double>();
   return diff / b.to(torch::kFloat64).abs().max().item<double>();
-}
-
-void expect_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
-  try {
-    fn();
-  } catch (const c10::Error& e) {
-    const std::string msg = e.what_without_backtrace();
-    for (const auto& part : parts) {
-      EXPECT_NE(msg.find(part), std::string::npos) << "missing '" << part << "' in: " << msg;
-    }
-    return;
-  }
-  ADD_FAILURE() << "expected a c10::Error";
 }
 
 std::vector<std::vector<int64_t>> rows_of(const torch::Tensor& t) {

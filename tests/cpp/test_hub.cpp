@@ -55,41 +55,6 @@ std::string random_bytes(size_t n, unsigned seed) {
   return s;
 }
 
-fs::path make_temp_dir(const std::string& tag) {
-  std::string pattern =
-      (fs::temp_directory_path() / ("dual_attention_hub_" + tag + "_XXXXXX")).string();
-  if (!mkdtemp(pattern.data())) throw std::runtime_error("mkdtemp failed");
-  return pattern;
-}
-
-// Sets (or unsets) environment variables for the lifetime of the guard.
-class EnvGuard {
- public:
-  void set(const std::string& name, const std::string& value) {
-    remember(name);
-    setenv(name.c_str(), value.c_str(), 1);
-  }
-  void unset(const std::string& name) {
-    remember(name);
-    unsetenv(name.c_str());
-  }
-  ~EnvGuard() {
-    for (auto it = saved_.rbegin(); it != saved_.rend(); ++it) {
-      if (it->second)
-        setenv(it->first.c_str(), it->second->c_str(), 1);
-      else
-        unsetenv(it->first.c_str());
-    }
-  }
-
- private:
-  void remember(const std::string& name) {
-    const char* v = std::getenv(name.c_str());
-    saved_.emplace_back(name, v ? std::optional<std::string>(v) : std::nullopt);
-  }
-  std::vector<std::pair<std::string, std::optional<std::string>>> saved_;
-};
-
 // A plain HTTP/1.0 GET to 127.0.0.1 (the stand-in's control endpoints); returns the body.
 std::string local_get(int port, const std::string& path) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -192,7 +157,7 @@ int count_requests(const json& counters, const std::string& method,
 class Hub : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    repo_dir_ = new fs::path(make_temp_dir("repos"));
+    repo_dir_ = new fs::path(make_temp_dir("hub_repos"));
     const fs::path fixture = fs::path(DUAL_ATTENTION_FIXTURE_DIR) / "hub" / "tiny-dat-lm";
     const fs::path lm_fixture = fs::path(DUAL_ATTENTION_FIXTURE_DIR) / "lm" / "dat_rca";
     write_bytes(*repo_dir_ / "big.bin", random_bytes(kBigSize, 1));
@@ -275,7 +240,7 @@ class Hub : public ::testing::Test {
   }
 
   void SetUp() override {
-    home_ = make_temp_dir("home");
+    home_ = make_temp_dir("hub_home");
     cache_ = home_ / "hub";
     for (const char* name : {"HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN",
                              "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_HUB_CACHE",

@@ -24,12 +24,15 @@
 #include "dual_attention/seq2seq_models.h"
 #include "dual_attention/vision_models.h"
 #include "test_paths.h"
+#include "test_support.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 namespace da = dual_attention;
 using da::Kwargs;
+using test_support::contains;
+using test_support::error_of;
 
 const fs::path kFixtures = fs::path(DUAL_ATTENTION_FIXTURE_DIR);
 const fs::path kTorchSave = kFixtures / "torch_save";
@@ -41,29 +44,8 @@ std::string read_text(const fs::path& path) {
   return s.str();
 }
 
-bool contains(const std::string& haystack, const std::string& needle) {
-  return haystack.find(needle) != std::string::npos;
-}
-
-// The message of the c10::Error `f` raises, or "" when it raises none.
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  }
-  return "";
-}
-
-class Loading : public ::testing::Test {
+class Loading : public test_support::TempDirTest {
  protected:
-  void SetUp() override {
-    std::string pattern = (fs::temp_directory_path() / "loading_test_XXXXXX").string();
-    ASSERT_NE(mkdtemp(pattern.data()), nullptr);
-    dir = pattern;
-  }
-  void TearDown() override { fs::remove_all(dir); }
-
   // A checkpoint folder holding `config` and, when given, a copy of a weights file.
   fs::path folder(const Kwargs& config, const fs::path& weights = {}) {
     const fs::path f = dir / ("ckpt" + std::to_string(count++));
@@ -88,7 +70,6 @@ class Loading : public ::testing::Test {
     return Kwargs::parse(read_text(kFixtures / "lm" / "dat_rca" / "config.json"));
   }
 
-  fs::path dir;
   int count = 0;
 };
 

@@ -28,19 +28,6 @@ std::map<std::string, torch::Tensor> cloned_state(const torch::nn::Module& modul
   return state;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  }
-  return "";
-}
-
-bool contains(const std::string& haystack, const std::string& needle) {
-  return haystack.find(needle) != std::string::npos;
-}
-
 // The three kinds of sharing that must survive a load.
 void expect_tied(TiedModel& model) {
   EXPECT_TRUE(model->final_out->named_parameters()["weight"].is_same(
@@ -48,16 +35,7 @@ void expect_tied(TiedModel& model) {
   EXPECT_EQ(model->retrievers[0].get(), model->retrievers[1].get());
 }
 
-class StateDict : public ::testing::Test {
- protected:
-  void SetUp() override {
-    std::string pattern = (fs::temp_directory_path() / "state_dict_test_XXXXXX").string();
-    ASSERT_NE(mkdtemp(pattern.data()), nullptr);
-    dir = pattern;
-  }
-  void TearDown() override { fs::remove_all(dir); }
-  fs::path dir;
-};
+class StateDict : public TempDirTest {};
 
 struct WithRopeImpl : torch::nn::Module {
   WithRopeImpl() {

@@ -16,6 +16,7 @@
 
 #include "dual_attention/tokenizer.h"
 #include "test_paths.h"
+#include "test_support.h"
 
 namespace {
 
@@ -26,6 +27,8 @@ using dual_attention::Tokenizer;
 using dual_attention::TokenizerError;
 using dual_attention::TokenizerOptions;
 using nlohmann::json;
+using test_support::EnvGuard;
+using test_support::make_temp_dir;
 using Ids = std::vector<int64_t>;
 
 std::string read_file(const fs::path& path) {
@@ -59,18 +62,11 @@ const Tokenizer& gpt2() {
   return t;
 }
 
-fs::path make_temp_dir(const std::string& tag) {
-  std::string pattern =
-      (fs::temp_directory_path() / ("dual_attention_tok_" + tag + "_XXXXXX")).string();
-  if (!mkdtemp(pattern.data())) throw std::runtime_error("mkdtemp failed");
-  return pattern;
-}
-
 // tokenizer.json, vocab.json and merges.txt, built from the ranks by Hugging Face tokenizers
 // (tests/helpers/make_hf_tokenizer_files.py), once per test run.
 const fs::path& hf_files() {
   static const fs::path dir = [] {
-    const fs::path out = make_temp_dir("hf");
+    const fs::path out = make_temp_dir("tok_hf");
     const fs::path script = fs::path(DUAL_ATTENTION_FIXTURE_DIR).parent_path() / "helpers" /
                             "make_hf_tokenizer_files.py";
     const std::string command = std::string("'") + DUAL_ATTENTION_PYTHON + "' '" + script.string() +
@@ -115,34 +111,6 @@ std::string from_hex(const std::string& hex) {
     out += char(std::stoi(hex.substr(i, 2), nullptr, 16));
   return out;
 }
-
-// Sets (or unsets) environment variables for the lifetime of the guard.
-class EnvGuard {
- public:
-  void set(const std::string& name, const std::string& value) {
-    remember(name);
-    setenv(name.c_str(), value.c_str(), 1);
-  }
-  void unset(const std::string& name) {
-    remember(name);
-    unsetenv(name.c_str());
-  }
-  ~EnvGuard() {
-    for (auto it = saved_.rbegin(); it != saved_.rend(); ++it) {
-      if (it->second)
-        setenv(it->first.c_str(), it->second->c_str(), 1);
-      else
-        unsetenv(it->first.c_str());
-    }
-  }
-
- private:
-  void remember(const std::string& name) {
-    const char* v = std::getenv(name.c_str());
-    saved_.emplace_back(name, v ? std::optional<std::string>(v) : std::nullopt);
-  }
-  std::vector<std::pair<std::string, std::optional<std::string>>> saved_;
-};
 
 // The message of the TokenizerError that `f` throws ("" if it throws none).
 template <class F>
@@ -331,9 +299,9 @@ TEST(Tokenizer, BatchesEqualOneCallEach) {
 
 TEST(Tokenizer, GetEncodingSearchOrder) {
   EnvGuard env;
-  const fs::path dir = make_temp_dir("search");
+  const fs::path dir = make_temp_dir("tok_search");
   fs::copy_file(ranks_path(), dir / "gpt2.tiktoken");
-  const fs::path other = make_temp_dir("other");
+  const fs::path other = make_temp_dir("tok_other");
   fs::copy_file(ranks_path(), other / "gpt2.tiktoken");
   env.set("DUAL_ATTENTION_DATA_DIR", dir.string());
   env.unset("DUAL_ATTENTION_GPT2_TOKENIZER");
