@@ -48,6 +48,17 @@ torch::Tensor fixture_idx(const std::string& name) {
       .tensors.at("idx");
 }
 
+// A language model's first block input, from its own modules: the token embeddings plus the
+// learned positions, or the token embeddings and the RoPE tables of the idx.size(1) positions.
+template <class LM>
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> embed_by_hand(LM& model,
+                                                                      const torch::Tensor& idx) {
+  const int64_t n = idx.size(1);
+  auto x = model.token_embedder(idx);  // [b, n, d]
+  if (model.positional_embedder) return {x + model.positional_embedder(torch::arange(n)), {}, {}};
+  return {x, model.freqs_cos.slice(0, 0, n), model.freqs_sin.slice(0, 0, n)};  // [n, hd / 2]
+}
+
 class IntermediatesParity : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(IntermediatesParity, EqualsTheReferenceWithin1e5) {
@@ -90,14 +101,7 @@ TEST_P(IntermediatesManual, EqualsTheModelsOwnModulesComposedByHand) {
   expect_close(logits, std::get<0>(model->forward(idx)), tol, name + " logits");
 
   const int64_t n = idx.size(1);
-  auto x = model->token_embedder(idx);
-  torch::Tensor cos, sin;
-  if (model->positional_embedder) {
-    x = x + model->positional_embedder(torch::arange(n));
-  } else {
-    cos = model->freqs_cos.slice(0, 0, n);
-    sin = model->freqs_sin.slice(0, 0, n);
-  }
+  auto [x, cos, sin] = embed_by_hand(*model, idx);
   for (int64_t i = 0; i < model->options.n_layers(); ++i) {
     auto block = model->blocks->ptr<DualAttnEncoderBlockImpl>(i);
     auto symbols = model->symbol_retriever[i].forward(x);
@@ -149,15 +153,7 @@ TEST(Intermediates, TransformerLMAttentionScoresMatchTheExplicitWeightsPath) {
     expect_close(logits, std::get<0>(model->forward(idx)), 1e-5, std::string(name) + " logits");
     ASSERT_EQ(results.at("attn_scores").size(), 2u);
     // Layer 0 by hand: the attention of the (normed) embedding.
-    const int64_t n = idx.size(1);
-    auto x = model->token_embedder(idx);
-    torch::Tensor cos, sin;
-    if (model->positional_embedder) {
-      x = x + model->positional_embedder(torch::arange(n));
-    } else {
-      cos = model->freqs_cos.slice(0, 0, n);
-      sin = model->freqs_sin.slice(0, 0, n);
-    }
+    auto [x, cos, sin] = embed_by_hand(*model, idx);
     auto block = model->blocks->ptr<EncoderBlockImpl>(0);
     auto h = block->options.norm_first() ? block->norm1.forward(x) : x;
     auto scores = std::get<1>(block->self_attn->forward(h, h, h, cos, sin, {}, true, true));

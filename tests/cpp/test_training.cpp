@@ -66,6 +66,14 @@ DualAttnTransformerLM tiny_dat(int64_t vocab_size, int64_t block_size) {
           .pos_enc_type("RoPE"));
 }
 
+// 1000 tokens counting 0, 1, ..., 996, 0, 1, 2 (so y is x + 1 mod 997), in blocks of 16.
+std::shared_ptr<TokenDataset> counting_dataset(const TempDir& dir) {
+  std::vector<int64_t> tokens(1000);
+  for (int64_t i = 0; i < 1000; ++i) tokens[i] = i % 997;
+  write_token_file(dir / "t.bin", tokens, 1000);
+  return std::make_shared<TokenDataset>(std::vector<std::string>{dir / "t.bin"}, 1000, 16);
+}
+
 }  // namespace
 
 // ---- token files ---------------------------------------------------------------------------
@@ -169,10 +177,7 @@ TEST(TokenDataset, CorpusSmallerThanOneBlockIsAnError) {
 
 TEST(RandomBatches, OrderDependsOnlyOnSeedAndPosition) {
   TempDir dir;
-  std::vector<int64_t> tokens(1000);
-  for (int64_t i = 0; i < 1000; ++i) tokens[i] = i % 997;
-  write_token_file(dir / "t.bin", tokens, 1000);
-  auto data = std::make_shared<TokenDataset>(std::vector<std::string>{dir / "t.bin"}, 1000, 16);
+  auto data = counting_dataset(dir);
   RandomBatches a(data, 4, 7), b(data, 4, 7), other(data, 4, 8);
   std::vector<torch::Tensor> xs;
   for (int i = 0; i < 5; ++i) {
@@ -193,10 +198,7 @@ TEST(RandomBatches, OrderDependsOnlyOnSeedAndPosition) {
 
 TEST(RandomBatches, RanksTogetherReadTheSingleProcessBatch) {
   TempDir dir;
-  std::vector<int64_t> tokens(1000);
-  for (int64_t i = 0; i < 1000; ++i) tokens[i] = i % 997;
-  write_token_file(dir / "t.bin", tokens, 1000);
-  auto data = std::make_shared<TokenDataset>(std::vector<std::string>{dir / "t.bin"}, 1000, 16);
+  auto data = counting_dataset(dir);
   RandomBatches whole(data, 6, 7);  // one process, the global batch
   RandomBatches rank0(data, 2, 7, 0, 3), rank1(data, 2, 7, 1, 3), rank2(data, 2, 7, 2, 3);
   rank1.set_position(1);
