@@ -16,6 +16,8 @@
 #include <random>
 #include <sstream>
 
+#include "clock_text.h"
+
 namespace dual_attention::training {
 namespace fs = std::filesystem;
 namespace {
@@ -444,20 +446,6 @@ TrainingState load_checkpoint(const std::string& folder, torch::optim::Optimizer
 }
 
 // ---- Progress ------------------------------------------------------------------------------
-
-namespace {
-std::string clock_text(double seconds) {
-  if (!std::isfinite(seconds) || seconds < 0 || seconds > 359999) return "--:--";
-  const long s = static_cast<long>(seconds + 0.5);
-  char buf[32];
-  if (s >= 3600) {
-    std::snprintf(buf, sizeof(buf), "%ld:%02ld:%02ld", s / 3600, (s / 60) % 60, s % 60);
-  } else {
-    std::snprintf(buf, sizeof(buf), "%02ld:%02ld", s / 60, s % 60);
-  }
-  return buf;
-}
-}  // namespace
 
 ProgressBar::ProgressBar(int64_t total_steps, int64_t first_step)
     : total_(total_steps),

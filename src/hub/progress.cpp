@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "../clock_text.h"
+
 namespace dual_attention::hub::detail {
 namespace {
 
@@ -17,18 +19,6 @@ std::string human_bytes(double bytes) {
   }
   char buf[32];
   std::snprintf(buf, sizeof(buf), u == 0 ? "%.0f%s" : "%.1f%s", bytes, units[u]);
-  return buf;
-}
-
-std::string clock_text(double seconds) {
-  if (seconds < 0 || seconds > 359999) return "--:--";
-  long s = static_cast<long>(seconds + 0.5);
-  char buf[32];
-  if (s >= 3600) {
-    std::snprintf(buf, sizeof(buf), "%ld:%02ld:%02ld", s / 3600, (s / 60) % 60, s % 60);
-  } else {
-    std::snprintf(buf, sizeof(buf), "%02ld:%02ld", s / 60, s % 60);
-  }
   return buf;
 }
 
