@@ -3,6 +3,8 @@
 #include <sstream>
 #include <utility>
 
+#include "lookup_tables.h"
+
 namespace dual_attention {
 namespace {
 
@@ -39,11 +41,7 @@ const std::vector<ActivationFunction>& activation_table() {
 }  // namespace
 
 const std::vector<std::string>& activation_names() {
-  static const std::vector<std::string> names = [] {
-    std::vector<std::string> out;
-    for (const auto& entry : activation_table()) out.push_back(entry.name);
-    return out;
-  }();
+  static const auto names = detail::names_in(activation_table(), &ActivationFunction::name);
   return names;
 }
 

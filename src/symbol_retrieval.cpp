@@ -7,6 +7,7 @@
 
 #include "dual_attention/attention_utils.h"
 #include "dual_attention/ops.h"
+#include "lookup_tables.h"
 
 namespace dual_attention {
 
@@ -257,11 +258,7 @@ const std::vector<RetrieverEntry>& retriever_table() {
 }  // namespace
 
 const std::vector<std::string>& symbol_retriever_names() {
-  static const std::vector<std::string> names = [] {
-    std::vector<std::string> out;
-    for (const auto& entry : retriever_table()) out.emplace_back(entry.name);
-    return out;
-  }();
+  static const auto names = detail::names_in(retriever_table(), &RetrieverEntry::name);
   return names;
 }
 

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "dual_attention/attention_utils.h"
+#include "lookup_tables.h"
 
 namespace dual_attention {
 
@@ -130,11 +131,7 @@ void check_block_options(int64_t d_model, int64_t n_heads, double dropout_rate, 
 }  // namespace
 
 const std::vector<std::string>& norm_names() {
-  static const std::vector<std::string> names = [] {
-    std::vector<std::string> out;
-    for (const auto& entry : norm_table()) out.push_back(entry.first);
-    return out;
-  }();
+  static const auto names = detail::names_in(norm_table(), [](const auto& e) { return e.first; });
   return names;
 }
 
