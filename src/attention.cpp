@@ -1,6 +1,7 @@
 #include "dual_attention/attention.h"
 
 #include "dual_attention/attention_utils.h"
+#include "head_layout.h"
 
 namespace dual_attention {
 
@@ -9,12 +10,7 @@ AttentionImpl::AttentionImpl(const AttentionOptions& options_) : options(options
 void AttentionImpl::reset() {
   const auto& o = options;
   const char* owner = "Attention";
-  const auto heads = detail::resolve_heads(owner, o.d_model(), o.n_heads(), o.n_kv_heads(),
-                                           o.total_n_heads(), o.dropout());
-  n_kv_heads = heads.n_kv_heads;
-  total_n_heads = heads.total_n_heads;
-  head_dim = heads.head_dim;
-  n_rep_kv = heads.n_rep_kv;
+  detail::resolve_module_heads(*this, owner);
   key_dim = o.key_dim().value_or(head_dim);
   TORCH_CHECK(key_dim > 0, owner, ": key_dim must be positive, got ", key_dim);
   attn_scale =

@@ -5,6 +5,7 @@
 
 #include "dual_attention/attention_utils.h"
 #include "dual_attention/ops.h"
+#include "head_layout.h"
 
 namespace dual_attention {
 namespace {
@@ -94,12 +95,7 @@ RelationalAttentionImpl::RelationalAttentionImpl(const RelationalAttentionOption
 void RelationalAttentionImpl::reset() {
   const auto& o = options;
   const char* owner = "RelationalAttention";
-  const auto heads = detail::resolve_heads(owner, o.d_model(), o.n_heads(), o.n_kv_heads(),
-                                           o.total_n_heads(), o.dropout());
-  n_kv_heads = heads.n_kv_heads;
-  total_n_heads = heads.total_n_heads;
-  head_dim = heads.head_dim;
-  n_rep_kv = heads.n_rep_kv;
+  detail::resolve_module_heads(*this, owner);
   n_relations = o.n_relations().value_or(o.n_heads());
   TORCH_CHECK(n_relations > 0, owner, ": n_relations must be positive, got ", n_relations);
   key_dim = o.key_dim().value_or(head_dim);
@@ -267,12 +263,7 @@ RelationalCrossAttentionImpl::RelationalCrossAttentionImpl(
 
 void RelationalCrossAttentionImpl::reset() {
   const auto& o = options;
-  const auto heads = detail::resolve_heads("RelationalCrossAttention", o.d_model(), o.n_heads(),
-                                           o.n_kv_heads(), o.total_n_heads(), o.dropout());
-  n_kv_heads = heads.n_kv_heads;
-  total_n_heads = heads.total_n_heads;
-  head_dim = heads.head_dim;
-  n_rep_kv = heads.n_rep_kv;
+  detail::resolve_module_heads(*this, "RelationalCrossAttention");
   activation = get_activation_function(o.activation(), "RelationalCrossAttention: activation");
   attn_scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
 
@@ -359,13 +350,7 @@ DisentangledRelationalCrossAttentionImpl::DisentangledRelationalCrossAttentionIm
 
 void DisentangledRelationalCrossAttentionImpl::reset() {
   const auto& o = options;
-  const auto heads =
-      detail::resolve_heads("DisentangledRelationalCrossAttention", o.d_model(), o.n_heads(),
-                            o.n_kv_heads(), o.total_n_heads(), o.dropout());
-  n_kv_heads = heads.n_kv_heads;
-  total_n_heads = heads.total_n_heads;
-  head_dim = heads.head_dim;
-  n_rep_kv = heads.n_rep_kv;
+  detail::resolve_module_heads(*this, "DisentangledRelationalCrossAttention");
   rel_activation = get_activation_function(o.rel_activation(),
                                            "DisentangledRelationalCrossAttention: rel_activation");
   attn_scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
