@@ -194,6 +194,26 @@ Tensor block_relation_logits(const BlockInputs& in, const BlockwiseConfig& c, co
   return t;
 }
 
+// The gradients of one block's logits scale * <q_i, k_j> (d_logits [m, b * heads, kj]; query head
+// hh reads key head hh / rep): written into the block's query rows of dq (a block owns its rows),
+// added into its key rows of dk (every block that reads a key adds to it).
+void add_logit_grads(const Tensor& d_logits, const Tensor& q, const Tensor& k, const Block& blk,
+                     int64_t heads, int64_t rep, double scale, const Tensor& dq, const Tensor& dk) {
+  for (int64_t bb = 0; bb < d_logits.size(1) / heads; ++bb) {
+    for (int64_t hh = 0; hh < heads; ++hh) {
+      auto d = d_logits.select(1, bb * heads + hh);  // [m, kj]
+      dq[bb]
+          .slice(0, blk.i0, blk.i1)
+          .select(1, hh)
+          .addmm_(d, k[bb].slice(0, blk.j0, blk.j1).select(1, hh / rep), 0.0, scale);
+      dk[bb]
+          .slice(0, blk.j0, blk.j1)
+          .select(1, hh / rep)
+          .addmm_(d.t(), q[bb].slice(0, blk.i0, blk.i1).select(1, hh), 1.0, scale);
+    }
+  }
+}
+
 // The dropout multiplier of one block (0 or 1 / (1 - p)), drawn from a generator seeded per block
 // so that backward draws the same mask again.
 Tensor dropout_keep_mask(const Tensor& like, const BlockwiseConfig& c, const Block& blk) {
@@ -381,39 +401,13 @@ struct BlockwiseRelationalAttention
         auto dr = torch::bmm(d_o.transpose(1, 2), pd.view({m * b, h, -1}));  // [m * b, R, kj]
         auto dt = activation.backward(dr, t, r).view({m, b * R, -1});
         t.reset(), r.reset(), dr.reset();
-        for (int64_t bb = 0; bb < b; ++bb) {
-          for (int64_t l = 0; l < R; ++l) {
-            auto dt_l = dt.select(1, bb * R + l);  // [m, kj]
-            dq_rel[bb]
-                .slice(0, blk.i0, blk.i1)
-                .select(1, l)
-                .addmm_(dt_l, in.k_rel[bb].slice(0, blk.j0, blk.j1).select(1, l), 0.0, c.rel_scale);
-            dk_rel[thread][bb]
-                .slice(0, blk.j0, blk.j1)
-                .select(1, l)
-                .addmm_(dt_l.t(), in.q_rel[bb].slice(0, blk.i0, blk.i1).select(1, l), 1.0,
-                        c.rel_scale);
-          }
-        }
+        add_logit_grads(dt, in.q_rel, in.k_rel, blk, R, 1, c.rel_scale, dq_rel, dk_rel[thread]);
       }
       pd.reset();
       if (keep.defined()) dpd.mul_(keep);
       auto ds = dpd.sub_(delta.slice(0, blk.i0, blk.i1).unsqueeze(-1)).mul_(p);  // [m, b*h, kj]
       p.reset();
-      for (int64_t bb = 0; bb < b; ++bb) {
-        for (int64_t hh = 0; hh < h; ++hh) {
-          auto ds_h = ds.select(1, bb * h + hh);  // [m, kj]
-          dq[bb]
-              .slice(0, blk.i0, blk.i1)
-              .select(1, hh)
-              .addmm_(ds_h, in.k[bb].slice(0, blk.j0, blk.j1).select(1, hh / rep), 0.0,
-                      c.attn_scale);
-          dk[thread][bb]
-              .slice(0, blk.j0, blk.j1)
-              .select(1, hh / rep)
-              .addmm_(ds_h.t(), in.q[bb].slice(0, blk.i0, blk.i1).select(1, hh), 1.0, c.attn_scale);
-        }
-      }
+      add_logit_grads(ds, in.q, in.k, blk, h, rep, c.attn_scale, dq, dk[thread]);
     });
     return {dq, dk.sum(), dv.sum(), d_symbols, dq_rel, dk_rel.sum(), Tensor(), Tensor()};
   }
