@@ -1,6 +1,9 @@
 #include "dual_attention/seq2seq_models.h"
 
+#include <string>
+#include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "dual_attention/symbol_retrieval.h"
 
@@ -49,6 +52,21 @@ Kwargs block_kwargs(const Kwargs& kwargs, int64_t d_model, const char* owner,
   Kwargs out = kwargs.is_null() ? Kwargs::object() : kwargs;
   out["d_model"] = d_model;
   return out;
+}
+
+// n blocks built from the same keywords, held both in `blocks` (typed, for forward) and in the
+// returned ModuleList (registered under the reference's name, for the state_dict).
+template <class Block>
+torch::nn::ModuleList make_blocks(std::vector<Block>& blocks, int64_t n, const Kwargs& kwargs,
+                                  const std::string& owner) {
+  using Options = std::decay_t<decltype(std::declval<Block>()->options)>;
+  torch::nn::ModuleList list;
+  blocks.clear();
+  for (int64_t i = 0; i < n; ++i) {
+    blocks.emplace_back(Options::from_kwargs(kwargs, owner));
+    list->push_back(blocks.back());
+  }
+  return list;
 }
 
 // x or y of a forward call: ids [b, n] in [0, vocab_size) or vectors [b, n, dim], n <= block_size.
@@ -198,19 +216,10 @@ void Seq2SeqTransformerImpl::reset() {
 
   const Kwargs enc_kwargs = block_kwargs(o.encoder_kwargs(), o.d_model(), owner_, "encoder_kwargs");
   const Kwargs dec_kwargs = block_kwargs(o.decoder_kwargs(), o.d_model(), owner_, "decoder_kwargs");
-  torch::nn::ModuleList encoder_list, decoder_list;
-  encoder_blocks.clear();
-  decoder_blocks.clear();
-  for (int64_t i = 0; i < o.n_layers_enc(); ++i) {
-    encoder_blocks.emplace_back(EncoderBlockOptions::from_kwargs(
-        enc_kwargs, "Seq2SeqTransformer: encoder_kwargs (EncoderBlock)"));
-    encoder_list->push_back(encoder_blocks.back());
-  }
-  for (int64_t i = 0; i < o.n_layers_dec(); ++i) {
-    decoder_blocks.emplace_back(DecoderBlockOptions::from_kwargs(
-        dec_kwargs, "Seq2SeqTransformer: decoder_kwargs (DecoderBlock)"));
-    decoder_list->push_back(decoder_blocks.back());
-  }
+  auto encoder_list = make_blocks(encoder_blocks, o.n_layers_enc(), enc_kwargs,
+                                  "Seq2SeqTransformer: encoder_kwargs (EncoderBlock)");
+  auto decoder_list = make_blocks(decoder_blocks, o.n_layers_dec(), dec_kwargs,
+                                  "Seq2SeqTransformer: decoder_kwargs (DecoderBlock)");
   register_layers({{"encoder_blocks", encoder_list.ptr()}, {"decoder_blocks", decoder_list.ptr()}});
 }
 
@@ -246,20 +255,13 @@ void Seq2SeqDualAttnTransformerImpl::reset() {
 
   const Kwargs enc_kwargs = block_kwargs(o.encoder_kwargs(), o.d_model(), owner_, "encoder_kwargs");
   const Kwargs dec_kwargs = block_kwargs(o.decoder_kwargs(), o.d_model(), owner_, "decoder_kwargs");
-  torch::nn::ModuleList encoder_list, decoder_list;
-  encoder_blocks.clear();
-  decoder_blocks.clear();
-  for (int64_t i = 0; i < o.n_layers_enc(); ++i) {
-    encoder_blocks.emplace_back(DualAttnEncoderBlockOptions::from_kwargs(
-        enc_kwargs, "Seq2SeqDualAttnTransformer: encoder_kwargs (DualAttnEncoderBlock)"));
-    encoder_list->push_back(encoder_blocks.back());
-  }
+  auto encoder_list =
+      make_blocks(encoder_blocks, o.n_layers_enc(), enc_kwargs,
+                  "Seq2SeqDualAttnTransformer: encoder_kwargs (DualAttnEncoderBlock)");
   // n_layers_enc decoder blocks: the reference's quirk, kept for checkpoint compatibility.
-  for (int64_t i = 0; i < o.n_layers_enc(); ++i) {
-    decoder_blocks.emplace_back(DualAttnDecoderBlockOptions::from_kwargs(
-        dec_kwargs, "Seq2SeqDualAttnTransformer: decoder_kwargs (DualAttnDecoderBlock)"));
-    decoder_list->push_back(decoder_blocks.back());
-  }
+  auto decoder_list =
+      make_blocks(decoder_blocks, o.n_layers_enc(), dec_kwargs,
+                  "Seq2SeqDualAttnTransformer: decoder_kwargs (DualAttnDecoderBlock)");
   register_layers({{"symbol_retriever", symbol_retriever.ptr()},
                    {"encoder_blocks", encoder_list.ptr()},
                    {"decoder_blocks", decoder_list.ptr()}});
