@@ -25,10 +25,14 @@ torch::Tensor checked_token_ids(const torch::Tensor& idx, int64_t vocab_size,
   return idx.to(torch::kLong);
 }
 
-// The token embedding plus the learned positions, or the RoPE angles of the first n positions.
+// The token embedding of idx (checked) plus the learned positions, or the RoPE angles of the
+// first n positions.
 template <class Model>
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> embed(Model& model,
-                                                              const torch::Tensor& ids) {
+                                                              const torch::Tensor& idx,
+                                                              const char* owner) {
+  auto ids =
+      checked_token_ids(idx, model.options.vocab_size(), model.options.max_block_size(), owner);
   const int64_t n = ids.size(1);
   auto x = model.token_embedder(ids);  // [b, n, d_model]
   torch::Tensor cos, sin;              // [n, head_dim / 2]
@@ -213,11 +217,9 @@ dual_attn_decoder_block_forward_get_weights(DualAttnDecoderBlockImpl& block, con
 
 std::tuple<torch::Tensor, IntermediateResults> datlm_forward_w_intermediate_results(
     DualAttnTransformerLMImpl& model, const torch::Tensor& idx) {
-  const char* owner = "datlm_forward_w_intermediate_results";
   model.eval();
-  auto ids =
-      checked_token_ids(idx, model.options.vocab_size(), model.options.max_block_size(), owner);
-  auto [x, cos, sin] = embed(model, ids);  // [b, n, d_model]
+  auto [x, cos, sin] =
+      embed(model, idx, "datlm_forward_w_intermediate_results");  // [b, n, d_model]
   IntermediateResults results = empty_results(kDualAttnKeys, "");
   for (size_t i = 0; i < model.blocks->size(); ++i) {
     x = dual_attn_encoder_layer(*model.blocks->ptr<DualAttnEncoderBlockImpl>(i),
@@ -229,11 +231,9 @@ std::tuple<torch::Tensor, IntermediateResults> datlm_forward_w_intermediate_resu
 
 std::tuple<torch::Tensor, IntermediateResults> transformerlm_forward_w_intermediate_results(
     TransformerLMImpl& model, const torch::Tensor& idx) {
-  const char* owner = "transformerlm_forward_w_intermediate_results";
   model.eval();
-  auto ids =
-      checked_token_ids(idx, model.options.vocab_size(), model.options.max_block_size(), owner);
-  auto [x, cos, sin] = embed(model, ids);  // [b, n, d_model]
+  auto [x, cos, sin] =
+      embed(model, idx, "transformerlm_forward_w_intermediate_results");  // [b, n, d_model]
   IntermediateResults results{{"attn_scores", {}}};
   for (size_t i = 0; i < model.blocks->size(); ++i) {
     auto [out, scores] =

@@ -40,13 +40,22 @@ Kwargs sub_kwargs(const Kwargs& kwargs, const char* key) {
 
 double linear(double in, double out, bool bias = true) { return in * out + (bias ? out : 0.0); }
 
+// What both attentions read from their keywords: head_dim = d // total_n_heads, key_dim (default
+// head_dim) and n_kv_heads (default n_heads).
+struct HeadSizes {
+  double head_dim, key_dim, kv_heads;
+};
+
+HeadSizes head_sizes(double d, double n_heads, double total_heads, const Kwargs& kw) {
+  const double total = kwarg(kw, "total_n_heads", total_heads);
+  const double head_dim = total > 0 ? std::floor(d / total) : 0.0;
+  return {head_dim, kwarg(kw, "key_dim", head_dim), kwarg(kw, "n_kv_heads", n_heads)};
+}
+
 // Attention(d, n_heads, total_n_heads): wq, wk, wv, wo with kv heads and key_dim from `kw`.
 double attention(double d, double n_heads, double total_heads, const Kwargs& kw) {
   if (n_heads <= 0) return 0.0;
-  const double total = kwarg(kw, "total_n_heads", total_heads);
-  const double head_dim = total > 0 ? std::floor(d / total) : 0.0;
-  const double key_dim = kwarg(kw, "key_dim", head_dim);
-  const double kv_heads = kwarg(kw, "n_kv_heads", n_heads);
+  const auto [head_dim, key_dim, kv_heads] = head_sizes(d, n_heads, total_heads, kw);
   return linear(d, n_heads * key_dim) + linear(d, kv_heads * key_dim) +
          linear(d, kv_heads * head_dim) + linear(n_heads * head_dim, d);
 }
@@ -54,10 +63,7 @@ double attention(double d, double n_heads, double total_heads, const Kwargs& kw)
 // RelationalAttention: wq_attn, wk_attn, wq_rel, wk_rel, wr, wv (symbols), wo.
 double relational_attention(double d, double n_heads, double total_heads, const Kwargs& kw) {
   if (n_heads <= 0) return 0.0;
-  const double total = kwarg(kw, "total_n_heads", total_heads);
-  const double head_dim = total > 0 ? std::floor(d / total) : 0.0;
-  const double key_dim = kwarg(kw, "key_dim", head_dim);
-  const double kv_heads = kwarg(kw, "n_kv_heads", n_heads);
+  const auto [head_dim, key_dim, kv_heads] = head_sizes(d, n_heads, total_heads, kw);
   const double n_relations = kwarg(kw, "n_relations", n_heads);
   const double rel_proj_dim =
       kwarg(kw, "rel_proj_dim", n_relations > 0 ? std::floor(head_dim * n_heads / n_relations) : 0);

@@ -17,6 +17,14 @@ inline uint64_t mix64(uint64_t h) {
   h ^= h >> 32;
   return h;
 }
+
+// The slots of an open-addressing table for n entries, kept at most half full: a power of two
+// (the index is hash & (capacity - 1)), at least 16.
+size_t capacity_for(size_t n) {
+  size_t cap = 16;
+  while (cap < 2 * n) cap *= 2;
+  return cap;
+}
 }  // namespace
 
 uint64_t hash_bytes(std::string_view bytes) {
@@ -34,8 +42,7 @@ uint64_t hash_bytes(std::string_view bytes) {
 
 // ---- BytesTable ---------------------------------------------------------------------------------
 void BytesTable::reserve(size_t n) {
-  size_t cap = 16;
-  while (cap < 2 * n) cap *= 2;
+  const size_t cap = capacity_for(n);
   if (cap <= slots_.size()) return;
   std::vector<Slot> old = std::move(slots_);
   slots_.assign(cap, Slot{});
@@ -91,8 +98,7 @@ void BytesTable::clear() {
 
 // ---- PairTable ----------------------------------------------------------------------------------
 void PairTable::reserve(size_t n) {
-  size_t cap = 16;
-  while (cap < 2 * n) cap *= 2;
+  const size_t cap = capacity_for(n);
   if (cap <= slots_.size()) return;
   std::vector<Slot> old = std::move(slots_);
   slots_.assign(cap, Slot{});
