@@ -49,6 +49,12 @@ using OptTensor = std::optional<torch::Tensor>;
 using OptInt = std::optional<int64_t>;
 // Every bound method that computes runs without the GIL.
 inline constexpr auto release_gil = py::call_guard<py::gil_scoped_release>();
+// fn() run without the GIL, for a method that converts the result itself (which needs the GIL).
+template <class F>
+auto without_gil(F&& fn) -> decltype(fn()) {
+  py::gil_scoped_release release;
+  return fn();
+}
 
 // A Python argument as the C++ methods take it: a tensor that is None is an undefined tensor, any
 // other value is passed on as it is.

@@ -28,16 +28,19 @@ py::dict results_dict(const IntermediateResults& results) {
   return out;
 }
 
-template <class Impl, class... Inputs>
-py::tuple forward_with_results(
-    std::tuple<torch::Tensor, IntermediateResults> (*fn)(Impl&, const Inputs&...), Impl& model,
-    const Inputs&... inputs) {
-  std::tuple<torch::Tensor, IntermediateResults> out;
-  {
-    py::gil_scoped_release release;
-    out = fn(model, inputs...);
-  }
-  return py::make_tuple(std::get<0>(out), results_dict(std::get<1>(out)));
+// Binds `fn`, a forward with intermediate results, as name(model, inputs...) -> (output,
+// results_dict), run without the GIL.
+template <class Impl, class... Inputs, class... Names>
+void def_with_results(py::module_& m, const char* name,
+                      std::tuple<torch::Tensor, IntermediateResults> (*fn)(Impl&, const Inputs&...),
+                      Names... input_names) {
+  m.def(
+      name,
+      [fn](Impl& model, const Inputs&... inputs) {
+        const auto [out, results] = without_gil([&] { return fn(model, inputs...); });
+        return py::make_tuple(out, results_dict(results));
+      },
+      py::arg("model"), py::arg(input_names)...);
 }
 
 template <class Impl>
@@ -62,42 +65,18 @@ void stop_serving(int) {
 }  // namespace
 
 void bind_model_analysis(py::module_& m) {
-  m.def(
-      "datlm_forward_w_intermediate_results",
-      [](DualAttnTransformerLMImpl& model, const torch::Tensor& idx) {
-        return forward_with_results(&datlm_forward_w_intermediate_results, model, idx);
-      },
-      py::arg("model"), py::arg("x"));
-  m.def(
-      "transformerlm_forward_w_intermediate_results",
-      [](TransformerLMImpl& model, const torch::Tensor& idx) {
-        return forward_with_results(&transformerlm_forward_w_intermediate_results, model, idx);
-      },
-      py::arg("model"), py::arg("x"));
-  m.def(
-      "seq2seq_forward_w_intermediate_results",
-      [](Seq2SeqTransformerImpl& model, const torch::Tensor& x, const torch::Tensor& y) {
-        return forward_with_results(&seq2seq_forward_w_intermediate_results, model, x, y);
-      },
-      py::arg("model"), py::arg("x"), py::arg("y"));
-  m.def(
-      "seq2seq_dat_forward_w_intermediate_results",
-      [](Seq2SeqDualAttnTransformerImpl& model, const torch::Tensor& x, const torch::Tensor& y) {
-        return forward_with_results(&seq2seq_dat_forward_w_intermediate_results, model, x, y);
-      },
-      py::arg("model"), py::arg("x"), py::arg("y"));
-  m.def(
-      "vit_forward_w_intermediate_results",
-      [](VisionTransformerImpl& model, const torch::Tensor& x) {
-        return forward_with_results(&vit_forward_w_intermediate_results, model, x);
-      },
-      py::arg("model"), py::arg("x"));
-  m.def(
-      "vidat_forward_w_intermediate_results",
-      [](VisionDualAttnTransformerImpl& model, const torch::Tensor& x) {
-        return forward_with_results(&vidat_forward_w_intermediate_results, model, x);
-      },
-      py::arg("model"), py::arg("x"));
+  def_with_results(m, "datlm_forward_w_intermediate_results", &datlm_forward_w_intermediate_results,
+                   "x");
+  def_with_results(m, "transformerlm_forward_w_intermediate_results",
+                   &transformerlm_forward_w_intermediate_results, "x");
+  def_with_results(m, "seq2seq_forward_w_intermediate_results",
+                   &seq2seq_forward_w_intermediate_results, "x", "y");
+  def_with_results(m, "seq2seq_dat_forward_w_intermediate_results",
+                   &seq2seq_dat_forward_w_intermediate_results, "x", "y");
+  def_with_results(m, "vit_forward_w_intermediate_results", &vit_forward_w_intermediate_results,
+                   "x");
+  def_with_results(m, "vidat_forward_w_intermediate_results", &vidat_forward_w_intermediate_results,
+                   "x");
   def_symbol_weights<SymbolicAttentionImpl>(m);
   def_symbol_weights<RelationalSymbolicAttentionImpl>(m);
   def_symbol_weights<PositionalSymbolRetrieverImpl>(m);

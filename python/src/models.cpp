@@ -58,6 +58,11 @@ py::list optimizer_groups(const torch::nn::Module& model, double weight_decay) {
   return groups;
 }
 
+template <class Error>
+bool is_a(const hub::HubError& e) {
+  return dynamic_cast<const Error*>(&e) != nullptr;
+}
+
 // hub/hub.h's errors become the Python classes of the same names in dual_attention_cpp.hf
 // (OSError subclasses, as huggingface_hub's errors are), built with (message, repo_id, filename,
 // revision[, status]).
@@ -68,48 +73,17 @@ void translate_hub_errors() {
   };
   // Most derived first: the first match names the Python class.
   static const Kind kinds[] = {
-      {"GatedRepoError",
-       [](const hub::HubError& e) {
-         return dynamic_cast<const hub::GatedRepoError*>(&e) != nullptr;
-       }},
-      {"UnauthorizedError",
-       [](const hub::HubError& e) {
-         return dynamic_cast<const hub::UnauthorizedError*>(&e) != nullptr;
-       }},
-      {"RepositoryNotFoundError",
-       [](const hub::HubError& e) {
-         return dynamic_cast<const hub::RepositoryNotFoundError*>(&e) != nullptr;
-       }},
-      {"RevisionNotFoundError",
-       [](const hub::HubError& e) {
-         return dynamic_cast<const hub::RevisionNotFoundError*>(&e) != nullptr;
-       }},
-      {"EntryNotFoundError",
-       [](const hub::HubError& e) {
-         return dynamic_cast<const hub::EntryNotFoundError*>(&e) != nullptr;
-       }},
-      {"LocalEntryNotFoundError",
-       [](const hub::HubError& e) {
-         return dynamic_cast<const hub::LocalEntryNotFoundError*>(&e) != nullptr;
-       }},
-      {"NetworkError",
-       [](const hub::HubError& e) {
-         return dynamic_cast<const hub::NetworkError*>(&e) != nullptr;
-       }},
-      {"DiskFullError",
-       [](const hub::HubError& e) {
-         return dynamic_cast<const hub::DiskFullError*>(&e) != nullptr;
-       }},
-      {"ConsistencyError",
-       [](const hub::HubError& e) {
-         return dynamic_cast<const hub::ConsistencyError*>(&e) != nullptr;
-       }},
-      {"FileMetadataError",
-       [](const hub::HubError& e) {
-         return dynamic_cast<const hub::FileMetadataError*>(&e) != nullptr;
-       }},
-      {"HttpError",
-       [](const hub::HubError& e) { return dynamic_cast<const hub::HttpError*>(&e) != nullptr; }},
+      {"GatedRepoError", is_a<hub::GatedRepoError>},
+      {"UnauthorizedError", is_a<hub::UnauthorizedError>},
+      {"RepositoryNotFoundError", is_a<hub::RepositoryNotFoundError>},
+      {"RevisionNotFoundError", is_a<hub::RevisionNotFoundError>},
+      {"EntryNotFoundError", is_a<hub::EntryNotFoundError>},
+      {"LocalEntryNotFoundError", is_a<hub::LocalEntryNotFoundError>},
+      {"NetworkError", is_a<hub::NetworkError>},
+      {"DiskFullError", is_a<hub::DiskFullError>},
+      {"ConsistencyError", is_a<hub::ConsistencyError>},
+      {"FileMetadataError", is_a<hub::FileMetadataError>},
+      {"HttpError", is_a<hub::HttpError>},
   };
   py::register_local_exception_translator([](std::exception_ptr p) {
     try {
@@ -172,11 +146,7 @@ py::tuple generate_with_config(Impl& self, const std::vector<std::vector<int64_t
       return go_on.is_none() || go_on.cast<bool>();
     };
   }
-  GenerationOutput out;
-  {
-    py::gil_scoped_release no_gil;
-    out = generate(self, prompts, config, stream);
-  }
+  const auto out = without_gil([&] { return generate(self, prompts, config, stream); });
   return py::make_tuple(out.sequences, out.tokens, out.logprobs, out.scores, out.finish_reasons);
 }
 

@@ -115,11 +115,7 @@ void bind_tokenizer(py::module_& m) {
           "encode_ordinary",
           [](const Tokenizer& self, const py::str& text) {
             const std::string_view utf8 = utf8_of(text);
-            std::vector<int64_t> ids;
-            {
-              py::gil_scoped_release release;
-              ids = self.encode_ordinary(utf8);
-            }
+            const auto ids = without_gil([&] { return self.encode_ordinary(utf8); });
             return to_list(ids);
           },
           py::arg("text"))
@@ -131,11 +127,7 @@ void bind_tokenizer(py::module_& m) {
             const SpecialTokenSet allowed = special_set(allowed_special, "allowed_special");
             const SpecialTokenSet disallowed =
                 special_set(disallowed_special, "disallowed_special");
-            std::vector<int64_t> ids;
-            {
-              py::gil_scoped_release release;
-              ids = self.encode(utf8, allowed, disallowed);
-            }
+            const auto ids = without_gil([&] { return self.encode(utf8, allowed, disallowed); });
             return to_list(ids);
           },
           py::arg("text"), py::arg("allowed_special"), py::arg("disallowed_special"))
@@ -143,11 +135,7 @@ void bind_tokenizer(py::module_& m) {
           "encode_ordinary_batch",
           [](const Tokenizer& self, const py::list& texts) {
             const std::vector<std::string> utf8 = texts_of(texts);
-            std::vector<std::vector<int64_t>> ids;
-            {
-              py::gil_scoped_release release;
-              ids = self.encode_ordinary_batch(utf8);
-            }
+            const auto ids = without_gil([&] { return self.encode_ordinary_batch(utf8); });
             py::list out;
             for (const auto& v : ids) out.append(to_list(v));
             return out;
@@ -161,11 +149,8 @@ void bind_tokenizer(py::module_& m) {
             const SpecialTokenSet allowed = special_set(allowed_special, "allowed_special");
             const SpecialTokenSet disallowed =
                 special_set(disallowed_special, "disallowed_special");
-            std::vector<std::vector<int64_t>> ids;
-            {
-              py::gil_scoped_release release;
-              ids = self.encode_batch(utf8, allowed, disallowed);
-            }
+            const auto ids =
+                without_gil([&] { return self.encode_batch(utf8, allowed, disallowed); });
             py::list out;
             for (const auto& v : ids) out.append(to_list(v));
             return out;
@@ -180,52 +165,22 @@ void bind_tokenizer(py::module_& m) {
       .def(
           "decode_bytes",
           [](const Tokenizer& self, const std::vector<int64_t>& ids) {
-            std::string bytes;
-            {
-              py::gil_scoped_release release;
-              bytes = self.decode_bytes(ids);
-            }
+            const auto bytes = without_gil([&] { return self.decode_bytes(ids); });
             return py::bytes(bytes);
           },
           py::arg("tokens"))
-      .def(
-          "decode",
-          [](const Tokenizer& self, const std::vector<int64_t>& ids) {
-            std::string text;
-            {
-              py::gil_scoped_release release;
-              text = self.decode(ids);
-            }
-            return py::str(text);
-          },
-          py::arg("tokens"))
+      .def("decode", &Tokenizer::decode, py::arg("tokens"), release_gil)  // valid UTF-8: a str
       .def(
           "decode_single_token_bytes",
           [](const Tokenizer& self, int64_t id) {
             return py::bytes(self.decode_single_token_bytes(id));
           },
           py::arg("token"))
-      .def(
-          "decode_batch",
-          [](const Tokenizer& self, const std::vector<std::vector<int64_t>>& batch) {
-            std::vector<std::string> texts;
-            {
-              py::gil_scoped_release release;
-              texts = self.decode_batch(batch);
-            }
-            py::list out;
-            for (const auto& t : texts) out.append(py::str(t));
-            return out;
-          },
-          py::arg("batch"))
+      .def("decode_batch", &Tokenizer::decode_batch, py::arg("batch"), release_gil)  // [str]
       .def(
           "decode_bytes_batch",
           [](const Tokenizer& self, const std::vector<std::vector<int64_t>>& batch) {
-            std::vector<std::string> bytes;
-            {
-              py::gil_scoped_release release;
-              bytes = self.decode_bytes_batch(batch);
-            }
+            const auto bytes = without_gil([&] { return self.decode_bytes_batch(batch); });
             py::list out;
             for (const auto& b : bytes) out.append(py::bytes(b));
             return out;
