@@ -1,9 +1,21 @@
 #include <algorithm>
+#include <iostream>
 #include <sstream>
 
 #include "cli.h"
 
 namespace dual_attention::cli {
+
+const Positional kModelArgument = {
+    "MODEL",
+    "a model folder or Hugging Face Hub repo id (default: build/demo/shakespeare-dat, trained by "
+    "scripts/demo.sh)",
+    false};
+
+const Option kTokenizerOption = {
+    "--tokenizer", "PATH",
+    "tokenizer file (tiktoken ranks, tokenizer.json, vocab.json + merges.txt); default: one in the "
+    "model folder, else GPT-2's"};
 
 ArgParser::ArgParser(std::string program, std::string description,
                      std::vector<Positional> positionals, std::vector<Option> options)
@@ -24,8 +36,9 @@ std::optional<std::string> ArgParser::value(const std::string& name) const {
   return it->second;
 }
 
-void ArgParser::parse(const std::vector<std::string>& args) {
+bool ArgParser::parse(const std::vector<std::string>& args) {
   bool options_done = false;  // after "--" everything is positional
+  bool help_requested = false;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& arg = args[i];
     if (!options_done && arg == "--") {
@@ -51,7 +64,10 @@ void ArgParser::parse(const std::vector<std::string>& args) {
       positional_values_.push_back(arg);
     }
   }
-  if (help_requested) return;
+  if (help_requested) {
+    std::cout << help();
+    return false;
+  }
   size_t required = std::count_if(positionals_.begin(), positionals_.end(),
                                   [](const Positional& p) { return p.required; });
   if (positional_values_.size() < required)
@@ -59,6 +75,7 @@ void ArgParser::parse(const std::vector<std::string>& args) {
   bool open_ended = !positionals_.empty() && positionals_.back().repeated;
   if (!open_ended && positional_values_.size() > positionals_.size())
     throw UsageError("unexpected argument '" + positional_values_[positionals_.size()] + "'");
+  return true;
 }
 
 std::string ArgParser::help() const {

@@ -36,16 +36,21 @@ struct Positional {
   bool repeated = false;  // takes every remaining argument
 };
 
-// Parses `--name VALUE`, `--name=VALUE`, flags and positionals; `--help`/`-h` sets help_requested.
-// Unknown options, missing values and missing or extra positionals throw UsageError.
+// The arguments several subcommands take, written once.
+extern const Positional kModelArgument;  // MODEL of viz and serve (optional: the demo's model)
+extern const Option kTokenizerOption;    // --tokenizer PATH
+
+// Parses `--name VALUE`, `--name=VALUE`, flags and positionals. Unknown options, missing values
+// and missing or extra positionals throw UsageError.
 class ArgParser {
  public:
   ArgParser(std::string program, std::string description, std::vector<Positional> positionals,
             std::vector<Option> options);
-  void parse(const std::vector<std::string>& args);
+  // False when the arguments ask for `--help`/`-h`: the help is then printed on stdout, and the
+  // command has nothing more to do (it returns 0).
+  bool parse(const std::vector<std::string>& args);
   std::string help() const;
 
-  bool help_requested = false;
   std::optional<std::string> value(const std::string& name) const;
   bool flag(const std::string& name) const { return value(name).has_value(); }
   const std::vector<std::string>& positionals() const { return positional_values_; }

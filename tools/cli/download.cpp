@@ -34,11 +34,7 @@ int run_download(const std::vector<std::string>& args) {
        {"--force-download", "", "download again even if the files are cached"},
        {"--local-files-only", "", "use the cache only, make no request"},
        {"--quiet", "", "no progress bar"}});
-  parser.parse(args);
-  if (parser.help_requested) {
-    std::cout << parser.help();
-    return 0;
-  }
+  if (!parser.parse(args)) return 0;  // --help
   hub::DownloadOptions options;
   options.revision = parser.value("--revision");
   options.cache_dir = parser.value("--cache-dir");

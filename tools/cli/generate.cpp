@@ -118,9 +118,7 @@ int run_generate(const std::vector<std::string>& args) {
       {{"MODEL", "checkpoint folder or Hub repo id"}},
       {{"--prompt", "TEXT", "prompt text, tokenized with --tokenizer (this or --prompt-ids)"},
        {"--prompt-ids", "IDS", "prompt token ids, separated by commas or spaces"},
-       {"--tokenizer", "PATH",
-        "tokenizer file (tiktoken ranks, tokenizer.json, vocab.json + merges.txt); default: one "
-        "in the model folder, else GPT-2's"},
+       kTokenizerOption,
        {"--max-new-tokens", "N", "new tokens at most (default 64)"},
        {"--do-sample", "", "sample instead of greedy decoding"},
        {"--temperature", "T", "softmax temperature for sampling; 0 = greedy (default 1)"},
@@ -137,11 +135,7 @@ int run_generate(const std::vector<std::string>& args) {
        {"--revision", "R", "Hub revision (default main)"},
        {"--cache-dir", "D", "Hub cache folder"},
        {"--local-files-only", "", "use the Hub cache only, make no request"}});
-  parser.parse(args);
-  if (parser.help_requested) {
-    std::cout << parser.help();
-    return 0;
-  }
+  if (!parser.parse(args)) return 0;  // --help
   const auto prompt_text = parser.value("--prompt");
   const auto prompt_ids = parser.value("--prompt-ids");
   if (!prompt_text == !prompt_ids)

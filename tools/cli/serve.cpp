@@ -41,25 +41,16 @@ int run_serve(const std::vector<std::string>& args) {
       "OpenAI-compatible API:\nGET /health, GET /v1/models, POST /v1/completions (stream: "
       "Server-Sent Events),\nPOST /v1/visualize. Requests are served one at a time in arrival "
       "order. See docs/model_analysis.md.",
-      {{"MODEL",
-        "a model folder or Hugging Face Hub repo id (default: build/demo/shakespeare-dat, "
-        "trained by scripts/demo.sh)",
-        false}},
+      {kModelArgument},
       {{"--host", "HOST", "address to listen on (default: 127.0.0.1, this machine only)"},
        {"--port", "PORT", "port (default: 8080; 0 picks a free one)"},
-       {"--tokenizer", "PATH",
-        "tokenizer file (tiktoken ranks, tokenizer.json, vocab.json + merges.txt); default: one "
-        "in the model folder, else GPT-2's"},
+       kTokenizerOption,
        {"--max-body-bytes", "N", "largest request body (default: 1048576)"},
        {"--max-prompt-bytes", "N", "largest text prompt (default: 65536)"},
        {"--max-tokens", "N", "largest max_tokens of a request (default: 4096)"},
        {"--threads", "N", "connections served at once (default: 16)"},
        {"--quiet", "", "no request log"}});
-  parser.parse(args);
-  if (parser.help_requested) {
-    std::cout << parser.help();
-    return 0;
-  }
+  if (!parser.parse(args)) return 0;  // --help
   app::ServerOptions options;
   options.host = parser.value("--host").value_or("127.0.0.1");
   options.port = static_cast<int>(integer_option(parser, "--port", 8080, 0, 65535));

@@ -32,22 +32,13 @@ int run_viz(const std::vector<std::string>& args) {
       "self-attention\nscores, relational-attention scores and relations (four relation "
       "post-processors, a scale\nfactor, relations scaled by a chosen head's attention). "
       "Weights are quantised to 8 bits\nper matrix for display (docs/model_analysis.md).",
-      {{"MODEL",
-        "a model folder or Hugging Face Hub repo id (default: build/demo/shakespeare-dat, "
-        "trained by scripts/demo.sh)",
-        false}},
+      {kModelArgument},
       {{"--prompt", "TEXT", "the text to run the model on"},
        {"--tokens", "IDS", "token ids instead of a prompt, e.g. 464,3290,318"},
-       {"--tokenizer", "PATH",
-        "tokenizer file (tiktoken ranks, tokenizer.json, vocab.json + merges.txt); default: one "
-        "in the model folder, else GPT-2's"},
+       kTokenizerOption,
        {"-o", "FILE", "the HTML file to write (default: viz.html)"},
        {"--title", "TEXT", "the page title (default: the model name)"}});
-  parser.parse(args);
-  if (parser.help_requested) {
-    std::cout << parser.help();
-    return 0;
-  }
+  if (!parser.parse(args)) return 0;  // --help
   const auto prompt = parser.value("--prompt");
   const auto tokens = parser.value("--tokens");
   if (prompt.has_value() == tokens.has_value())
