@@ -312,6 +312,96 @@ def part_profile(args, results):
                           "parts_s": parts}
 
 
+def free_relational_attention(q, k, q_rel, k_rel, sv, wr, *rest):
+    """Stands in for torch.ops.dual_attention.relational_attention at no cost: heads [b, n, h, hd]
+    of zeros, still connected to every input, so the projections around it keep their backward."""
+    touch = (k.sum() + q_rel.sum() + k_rel.sum() + sv.sum() + wr.sum()) * 0
+    return q * 0 + touch, None, None
+
+
+def part_ceiling(args, results):
+    """The speed-up our model could reach if relational attention cost nothing: ours with the
+    operator replaced by free_relational_attention, against ours and the reference, all eager,
+    timed in alternating rounds (median). Everything else (the projections, the symbol retriever,
+    self-attention, the feed-forward blocks, the vocabulary projection and the loss, AdamW) is the
+    same computation in both implementations."""
+    from dual_attention.language_models import DualAttnTransformerLM as Reference
+
+    import dual_attention_cpp.relational_attention as ra
+    from dual_attention_cpp.language_models import DualAttnTransformerLM as Ours
+
+    n = args.n
+    torch.manual_seed(0)
+    reference = Reference(**lm_config(n))
+    ours = Ours(**lm_config(n))
+    ours.load_state_dict(reference.state_dict())
+    x = torch.randint(0, VOCAB, (args.batch, n))
+    y = torch.randint(0, VOCAB, (args.batch, n))
+
+    class FreeOps:  # torch.ops with the relational operator replaced
+        def __getattr__(self, name):
+            return getattr(torch.ops, name)
+
+    class FreeNamespace:
+        relational_attention = staticmethod(free_relational_attention)
+
+        def __getattr__(self, name):
+            return getattr(torch.ops.dual_attention, name)
+
+    free_ops = FreeOps()
+    free_ops.dual_attention = FreeNamespace()
+
+    class Patched:  # swaps the module-level `torch` that RelationalAttention.forward reads
+        def __init__(self, on):
+            self.on = on
+
+        def __enter__(self):
+            if self.on:
+                self.saved = ra.torch
+                ra.torch = _TorchWith(free_ops)
+
+        def __exit__(self, *exc):
+            if self.on:
+                ra.torch = self.saved
+
+    rows = {"reference": (reference, False), "ours": (ours, False),
+            "ours, relational attention free": (ours, True)}
+    times = {name: {"forward": [], "step": []} for name in rows}
+    opts = {name: torch.optim.AdamW(model.parameters(), lr=1e-4) for name, (model, _) in rows.items()}
+    for round_ in range(args.reps + 1):  # the first round warms up and is not counted
+        for name, (model, free) in rows.items():
+            with Patched(free):  # each timed on its second call in a row (the first warms up)
+                model.eval()
+                forward = timed(forward_fn(model, x, False), 1)
+                model.train()
+                step = timed(step_fn(model, opts[name], x, y, False), 1)
+            if round_ > 0:
+                times[name]["forward"].append(forward)
+                times[name]["step"].append(step)
+    ref = {k: statistics.median(v) for k, v in times["reference"].items()}
+    out = []
+    print(f"  {'':34s} {'forward':>9s} {'x ref':>6s} {'step':>9s} {'x ref':>6s}")
+    for name in rows:
+        med = {k: statistics.median(v) for k, v in times[name].items()}
+        row = {"impl": name, "forward_s": med["forward"], "step_s": med["step"],
+               "forward_speedup": ref["forward"] / med["forward"],
+               "step_speedup": ref["step"] / med["step"]}
+        out.append(row)
+        print(f"  {name:34s} {med['forward'] * 1e3:7.0f} ms {row['forward_speedup']:5.2f}x "
+              f"{med['step'] * 1e3:7.0f} ms {row['step_speedup']:5.2f}x", flush=True)
+    results["ceiling"] = out
+
+
+class _TorchWith:
+    """The torch module, except for `ops`."""
+
+    def __init__(self, ops):
+        self.ops = ops
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--n", type=int, default=1024)
@@ -346,6 +436,9 @@ def main():
     if "profile" in parts:
         print("== our training step against the machine's matrix-product rate")
         part_profile(args, results)
+    if "ceiling" in parts:
+        print(f"== the ceiling: ours with relational attention at no cost (median of {args.reps})")
+        part_ceiling(args, results)
     Path(args.json).write_text(json.dumps(results, indent=2))
     print(f"wrote {args.json}")
 
