@@ -6,7 +6,7 @@ The model is issue 18's (the generation issue's DAT LM): vocab 50304, d_model 51
 self-attention + 4 relational heads, 2 kv heads, 8 relations, 512 symbols (symbolic attention, 4
 heads), swiglu, RoPE, pre-norm, dropout 0; batch 1, n = 1024, --threads (default 2).
 
-Four parts, each printed as a table and written to --json:
+Four parts (and --parts ceiling: ours with relational attention at no cost), each printed as a table and written to --json:
   1. forward (eval, no_grad) and training step (forward, loss, backward, AdamW step) of the same
      weights: ours (dual_attention_cpp: the C++ modules from Python), the reference eager, and the
      reference under torch.compile (compile time reported apart); float32 and bf16 autocast;
