@@ -87,18 +87,24 @@ def forward_fn(model, x, bf16):
     return forward
 
 
-def part_models(args, results):
+def same_weights_pair(args):
+    """(reference, ours, x, y): the two models with the same weights, and a batch of ids/targets."""
     from dual_attention.language_models import DualAttnTransformerLM as Reference
 
     from dual_attention_cpp.language_models import DualAttnTransformerLM as Ours
 
-    n = args.n
     torch.manual_seed(0)
-    reference = Reference(**lm_config(n))
-    ours = Ours(**lm_config(n))
+    reference = Reference(**lm_config(args.n))
+    ours = Ours(**lm_config(args.n))
     ours.load_state_dict(reference.state_dict())
-    x = torch.randint(0, VOCAB, (args.batch, n))
-    y = torch.randint(0, VOCAB, (args.batch, n))
+    x = torch.randint(0, VOCAB, (args.batch, args.n))
+    y = torch.randint(0, VOCAB, (args.batch, args.n))
+    return reference, ours, x, y
+
+
+def part_models(args, results):
+    n = args.n
+    reference, ours, x, y = same_weights_pair(args)
 
     with torch.no_grad():
         a, b = reference.eval()(x)[0], ours.eval()(x)[0]
@@ -325,18 +331,9 @@ def part_ceiling(args, results):
     timed in alternating rounds (median). Everything else (the projections, the symbol retriever,
     self-attention, the feed-forward blocks, the vocabulary projection and the loss, AdamW) is the
     same computation in both implementations."""
-    from dual_attention.language_models import DualAttnTransformerLM as Reference
-
     import dual_attention_cpp.relational_attention as ra
-    from dual_attention_cpp.language_models import DualAttnTransformerLM as Ours
 
-    n = args.n
-    torch.manual_seed(0)
-    reference = Reference(**lm_config(n))
-    ours = Ours(**lm_config(n))
-    ours.load_state_dict(reference.state_dict())
-    x = torch.randint(0, VOCAB, (args.batch, n))
-    y = torch.randint(0, VOCAB, (args.batch, n))
+    reference, ours, x, y = same_weights_pair(args)
 
     class FreeOps:  # torch.ops with the relational operator replaced
         def __getattr__(self, name):
