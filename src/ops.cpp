@@ -147,8 +147,9 @@ RelationalAttentionImplementation resolve_relational_attention_path(
   if (in.need_weights || in.batch == 0 || in.n_queries == 0 || in.n_keys == 0)
     return Implementation::Materialize;
   if (requested != Implementation::Auto) return requested;
-  // A trace must not read data nor run the blockwise path's many small operators.
-  if (in.traced) return Implementation::Materialize;
+  // A trace keeps the blockwise path as its two opaque operators (it reads no data and runs none
+  // of their small block operators), but would freeze the seed of its dropout masks.
+  if (in.traced && in.dropout_p > 0) return Implementation::Materialize;
   // SDPA needs a fused kernel that takes values wider than keys: CUDA's, not the CPU's.
   if (in.rel_activation == "identity" && !in.relative_symbols && in.device.is_cuda() &&
       in.dtype != torch::kDouble && !in.has_mask)
@@ -166,7 +167,7 @@ RelationalAttentionImplementation resolve_relational_attention_path(
 RelationalAttentionImplementation relational_attention_path(
     RelationalAttentionImplementation requested, const torch::Tensor& q, const torch::Tensor& k,
     const torch::Tensor& q_rel, bool has_mask, bool relative_symbols,
-    std::string_view rel_activation, bool need_weights) {
+    std::string_view rel_activation, bool need_weights, double dropout_p) {
   RelationalAttentionPathInputs in;
   in.device = q.device();
   in.dtype = q.scalar_type();
@@ -180,6 +181,7 @@ RelationalAttentionImplementation relational_attention_path(
   in.has_mask = has_mask;
   in.need_weights = need_weights;
   in.traced = is_traced(q);
+  in.dropout_p = dropout_p;
   return resolve_relational_attention_path(requested, in);
 }
 
@@ -194,9 +196,9 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> relational_attention(
                                                relative_symbols, dropout_p, block_size);
   const std::string activation(rel_activation);
   get_activation(activation, "relational_attention: rel_activation");  // a known name
-  const auto path =
-      relational_attention_path(parse_relational_attention_implementation(implementation, op), q, k,
-                                q_rel, mask.defined(), relative_symbols, activation, need_weights);
+  const auto path = relational_attention_path(
+      parse_relational_attention_implementation(implementation, op), q, k, q_rel, mask.defined(),
+      relative_symbols, activation, need_weights, dropout_p);
   const int64_t n = q.size(1), m = k.size(1);
 
   Tensor heads, scores, relations;  // [b, n, h, head_dim], [b, h, n, m], [b, n, m, R]
@@ -270,6 +272,21 @@ TORCH_LIBRARY(dual_attention, m) {
       "Tensor? attn_mask, bool is_causal, bool relative_symbols, str rel_activation, "
       "float dropout_p, bool need_weights, str implementation, int block_size) "
       "-> (Tensor, Tensor, Tensor)");
+  // The blockwise path's forward and backward (src/relational_attention_fast.cpp), internal:
+  // relational_attention(implementation='blockwise') calls them. Row-major outputs [n, b * h, w]:
+  // attended symbols (v) or relative symbols, and attended relations.
+  m.def(
+      "relational_attention_blockwise_forward(Tensor q, Tensor k, Tensor? v, Tensor? symbols, "
+      "Tensor q_rel, Tensor k_rel, Tensor? mask, bool is_causal, float attn_scale, "
+      "float rel_scale, str rel_activation, float dropout_p, int seed, int block_size) "
+      "-> (Tensor, Tensor, Tensor)");
+  m.def(
+      "relational_attention_blockwise_backward(Tensor? grad_out_v, Tensor? grad_out_s, "
+      "Tensor? grad_out_r, Tensor q, Tensor k, Tensor? v, Tensor? symbols, Tensor q_rel, "
+      "Tensor k_rel, Tensor? mask, Tensor out_v, Tensor out_s, Tensor out_r, bool is_causal, "
+      "float attn_scale, float rel_scale, str rel_activation, float dropout_p, int seed, "
+      "int block_size, bool want_v, bool want_symbols) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def(
       "symbolic_attention(Tensor query, Tensor template_features, Tensor symbol_library, "
       "int n_heads, float dropout_p, float? scale) -> Tensor");

@@ -2,19 +2,26 @@
 // what the materialising path computes without an n x n tensor per head or relation:
 // - Blockwise: query rows in blocks of at most `block_size`, each against the keys it may see (a
 //   causal block stops at its last row; an explicit mask cuts the columns no row of the block
-//   sees). A custom autograd function saves only the O(n) inputs and outputs and recomputes each
-//   block in backward, as flash attention does.
+//   sees). Two operators, relational_attention_blockwise_forward and _backward, joined by an
+//   Autograd kernel, save only the O(n) inputs and outputs and recompute each block in backward,
+//   as flash attention does. With meta kernels, a trace (torch.compile, torch.export) keeps them
+//   as two opaque operators.
 // - SDPA: with identity relations sum_j a_ij <qrel_il, krel_jl> = <qrel_il, sum_j a_ij krel_jl>, so
 //   the relational term is attention whose values are the relation keys. One fused attention with
 //   values [s W_s | krel] gives both terms.
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <mutex>
 #include <optional>
+#include <string_view>
+#include <tuple>
 
 #include "dual_attention/attention_utils.h"
 #include "dual_attention/model_utils.h"
@@ -35,7 +42,7 @@ constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 constexpr int64_t kBlockElements = int64_t{1} << 20;
 constexpr int64_t kMinBlockRows = 32;
 
-// What a blockwise evaluation needs besides tensors. Saved field by field in the autograd context.
+// What a blockwise evaluation needs besides tensors (the scalar arguments of the operators).
 struct BlockwiseConfig {
   int64_t block_size = 128;
   bool causal = false;
@@ -44,28 +51,23 @@ struct BlockwiseConfig {
   // Attention dropout probability (0 outside training) and the seed its masks derive from.
   double dropout = 0.0;
   int64_t seed = 0;
-
-  void save(AutogradContext* ctx) const {
-    ctx->saved_data["block_size"] = block_size;
-    ctx->saved_data["causal"] = causal;
-    ctx->saved_data["attn_scale"] = attn_scale;
-    ctx->saved_data["rel_scale"] = rel_scale;
-    ctx->saved_data["rel_activation"] = rel_activation;
-    ctx->saved_data["dropout"] = dropout;
-    ctx->saved_data["seed"] = seed;
-  }
-  static BlockwiseConfig load(AutogradContext* ctx) {
-    BlockwiseConfig c;
-    c.block_size = ctx->saved_data["block_size"].toInt();
-    c.causal = ctx->saved_data["causal"].toBool();
-    c.attn_scale = ctx->saved_data["attn_scale"].toDouble();
-    c.rel_scale = ctx->saved_data["rel_scale"].toDouble();
-    c.rel_activation = ctx->saved_data["rel_activation"].toStringRef();
-    c.dropout = ctx->saved_data["dropout"].toDouble();
-    c.seed = ctx->saved_data["seed"].toInt();
-    return c;
-  }
 };
+
+BlockwiseConfig config(bool is_causal, double attn_scale, double rel_scale,
+                       std::string_view rel_activation, double dropout_p, int64_t seed,
+                       int64_t block_size) {
+  BlockwiseConfig c;
+  c.block_size = block_size;
+  c.causal = is_causal;
+  c.attn_scale = attn_scale;
+  c.rel_scale = rel_scale;
+  c.rel_activation = std::string(rel_activation);
+  c.dropout = dropout_p;
+  c.seed = seed;
+  return c;
+}
+
+Tensor value_or_undefined(const std::optional<Tensor>& t) { return t ? *t : Tensor(); }
 
 // The tensors of one evaluation, in the layouts the projections produce:
 //   q [b, n, h, key_dim], k [b, n, g, key_dim] (g kv heads; query head hh uses kv head hh / rep)
@@ -260,158 +262,346 @@ class ThreadSums {
   std::vector<Tensor> parts_;
 };
 
-// Blockwise relational attention as one autograd node. Outputs, row-major ([n, b * h, ...]):
+// The kernel of dual_attention::relational_attention_blockwise_forward on every backend (device
+// generic: the blocks are ATen operators). Inputs as in BlockInputs, v or symbols given. Three
+// outputs, row-major ([n, b * h, ...]):
 //   0: sum_j p_ij v_j            [n, b * h, head_dim]  (v given; else empty)
 //   1: sum_j p_ij symbols_ij     [n, b * h, d]         (relative symbols; else empty)
 //   2: sum_j p_ij r_ijl          [n, b * h, R]
 // with p the (dropped-out) attention probabilities and r the activated relations.
+std::tuple<Tensor, Tensor, Tensor> blockwise_forward(
+    const Tensor& q, const Tensor& k, const std::optional<Tensor>& v,
+    const std::optional<Tensor>& symbols, const Tensor& q_rel, const Tensor& k_rel,
+    const std::optional<Tensor>& mask, bool is_causal, double attn_scale, double rel_scale,
+    std::string_view rel_activation, double dropout_p, int64_t seed, int64_t block_size) {
+  const BlockwiseConfig c =
+      config(is_causal, attn_scale, rel_scale, rel_activation, dropout_p, seed, block_size);
+  BlockInputs in{q,     k,     value_or_undefined(v),   value_or_undefined(symbols),
+                 q_rel, k_rel, value_or_undefined(mask)};
+  const int64_t b = in.b(), n = in.n(), h = in.heads(), rep = in.rep(), R = in.relations();
+  const int64_t bh = b * h;
+  // Outputs not asked for are empty (numel 0).
+  auto make = [&](bool wanted, at::IntArrayRef shape) {
+    return torch::empty(wanted ? shape : at::IntArrayRef{0}, q.options());
+  };
+  auto out_v = make(in.v.defined(), {n, bh, in.v.defined() ? in.v.size(3) : 0});
+  auto out_s = make(in.symbols.defined(), {n, bh, in.symbols.defined() ? in.symbols.size(2) : 0});
+  auto out_r = make(true, {n, bh, R});
+  const auto activation = get_activation(c.rel_activation).forward;
+  const int64_t row_width = bh + b * R + (in.symbols.defined() ? in.symbols.size(2) : 0);
+
+  for_each_block(make_blocks(n, row_width, c, in.mask), q, [&](const Block& blk, int) {
+    const int64_t m = blk.rows();
+    auto p = block_probabilities(in, c, blk);  // [m, b * h, kj]
+    if (c.dropout > 0) p.mul_(dropout_keep_mask(p, c, blk));
+    if (in.v.defined()) {  // sum_j p_ij s_j W_s
+      per_head_matmul(
+          out_v.slice(0, blk.i0, blk.i1), b, h,
+          [&](int64_t bb, int64_t hh) { return p.select(1, bb * h + hh); },
+          [&](int64_t bb, int64_t hh) {
+            return in.v[bb].slice(0, blk.j0, blk.j1).select(1, hh / rep).t();
+          },
+          0.0, 1.0);
+    }
+    if (in.symbols.defined()) {                                               // sum_j p_ij s_ij
+      auto s = in.symbols.slice(0, blk.i0, blk.i1).slice(1, blk.j0, blk.j1);  // [m, kj, d]
+      out_s.slice(0, blk.i0, blk.i1).copy_(torch::bmm(p, s));
+    }
+    // sum_j p_ij r_ijl, one [h, kj] x [kj, R] product per query row
+    auto r = activation(block_relation_logits(in, c, blk)).view({m * b, R, -1});
+    out_r.slice(0, blk.i0, blk.i1)
+        .view({m * b, h, R})
+        .copy_(torch::bmm(p.view({m * b, h, -1}), r.transpose(1, 2)));
+  });
+
+  return {out_v, out_s, out_r};
+}
+
+// With p = softmax(s) and the outputs O = sum_j p_ij V_ij (each output above is one),
+//   dp_ij = sum over outputs of <dO_i, V_ij>,  ds_ij = p_ij (dp_ij - D_i),
+//   D_i = sum_j p_ij dp_ij = sum over outputs of <dO_i, O_i>   (an O(n) quantity),
+// and each block's p is recomputed from q and k. With dropout, p_ij dp_ij = pd_ij dpd_ij for the
+// dropped-out pd = p * keep and its gradient dpd, so D is the same sum.
+// The kernel of dual_attention::relational_attention_blockwise_backward: (dq, dk, dv, d_symbols,
+// dq_rel, dk_rel), dv and d_symbols empty unless want_v and want_symbols.
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> blockwise_backward(
+    const std::optional<Tensor>& grad_out_v, const std::optional<Tensor>& grad_out_s,
+    const std::optional<Tensor>& grad_out_r, const Tensor& q, const Tensor& k,
+    const std::optional<Tensor>& v, const std::optional<Tensor>& symbols, const Tensor& q_rel,
+    const Tensor& k_rel, const std::optional<Tensor>& mask, const Tensor& out_v,
+    const Tensor& out_s, const Tensor& out_r, bool is_causal, double attn_scale, double rel_scale,
+    std::string_view rel_activation, double dropout_p, int64_t seed, int64_t block_size,
+    bool want_v, bool want_symbols) {
+  const BlockwiseConfig c =
+      config(is_causal, attn_scale, rel_scale, rel_activation, dropout_p, seed, block_size);
+  BlockInputs in{q,     k,     value_or_undefined(v),   value_or_undefined(symbols),
+                 q_rel, k_rel, value_or_undefined(mask)};
+  // An output that nothing used has no gradient: zeros.
+  auto grad_of = [](const std::optional<Tensor>& grad, const Tensor& out) {
+    return grad && grad->defined() ? grad->contiguous() : torch::zeros_like(out);
+  };
+  const auto d_out_v = grad_of(grad_out_v, out_v), d_out_s = grad_of(grad_out_s, out_s);
+  const auto d_out_r = grad_of(grad_out_r, out_r);
+  const int64_t b = in.b(), n = in.n(), h = in.heads(), rep = in.rep(), R = in.relations();
+
+  auto delta = (d_out_r * out_r).sum(-1);  // D [n, b * h]
+  if (in.v.defined()) delta += (d_out_v * out_v).sum(-1);
+  if (in.symbols.defined()) delta += (d_out_s * out_s).sum(-1);
+
+  // A block writes its own query rows; the key side collects from every block.
+  auto dq = torch::zeros_like(in.q), dq_rel = torch::zeros_like(in.q_rel);
+  auto d_symbols = want_symbols ? torch::zeros_like(in.symbols) : Tensor();
+  ThreadSums dk(in.k, true), dk_rel(in.k_rel, true), dv(in.v, want_v);
+  const auto& activation = get_activation(c.rel_activation);
+  const int64_t row_width = b * h + b * R + (in.symbols.defined() ? in.symbols.size(2) : 0);
+
+  for_each_block(make_blocks(n, row_width, c, in.mask), in.q, [&](const Block& blk, int thread) {
+    const int64_t m = blk.rows();
+    auto head = [&](const Tensor& t) {  // [m, b * h, x] -> (bb, hh) -> [m, x]
+      return [&t, h](int64_t bb, int64_t hh) { return t.select(1, bb * h + hh); };
+    };
+    auto keys = [&](const Tensor& t, int64_t per) {  // [b, n, w, x] keys of this block
+      return [&t, &blk, per](int64_t bb, int64_t hh) {
+        return t[bb].slice(0, blk.j0, blk.j1).select(1, hh / per);
+      };
+    };
+    auto p = block_probabilities(in, c, blk);  // [m, b * h, kj]
+    Tensor keep = c.dropout > 0 ? dropout_keep_mask(p, c, blk) : Tensor();
+    auto pd = keep.defined() ? p * keep : p;
+
+    // dpd: the gradient of the dropped-out probabilities, a term per output.
+    auto d_o_v = d_out_v.slice(0, blk.i0, blk.i1), d_o_r = d_out_r.slice(0, blk.i0, blk.i1);
+    auto dpd = torch::empty_like(p);
+    if (in.v.defined()) {
+      per_head_matmul(dpd, b, h, head(d_o_v), keys(in.v, rep), 0.0, 1.0);
+      if (want_v) {
+        for (int64_t bb = 0; bb < b; ++bb) {
+          for (int64_t hh = 0; hh < h; ++hh) {
+            dv[thread][bb]
+                .slice(0, blk.j0, blk.j1)
+                .select(1, hh / rep)
+                .addmm_(pd.select(1, bb * h + hh).t(), d_o_v.select(1, bb * h + hh));
+          }
+        }
+      }
+    } else {
+      dpd.zero_();
+    }
+    if (in.symbols.defined()) {
+      auto s = in.symbols.slice(0, blk.i0, blk.i1).slice(1, blk.j0, blk.j1);  // [m, kj, d]
+      auto d_o = d_out_s.slice(0, blk.i0, blk.i1);                            // [m, b*h, d]
+      dpd.baddbmm_(d_o, s.transpose(1, 2));
+      if (want_symbols) {
+        d_symbols.slice(0, blk.i0, blk.i1)
+            .slice(1, blk.j0, blk.j1)
+            .copy_(torch::bmm(pd.transpose(1, 2), d_o));
+      }
+    }
+    {
+      auto t = block_relation_logits(in, c, blk).view({m * b, R, -1});
+      auto r = activation.forward(t);  // [m * b, R, kj]
+      if (!activation.needs_input) t.reset();
+      auto d_o = d_o_r.view({m * b, h, R});
+      dpd.view({m * b, h, -1}).baddbmm_(d_o, r);
+      auto dr = torch::bmm(d_o.transpose(1, 2), pd.view({m * b, h, -1}));  // [m * b, R, kj]
+      auto dt = activation.backward(dr, t, r).view({m, b * R, -1});
+      t.reset(), r.reset(), dr.reset();
+      add_logit_grads(dt, in.q_rel, in.k_rel, blk, R, 1, c.rel_scale, dq_rel, dk_rel[thread]);
+    }
+    pd.reset();
+    if (keep.defined()) dpd.mul_(keep);
+    auto ds = dpd.sub_(delta.slice(0, blk.i0, blk.i1).unsqueeze(-1)).mul_(p);  // [m, b*h, kj]
+    p.reset();
+    add_logit_grads(ds, in.q, in.k, blk, h, rep, c.attn_scale, dq, dk[thread]);
+  });
+  // Gradients not asked for are empty tensors (an operator returns no undefined tensor).
+  auto or_empty = [&](const Tensor& t) { return t.defined() ? t : q.new_empty({0}); };
+  return {dq, dk.sum(), or_empty(dv.sum()), or_empty(d_symbols), dq_rel, dk_rel.sum()};
+}
+
+// The meta kernels (shapes only): what torch.compile and torch.export trace the operators with.
+std::tuple<Tensor, Tensor, Tensor> blockwise_forward_meta(const Tensor& q, const Tensor&,
+                                                          const std::optional<Tensor>& v,
+                                                          const std::optional<Tensor>& symbols,
+                                                          const Tensor& q_rel, const Tensor&,
+                                                          const std::optional<Tensor>&, bool,
+                                                          double, double, std::string_view, double,
+                                                          int64_t, int64_t) {
+  const int64_t n = q.size(1), bh = q.size(0) * q.size(2);
+  auto width = [](const std::optional<Tensor>& t, int64_t dim) {
+    return t && t->defined() ? t->size(dim) : int64_t{0};
+  };
+  auto empty = [&](int64_t w) { return w > 0 ? q.new_empty({n, bh, w}) : q.new_empty({0}); };
+  return {empty(width(v, 3)), empty(width(symbols, 2)), q.new_empty({n, bh, q_rel.size(2)})};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> blockwise_backward_meta(
+    const std::optional<Tensor>&, const std::optional<Tensor>&, const std::optional<Tensor>&,
+    const Tensor& q, const Tensor& k, const std::optional<Tensor>& v,
+    const std::optional<Tensor>& symbols, const Tensor& q_rel, const Tensor& k_rel,
+    const std::optional<Tensor>&, const Tensor&, const Tensor&, const Tensor&, bool, double, double,
+    std::string_view, double, int64_t, int64_t, bool want_v, bool want_symbols) {
+  auto like_if = [&](bool wanted, const std::optional<Tensor>& t) {
+    return wanted && t && t->defined() ? torch::empty_like(*t) : q.new_empty({0});
+  };
+  return {torch::empty_like(q),           torch::empty_like(k),     like_if(want_v, v),
+          like_if(want_symbols, symbols), torch::empty_like(q_rel), torch::empty_like(k_rel)};
+}
+
+using ForwardOp = std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Tensor&,
+                                                     const std::optional<Tensor>&,
+                                                     const std::optional<Tensor>&, const Tensor&,
+                                                     const Tensor&, const std::optional<Tensor>&,
+                                                     bool, double, double, std::string_view, double,
+                                                     int64_t, int64_t);
+using BackwardOp = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>(
+    const std::optional<Tensor>&, const std::optional<Tensor>&, const std::optional<Tensor>&,
+    const Tensor&, const Tensor&, const std::optional<Tensor>&, const std::optional<Tensor>&,
+    const Tensor&, const Tensor&, const std::optional<Tensor>&, const Tensor&, const Tensor&,
+    const Tensor&, bool, double, double, std::string_view, double, int64_t, int64_t, bool, bool);
+
+const c10::TypedOperatorHandle<ForwardOp>& forward_op() {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("dual_attention::relational_attention_blockwise_forward", "")
+          .typed<ForwardOp>();
+  return op;
+}
+const c10::TypedOperatorHandle<BackwardOp>& backward_op() {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("dual_attention::relational_attention_blockwise_backward", "")
+          .typed<BackwardOp>();
+  return op;
+}
+
+std::optional<Tensor> optional_of(const Tensor& t) {
+  return t.defined() ? std::optional<Tensor>(t) : std::nullopt;
+}
+
+// The forward operator as one autograd node whose backward is the backward operator. It saves the
+// O(n) inputs and outputs only: the backward recomputes each block, as flash attention does.
 struct BlockwiseRelationalAttention
     : public torch::autograd::Function<BlockwiseRelationalAttention> {
   static variable_list forward(AutogradContext* ctx, const Tensor& q, const Tensor& k,
                                const std::optional<Tensor>& v, const std::optional<Tensor>& symbols,
                                const Tensor& q_rel, const Tensor& k_rel,
-                               const std::optional<Tensor>& mask, const BlockwiseConfig& c) {
-    auto plain = [](const std::optional<Tensor>& t) { return t ? t->detach() : Tensor(); };
-    BlockInputs in{q.detach(),     k.detach(),     plain(v),   plain(symbols),
-                   q_rel.detach(), k_rel.detach(), plain(mask)};
-    const int64_t b = in.b(), n = in.n(), h = in.heads(), rep = in.rep(), R = in.relations();
-    const int64_t bh = b * h;
+                               const std::optional<Tensor>& mask, bool is_causal, double attn_scale,
+                               double rel_scale, std::string_view rel_activation, double dropout_p,
+                               int64_t seed, int64_t block_size) {
+    Tensor out_v, out_s, out_r;
+    {
+      at::AutoDispatchBelowADInplaceOrView below_autograd;
+      std::tie(out_v, out_s, out_r) =
+          forward_op().call(q, k, v, symbols, q_rel, k_rel, mask, is_causal, attn_scale, rel_scale,
+                            rel_activation, dropout_p, seed, block_size);
+    }
+    ctx->saved_data["is_causal"] = is_causal;
+    ctx->saved_data["attn_scale"] = attn_scale;
+    ctx->saved_data["rel_scale"] = rel_scale;
+    ctx->saved_data["rel_activation"] = std::string(rel_activation);
+    ctx->saved_data["dropout_p"] = dropout_p;
+    ctx->saved_data["seed"] = seed;
+    ctx->saved_data["block_size"] = block_size;
+    ctx->saved_data["want_v"] = v && v->defined() && v->requires_grad();
+    ctx->saved_data["want_symbols"] = symbols && symbols->defined() && symbols->requires_grad();
+    ctx->save_for_backward({q, k, value_or_undefined(v), value_or_undefined(symbols), q_rel, k_rel,
+                            value_or_undefined(mask), out_v, out_s, out_r});
     // Outputs not asked for are empty and non-differentiable.
-    auto make = [&](bool wanted, at::IntArrayRef shape) {
-      return torch::empty(wanted ? shape : at::IntArrayRef{0}, q.options());
-    };
-    auto out_v = make(in.v.defined(), {n, bh, in.v.defined() ? in.v.size(3) : 0});
-    auto out_s = make(in.symbols.defined(), {n, bh, in.symbols.defined() ? in.symbols.size(2) : 0});
-    auto out_r = make(true, {n, bh, R});
-    const auto activation = get_activation(c.rel_activation).forward;
-    const int64_t row_width = bh + b * R + (in.symbols.defined() ? in.symbols.size(2) : 0);
-
-    for_each_block(make_blocks(n, row_width, c, in.mask), q, [&](const Block& blk, int) {
-      const int64_t m = blk.rows();
-      auto p = block_probabilities(in, c, blk);  // [m, b * h, kj]
-      if (c.dropout > 0) p.mul_(dropout_keep_mask(p, c, blk));
-      if (in.v.defined()) {  // sum_j p_ij s_j W_s
-        per_head_matmul(
-            out_v.slice(0, blk.i0, blk.i1), b, h,
-            [&](int64_t bb, int64_t hh) { return p.select(1, bb * h + hh); },
-            [&](int64_t bb, int64_t hh) {
-              return in.v[bb].slice(0, blk.j0, blk.j1).select(1, hh / rep).t();
-            },
-            0.0, 1.0);
-      }
-      if (in.symbols.defined()) {                                               // sum_j p_ij s_ij
-        auto s = in.symbols.slice(0, blk.i0, blk.i1).slice(1, blk.j0, blk.j1);  // [m, kj, d]
-        out_s.slice(0, blk.i0, blk.i1).copy_(torch::bmm(p, s));
-      }
-      // sum_j p_ij r_ijl, one [h, kj] x [kj, R] product per query row
-      auto r = activation(block_relation_logits(in, c, blk)).view({m * b, R, -1});
-      out_r.slice(0, blk.i0, blk.i1)
-          .view({m * b, h, R})
-          .copy_(torch::bmm(p.view({m * b, h, -1}), r.transpose(1, 2)));
-    });
-
-    c.save(ctx);
-    ctx->saved_data["want_v"] = in.v.defined() && v->requires_grad();
-    ctx->saved_data["want_symbols"] = in.symbols.defined() && symbols->requires_grad();
-    ctx->save_for_backward(
-        {q, k, plain(v), plain(symbols), q_rel, k_rel, plain(mask), out_v, out_s, out_r});
     variable_list unused;
-    if (!in.v.defined()) unused.push_back(out_v);
-    if (!in.symbols.defined()) unused.push_back(out_s);
+    if (!(v && v->defined())) unused.push_back(out_v);
+    if (!(symbols && symbols->defined())) unused.push_back(out_s);
     ctx->mark_non_differentiable(unused);
     return {out_v, out_s, out_r};
   }
 
-  // With p = softmax(s) and the outputs O = sum_j p_ij V_ij (each output above is one),
-  //   dp_ij = sum over outputs of <dO_i, V_ij>,  ds_ij = p_ij (dp_ij - D_i),
-  //   D_i = sum_j p_ij dp_ij = sum over outputs of <dO_i, O_i>   (an O(n) quantity),
-  // and each block's p is recomputed from q and k. With dropout, p_ij dp_ij = pd_ij dpd_ij for the
-  // dropped-out pd = p * keep and its gradient dpd, so D is the same sum.
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const auto c = BlockwiseConfig::load(ctx);
-    auto saved = ctx->get_saved_variables();
-    for (auto& t : saved) t = t.defined() ? t.detach() : t;
-    BlockInputs in{saved[0], saved[1], saved[2], saved[3], saved[4], saved[5], saved[6]};
-    const auto &out_v = saved[7], &out_s = saved[8], &out_r = saved[9];
-    for (auto& grad : grads) grad = grad.contiguous();
-    const auto &d_out_v = grads[0], &d_out_s = grads[1], &d_out_r = grads[2];
-    const int64_t b = in.b(), n = in.n(), h = in.heads(), rep = in.rep(), R = in.relations();
-
-    auto delta = (d_out_r * out_r).sum(-1);  // D [n, b * h]
-    if (in.v.defined()) delta += (d_out_v * out_v).sum(-1);
-    if (in.symbols.defined()) delta += (d_out_s * out_s).sum(-1);
-
+    const auto saved = ctx->get_saved_variables();
     const bool want_v = ctx->saved_data["want_v"].toBool();
     const bool want_symbols = ctx->saved_data["want_symbols"].toBool();
-    // A block writes its own query rows; the key side collects from every block.
-    auto dq = torch::zeros_like(in.q), dq_rel = torch::zeros_like(in.q_rel);
-    auto d_symbols = want_symbols ? torch::zeros_like(in.symbols) : Tensor();
-    ThreadSums dk(in.k, true), dk_rel(in.k_rel, true), dv(in.v, want_v);
-    const auto& activation = get_activation(c.rel_activation);
-    const int64_t row_width = b * h + b * R + (in.symbols.defined() ? in.symbols.size(2) : 0);
-
-    for_each_block(make_blocks(n, row_width, c, in.mask), in.q, [&](const Block& blk, int thread) {
-      const int64_t m = blk.rows();
-      auto head = [&](const Tensor& t) {  // [m, b * h, x] -> (bb, hh) -> [m, x]
-        return [&t, h](int64_t bb, int64_t hh) { return t.select(1, bb * h + hh); };
-      };
-      auto keys = [&](const Tensor& t, int64_t per) {  // [b, n, w, x] keys of this block
-        return [&t, &blk, per](int64_t bb, int64_t hh) {
-          return t[bb].slice(0, blk.j0, blk.j1).select(1, hh / per);
-        };
-      };
-      auto p = block_probabilities(in, c, blk);  // [m, b * h, kj]
-      Tensor keep = c.dropout > 0 ? dropout_keep_mask(p, c, blk) : Tensor();
-      auto pd = keep.defined() ? p * keep : p;
-
-      // dpd: the gradient of the dropped-out probabilities, a term per output.
-      auto d_o_v = d_out_v.slice(0, blk.i0, blk.i1), d_o_r = d_out_r.slice(0, blk.i0, blk.i1);
-      auto dpd = torch::empty_like(p);
-      if (in.v.defined()) {
-        per_head_matmul(dpd, b, h, head(d_o_v), keys(in.v, rep), 0.0, 1.0);
-        if (want_v) {
-          for (int64_t bb = 0; bb < b; ++bb) {
-            for (int64_t hh = 0; hh < h; ++hh) {
-              dv[thread][bb]
-                  .slice(0, blk.j0, blk.j1)
-                  .select(1, hh / rep)
-                  .addmm_(pd.select(1, bb * h + hh).t(), d_o_v.select(1, bb * h + hh));
-            }
-          }
-        }
-      } else {
-        dpd.zero_();
-      }
-      if (in.symbols.defined()) {
-        auto s = in.symbols.slice(0, blk.i0, blk.i1).slice(1, blk.j0, blk.j1);  // [m, kj, d]
-        auto d_o = d_out_s.slice(0, blk.i0, blk.i1);                            // [m, b*h, d]
-        dpd.baddbmm_(d_o, s.transpose(1, 2));
-        if (want_symbols) {
-          d_symbols.slice(0, blk.i0, blk.i1)
-              .slice(1, blk.j0, blk.j1)
-              .copy_(torch::bmm(pd.transpose(1, 2), d_o));
-        }
-      }
-      {
-        auto t = block_relation_logits(in, c, blk).view({m * b, R, -1});
-        auto r = activation.forward(t);  // [m * b, R, kj]
-        if (!activation.needs_input) t.reset();
-        auto d_o = d_o_r.view({m * b, h, R});
-        dpd.view({m * b, h, -1}).baddbmm_(d_o, r);
-        auto dr = torch::bmm(d_o.transpose(1, 2), pd.view({m * b, h, -1}));  // [m * b, R, kj]
-        auto dt = activation.backward(dr, t, r).view({m, b * R, -1});
-        t.reset(), r.reset(), dr.reset();
-        add_logit_grads(dt, in.q_rel, in.k_rel, blk, R, 1, c.rel_scale, dq_rel, dk_rel[thread]);
-      }
-      pd.reset();
-      if (keep.defined()) dpd.mul_(keep);
-      auto ds = dpd.sub_(delta.slice(0, blk.i0, blk.i1).unsqueeze(-1)).mul_(p);  // [m, b*h, kj]
-      p.reset();
-      add_logit_grads(ds, in.q, in.k, blk, h, rep, c.attn_scale, dq, dk[thread]);
-    });
-    return {dq, dk.sum(), dv.sum(), d_symbols, dq_rel, dk_rel.sum(), Tensor(), Tensor()};
+    auto [dq, dk, dv, d_symbols, dq_rel, dk_rel] = backward_op().call(
+        optional_of(grads[0]), optional_of(grads[1]), optional_of(grads[2]), saved[0], saved[1],
+        optional_of(saved[2]), optional_of(saved[3]), saved[4], saved[5], optional_of(saved[6]),
+        saved[7], saved[8], saved[9], ctx->saved_data["is_causal"].toBool(),
+        ctx->saved_data["attn_scale"].toDouble(), ctx->saved_data["rel_scale"].toDouble(),
+        ctx->saved_data["rel_activation"].toStringRef(), ctx->saved_data["dropout_p"].toDouble(),
+        ctx->saved_data["seed"].toInt(), ctx->saved_data["block_size"].toInt(), want_v,
+        want_symbols);
+    return {dq,
+            dk,
+            want_v ? dv : Tensor(),
+            want_symbols ? d_symbols : Tensor(),
+            dq_rel,
+            dk_rel,
+            Tensor(),
+            Tensor(),
+            Tensor(),
+            Tensor(),
+            Tensor(),
+            Tensor(),
+            Tensor(),
+            Tensor()};
   }
 };
+
+// The backward operator's autograd node, created only when its gradients are differentiated
+// (create_graph=True): it has no derivative of its own, and says so when asked for one.
+struct BlockwiseBackwardHasNoGradient
+    : public torch::autograd::Function<BlockwiseBackwardHasNoGradient> {
+  static variable_list forward(AutogradContext*, at::TensorList differentiable_inputs,
+                               const std::function<variable_list()>& compute) {
+    (void)differentiable_inputs;  // what the node's outputs depend on, for autograd
+    return compute();
+  }
+  static variable_list backward(AutogradContext*, variable_list) {
+    TORCH_CHECK(false,
+                "relational_attention: the blockwise implementation has no second derivative; "
+                "use implementation='materialize' for double backward");
+  }
+};
+
+// The Autograd kernels of the two operators.
+std::tuple<Tensor, Tensor, Tensor> blockwise_forward_autograd(
+    const Tensor& q, const Tensor& k, const std::optional<Tensor>& v,
+    const std::optional<Tensor>& symbols, const Tensor& q_rel, const Tensor& k_rel,
+    const std::optional<Tensor>& mask, bool is_causal, double attn_scale, double rel_scale,
+    std::string_view rel_activation, double dropout_p, int64_t seed, int64_t block_size) {
+  auto outs = BlockwiseRelationalAttention::apply(q, k, v, symbols, q_rel, k_rel, mask, is_causal,
+                                                  attn_scale, rel_scale, rel_activation, dropout_p,
+                                                  seed, block_size);
+  return {outs[0], outs[1], outs[2]};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> blockwise_backward_autograd(
+    const std::optional<Tensor>& grad_out_v, const std::optional<Tensor>& grad_out_s,
+    const std::optional<Tensor>& grad_out_r, const Tensor& q, const Tensor& k,
+    const std::optional<Tensor>& v, const std::optional<Tensor>& symbols, const Tensor& q_rel,
+    const Tensor& k_rel, const std::optional<Tensor>& mask, const Tensor& out_v,
+    const Tensor& out_s, const Tensor& out_r, bool is_causal, double attn_scale, double rel_scale,
+    std::string_view rel_activation, double dropout_p, int64_t seed, int64_t block_size,
+    bool want_v, bool want_symbols) {
+  auto compute = [&]() -> variable_list {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    auto [dq, dk, dv, d_symbols, dq_rel, dk_rel] =
+        backward_op().call(grad_out_v, grad_out_s, grad_out_r, q, k, v, symbols, q_rel, k_rel, mask,
+                           out_v, out_s, out_r, is_causal, attn_scale, rel_scale, rel_activation,
+                           dropout_p, seed, block_size, want_v, want_symbols);
+    return {dq, dk, dv, d_symbols, dq_rel, dk_rel};
+  };
+  variable_list outs;
+  if (torch::autograd::GradMode::is_enabled()) {
+    variable_list differentiable;
+    for (const auto& t :
+         {grad_out_v, grad_out_s, grad_out_r, std::optional<Tensor>(q), std::optional<Tensor>(k), v,
+          symbols, std::optional<Tensor>(q_rel), std::optional<Tensor>(k_rel)}) {
+      if (t && t->defined()) differentiable.push_back(*t);
+    }
+    outs = BlockwiseBackwardHasNoGradient::apply(at::TensorList(differentiable), compute);
+  } else {
+    outs = compute();
+  }
+  return {outs[0], outs[1], outs[2], outs[3], outs[4], outs[5]};
+}
 
 int64_t draw_seed() {
   auto gen = at::detail::getDefaultCPUGenerator();
@@ -437,32 +627,35 @@ torch::Tensor ops::relational_attention_blockwise(
   }
   if (attn_mask.defined()) mask = attn_mask.to(q.device());
 
-  BlockwiseConfig c;
-  c.block_size = block_size;
-  c.causal = is_causal;
-  c.attn_scale = 1.0 / std::sqrt(static_cast<double>(hd));
-  c.rel_scale = 1.0 / std::sqrt(static_cast<double>(q_rel.size(3)));
-  c.rel_activation = rel_activation;
-  c.dropout = dropout_p;
-  if (c.dropout > 0) c.seed = draw_seed();  // never when tracing without dropout
-  auto outs = BlockwiseRelationalAttention::apply(q.contiguous(), k.contiguous(), v, relative,
-                                                  q_rel, k_rel, mask, c);
+  const double attn_scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  const double rel_scale = 1.0 / std::sqrt(static_cast<double>(q_rel.size(3)));
+  // A trace would make the seed a constant of its graph: the same dropout masks at every call.
+  TORCH_CHECK(dropout_p == 0 || !is_traced(q),
+              "relational_attention: the blockwise implementation cannot be traced with dropout "
+              "(dropout_p = ",
+              dropout_p,
+              "): its seed would be a constant of the graph; use implementation='auto' "
+              "or 'materialize', or dropout_p = 0");
+  const int64_t seed = dropout_p > 0 ? draw_seed() : 0;
+  auto [out_v, out_s, out_r] = forward_op().call(
+      q.contiguous(), k.contiguous(), v, relative, q_rel.contiguous(), k_rel.contiguous(), mask,
+      is_causal, attn_scale, rel_scale, rel_activation, dropout_p, seed, block_size);
 
   auto by_head = [&](const Tensor& t) {  // [n, b * h, w] -> [b, n, h, w]
     return t.view({n, b, h, t.size(2)}).transpose(0, 1);
   };
   Tensor symbol_part;  // [b, n, h, hd]
   if (!relative_symbols) {
-    symbol_part = by_head(outs[0]);
+    symbol_part = by_head(out_v);
   } else {
     // [b, n, (g, rep), (g', hd)]: query head (gg, r) keeps the columns of group g' = gg.
-    auto all_groups = by_head(outs[1]).reshape({b, n, g, h / g, g, hd});
+    auto all_groups = by_head(out_s).reshape({b, n, g, h / g, g, hd});
     symbol_part = all_groups
                       .diagonal(0, 2, 4)         // [b, n, rep, hd, g]
                       .permute({0, 1, 4, 2, 3})  // [b, n, g, rep, hd]
                       .reshape({b, n, h, hd});
   }
-  auto attended_relations = by_head(outs[2]);  // [b, n, h, R]
+  auto attended_relations = by_head(out_r);  // [b, n, h, R]
   return symbol_part + torch::einsum("bnhr,hdr->bnhd", {attended_relations, wr});
 }
 
@@ -506,3 +699,20 @@ torch::Tensor ops::relational_attention_sdpa(const torch::Tensor& q, const torch
 }
 
 }  // namespace dual_attention
+
+// The blockwise path's two operators (declared in src/ops.cpp): the kernels, device generic; their
+// meta kernels, for tracing; and the Autograd kernel that joins them into one differentiable
+// operator, so that torch.compile and torch.export keep the path whole instead of tracing its
+// blocks.
+TORCH_LIBRARY_IMPL(dual_attention, CompositeExplicitAutograd, m) {
+  m.impl("relational_attention_blockwise_forward", &dual_attention::blockwise_forward);
+  m.impl("relational_attention_blockwise_backward", &dual_attention::blockwise_backward);
+}
+TORCH_LIBRARY_IMPL(dual_attention, Meta, m) {
+  m.impl("relational_attention_blockwise_forward", &dual_attention::blockwise_forward_meta);
+  m.impl("relational_attention_blockwise_backward", &dual_attention::blockwise_backward_meta);
+}
+TORCH_LIBRARY_IMPL(dual_attention, Autograd, m) {
+  m.impl("relational_attention_blockwise_forward", &dual_attention::blockwise_forward_autograd);
+  m.impl("relational_attention_blockwise_backward", &dual_attention::blockwise_backward_autograd);
+}

@@ -5,10 +5,12 @@
 // SymbolicAttention) project their inputs and call these very functions, so a C++ module, a Python
 // module that owns its parameters, and a decode loop share one implementation.
 //
-// Both operators are CompositeImplicitAutograd: their kernels are made of ATen operators (and, on
-// the blockwise path, a custom autograd function), so autograd comes from those, and meta / fake
-// tensors run through them: torch.compile and torch.export trace them into plain ATen graphs.
-// Nothing reads tensor data on the paths a trace takes (see RelationalAttentionImplementation).
+// Both operators are CompositeImplicitAutograd: their kernels are made of ATen operators, so
+// autograd comes from those, and meta / fake tensors run through them: torch.compile and
+// torch.export trace them into ATen graphs. The one exception is the blockwise path: two internal
+// operators (relational_attention_blockwise_forward and _backward, with their own Autograd and
+// meta kernels) that a graph keeps whole. Nothing reads tensor data on the paths a trace takes
+// (see RelationalAttentionImplementation).
 #pragma once
 
 #include <torch/torch.h>
@@ -68,15 +70,17 @@ enum class RelationalAttentionImplementation {
   // SDPA on CUDA for identity relations without relative symbols, a mask or float64; on the CPU,
   // Materialize for short sequences (n <= kMaterializeMaxLength with at most
   // kMaterializeMaxElements elements per [b, heads, n, n] tensor), where it is faster; Blockwise
-  // otherwise. Materialize whenever the inputs are being traced (is_traced), so that a compiled
-  // or exported graph holds plain ATen operators, and when n != m or a size is 0.
+  // otherwise; under a trace (is_traced) the same, but Materialize with dropout (a graph would
+  // freeze the blockwise path's seed); Materialize when n != m or a size is 0.
   Auto,
   // The reference's computation: [b, h, n, m] scores and [b, n, m, R] relations in memory.
   Materialize,
   // Blocks of at most `block_size` query rows against the keys they may see, and a custom
   // backward that recomputes each block: memory O(n) plus a few block-sized temporaries. Needs
   // m = n. Eager-mode only in practice: with an attn_mask it reads the mask's data to cut each
-  // block's key range, and with dropout it draws its seed when called (a trace would freeze it).
+  // block's key range, and with dropout it draws its seed when called (an error under a trace,
+  // which would freeze it). Two operators, relational_attention_blockwise_forward and _backward,
+  // with meta kernels: torch.compile and torch.export keep them whole in their graphs.
   Blockwise,
   // One scaled_dot_product_attention with values [sv | relation keys]; identity relations and
   // per-position symbols only (sum_j a_ij <qrel_i, krel_j> = <qrel_i, sum_j a_ij krel_j>).
@@ -104,6 +108,7 @@ struct RelationalAttentionPathInputs {
   int64_t batch = 0, n_queries = 0, n_keys = 0, n_heads = 0, n_relations = 0;
   std::string rel_activation = "identity";
   bool relative_symbols = false, has_mask = false, need_weights = false, traced = false;
+  double dropout_p = 0.0;
 };
 // The path relational_attention takes (never Auto): need_weights or an empty input materialises,
 // an explicit implementation is kept, Auto is resolved as its comment says.
@@ -113,7 +118,7 @@ RelationalAttentionImplementation resolve_relational_attention_path(
 RelationalAttentionImplementation relational_attention_path(
     RelationalAttentionImplementation requested, const torch::Tensor& q, const torch::Tensor& k,
     const torch::Tensor& q_rel, bool has_mask, bool relative_symbols,
-    std::string_view rel_activation, bool need_weights);
+    std::string_view rel_activation, bool need_weights, double dropout_p = 0.0);
 
 // The three paths, for callers that have checked their arguments as relational_attention does and
 // chosen the path themselves (RelationalAttention::forward_cached). Arguments as above, except:

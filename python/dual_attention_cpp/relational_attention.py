@@ -223,7 +223,9 @@ class RelationalAttention(CppModule, cpp=_C.RelationalAttention):
         ``len x len`` tensors), ``'blockwise'`` (query blocks, memory linear in ``len``) or
         ``'sdpa'`` (one scaled_dot_product_attention; identity relations only). All give the same
         result; ``need_weights=True`` always materialises. Under ``torch.compile`` and
-        ``torch.export``, ``'auto'`` materialises (the operator traces into ATen operators)."""
+        ``torch.export`` the same, except that with dropout in training ``'auto'`` materialises
+        (the blockwise path's two operators stay whole in the graph, and its dropout seed would be
+        a constant of it)."""
         return self._implementation
 
     @implementation.setter

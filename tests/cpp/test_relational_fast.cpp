@@ -23,8 +23,10 @@
 #include "dual_attention/ops.h"
 #include "dual_attention/relational_attention.h"
 #include "dual_attention/symbol_retrieval.h"
+#include "test_support.h"
 
 using namespace dual_attention;
+using test_support::expect_error;
 using Implementation = RelationalAttentionImpl::Implementation;
 
 namespace {
@@ -656,7 +658,8 @@ TEST(RelationalAttentionOp, ReturnsTheModulesWeightsWhenAsked) {
 }
 
 // Fake and meta tensors trace through the operator (torch.compile, torch.export): "auto" resolves
-// to the materialising path, which reads no data, and the shapes come out right.
+// to the blockwise path's operators (their meta kernels), or with dropout to the materialising
+// path; neither reads data, and the shapes come out right.
 TEST(RelationalAttentionOp, RunsOnMetaTensorsWithTheRightShapes) {
   const int64_t b = 2, n = 300, h = 8, g = 2, kd = 12, hd = 16, R = 4, dr = 8;
   auto meta = torch::TensorOptions().device(torch::kMeta);
@@ -666,7 +669,10 @@ TEST(RelationalAttentionOp, RunsOnMetaTensorsWithTheRightShapes) {
   auto mask = torch::empty({n, n}, meta.dtype(torch::kBool));
   EXPECT_EQ(ops::relational_attention_path(Implementation::Auto, q, k, q_rel, false, false, "tanh",
                                            false),
-            Implementation::Materialize);  // a real CPU tensor of this length goes blockwise
+            Implementation::Blockwise);  // as a real CPU tensor of this length
+  EXPECT_EQ(ops::relational_attention_path(Implementation::Auto, q, k, q_rel, false, false, "tanh",
+                                           false, 0.1),
+            Implementation::Materialize);
   for (bool relative : {false, true}) {
     for (bool need_weights : {false, true}) {
       SCOPED_TRACE(::testing::Message() << "relative " << relative << ", weights " << need_weights);
@@ -694,6 +700,14 @@ TEST(RelationalAttentionOp, RunsOnMetaTensorsWithTheRightShapes) {
       q, k, q_rel, k_rel, torch::empty({b, n, g, hd}, meta), wr, std::nullopt, true, false,
       "identity", 0.1, false, "auto", 128));
   EXPECT_EQ(heads.sizes(), (std::vector<int64_t>{b, n, h, hd}));
+  // Asked for explicitly, the blockwise path refuses to be traced with dropout.
+  expect_error(
+      [&] {
+        relational_attention_op().call(q, k, q_rel, k_rel, torch::empty({b, n, g, hd}, meta), wr,
+                                       std::nullopt, true, false, "identity", 0.1, false,
+                                       "blockwise", 128);
+      },
+      {"cannot be traced with dropout (dropout_p = 0.1)"});
   // (symbolic_attention is scaled_dot_product_attention, whose math path has no C++ meta kernel
   // for its softmax: it traces with Python's fake tensors, as the Python check shows.)
 }
@@ -712,7 +726,9 @@ TEST(RelationalAttentionOp, AutoResolvesFromShapesDeviceAndOptions) {
   EXPECT_EQ(path(), Implementation::SDPA);  // identity relations on CUDA
   in.has_mask = true;
   EXPECT_EQ(path(), Implementation::Blockwise);
-  in.traced = true;
+  in.traced = true;  // a trace keeps the blockwise path whole (its two operators)
+  EXPECT_EQ(path(), Implementation::Blockwise);
+  in.dropout_p = 0.1;  // but would freeze its dropout seed
   EXPECT_EQ(path(), Implementation::Materialize);
   EXPECT_EQ(path(Implementation::Blockwise), Implementation::Blockwise);  // asked for explicitly
   in.need_weights = true;
@@ -722,6 +738,22 @@ TEST(RelationalAttentionOp, AutoResolvesFromShapesDeviceAndOptions) {
   EXPECT_EQ(path(), Implementation::Materialize);  // keys of a cache: not blockwise
   EXPECT_EQ(ops::parse_relational_attention_implementation("sdpa"), Implementation::SDPA);
   EXPECT_THROW(ops::parse_relational_attention_implementation("fast"), c10::Error);
+}
+
+// The blockwise backward is an operator without a derivative: differentiating its gradients
+// (create_graph=true, then backward) is an error that says so, not a silent zero.
+TEST(RelationalAttentionOp, BlockwiseSecondDerivativeIsAnErrorThatSaysSo) {
+  const int64_t b = 1, n = 40, h = 2, g = 1, kd = 4, hd = 4, R = 2, dr = 4;
+  auto q = torch::randn({b, n, h, kd}).requires_grad_(), k = torch::randn({b, n, g, kd});
+  auto q_rel = torch::randn({b, n, R, dr}), k_rel = torch::randn({b, n, R, dr});
+  auto sv = torch::randn({b, n, g, hd}), wr = torch::randn({h, hd, R});
+  auto heads =
+      std::get<0>(relational_attention_op().call(q, k, q_rel, k_rel, sv, wr, std::nullopt, true,
+                                                 false, "identity", 0.0, false, "blockwise", 16));
+  auto dq = torch::autograd::grad({heads.square().sum()}, {q}, {}, true, true)[0];
+  ASSERT_TRUE(dq.requires_grad());
+  expect_error([&] { dq.sum().backward(); }, {"blockwise implementation has no second derivative",
+                                              "implementation='materialize'"});
 }
 
 TEST(RelationalAttentionOp, BadArgumentsAreErrorsNamingThem) {
